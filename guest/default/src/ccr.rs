@@ -1,0 +1,126 @@
+//! The Claude Code Router (v1.x) config: `~/.claude-code-router/config.json`.
+//!
+//! Merging rules, so a user's own edits survive a re-provision:
+//! - the `databricks` provider is ours: it is replaced whole (or inserted first);
+//! - the `databricks-custom` plugin entry in `transformers` is ours; other entries stay;
+//! - `Router.default` is set when missing or when it already routes to our provider;
+//! - the top-level defaults of the original app (port, host, timeouts, ...) are filled in only
+//!   when missing; every other key, provider and Router entry is left as it is.
+
+use serde_json::{Map, Value, json};
+
+pub const PROVIDER_NAME: &str = "databricks";
+pub const TRANSFORMER_NAME: &str = "databricks-custom";
+
+/// What the policy decided for the Databricks provider.
+pub struct DatabricksProvider<'a> {
+    pub workspace_url: &'a str,
+    pub model: &'a str,
+    /// The token, as a secret reference the host fills in when it writes the file.
+    pub api_key: &'a str,
+    /// Absolute path of the transformer plugin.
+    pub plugin_path: &'a str,
+}
+
+impl DatabricksProvider<'_> {
+    pub fn api_base_url(&self) -> String {
+        format!("{}/serving-endpoints/{}/invocations", self.workspace_url, self.model)
+    }
+
+    fn provider(&self) -> Value {
+        let chain = json!(["OpenAI", TRANSFORMER_NAME]);
+        let mut transformer = Map::new();
+        transformer.insert("use".into(), chain.clone());
+        transformer.insert(self.model.into(), json!({ "use": chain }));
+        json!({
+            "name": PROVIDER_NAME,
+            "api_base_url": self.api_base_url(),
+            "api_key": self.api_key,
+            "models": [self.model],
+            "transformer": transformer,
+        })
+    }
+
+    fn route(&self) -> String {
+        format!("{PROVIDER_NAME},{}", self.model)
+    }
+}
+
+/// The original app's top-level settings, used where the user has not set their own.
+fn defaults() -> Map<String, Value> {
+    let value = json!({
+        "LOG": false,
+        "LOG_LEVEL": "debug",
+        "CLAUDE_PATH": "",
+        "HOST": "127.0.0.1",
+        "PORT": 3456,
+        "APIKEY": "",
+        "API_TIMEOUT_MS": "600000",
+        "PROXY_URL": "",
+        "transformers": [],
+        "Providers": [],
+        "StatusLine": {
+            "enabled": false,
+            "currentStyle": "default",
+            "default": { "modules": [] },
+            "powerline": { "modules": [] }
+        },
+        "Router": {}
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("literal object"),
+    }
+}
+
+/// A key that must hold an array: replaced by an empty one when the user's value is not.
+fn array_entry<'m>(config: &'m mut Map<String, Value>, key: &str) -> &'m mut Vec<Value> {
+    let slot = config.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+    if !slot.is_array() {
+        *slot = Value::Array(Vec::new());
+    }
+    slot.as_array_mut().expect("just made an array")
+}
+
+pub fn merge(mut config: Map<String, Value>, ours: &DatabricksProvider) -> Value {
+    for (key, value) in defaults() {
+        config.entry(key).or_insert(value);
+    }
+
+    let plugin = json!({ "path": ours.plugin_path, "options": { "debug": false } });
+    let transformers = array_entry(&mut config, "transformers");
+    let is_ours = |t: &Value| {
+        t.get("path")
+            .and_then(Value::as_str)
+            .is_some_and(|p| p == ours.plugin_path || p.ends_with("/databricks-claude-transformers.js"))
+    };
+    match transformers.iter().position(is_ours) {
+        Some(i) => {
+            // Keep the user's plugin options (e.g. debug: true); own only the path.
+            let options = transformers[i].get("options").cloned().unwrap_or(json!({ "debug": false }));
+            transformers[i] = json!({ "path": ours.plugin_path, "options": options });
+        }
+        None => transformers.push(plugin),
+    }
+
+    let providers = array_entry(&mut config, "Providers");
+    let is_our_provider = |p: &Value| p.get("name").and_then(Value::as_str) == Some(PROVIDER_NAME);
+    match providers.iter().position(is_our_provider) {
+        Some(i) => providers[i] = ours.provider(),
+        None => providers.insert(0, ours.provider()),
+    }
+
+    let router = config.entry("Router").or_insert_with(|| json!({}));
+    if !router.is_object() {
+        *router = json!({});
+    }
+    let router = router.as_object_mut().expect("just made an object");
+    let routes_elsewhere = router
+        .get("default")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.is_empty() && !r.starts_with(&format!("{PROVIDER_NAME},")));
+    if !routes_elsewhere {
+        router.insert("default".into(), Value::String(ours.route()));
+    }
+    Value::Object(config)
+}

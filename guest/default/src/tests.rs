@@ -1,0 +1,188 @@
+//! Native unit tests of the default policy against the SDK's MockHost.
+
+use super::*;
+use devbox_policy_sdk::mock::{Call, MOCK_TOKEN_REF, MockHost};
+use serde_json::json;
+
+fn app_host() -> MockHost {
+    MockHost::default().with_var("DATABRICKS_CLIENT_ID", "sp-client-id").with_secret("DATABRICKS_CLIENT_SECRET")
+}
+
+fn config_json(host: &MockHost) -> Value {
+    serde_json::from_str(host.file(CCR_CONFIG)).expect("config.json is JSON")
+}
+
+#[test]
+fn fresh_home_gets_the_original_apps_files_with_private_modes() {
+    let mut host = app_host();
+    DefaultPolicy::provision(&mut host).unwrap();
+
+    assert_eq!(host.created_tokens(), [(format!("sdk-{}", host.now_unix_nanos), 3600)]);
+    let expected = json!({
+        "LOG": false,
+        "LOG_LEVEL": "debug",
+        "CLAUDE_PATH": "",
+        "HOST": "127.0.0.1",
+        "PORT": 3456,
+        "APIKEY": "",
+        "API_TIMEOUT_MS": "600000",
+        "PROXY_URL": "",
+        "transformers": [
+            { "path": "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js", "options": { "debug": false } }
+        ],
+        "Providers": [{
+            "name": "databricks",
+            "api_base_url": "https://example.cloud.databricks.com/serving-endpoints/databricks-claude-sonnet-4/invocations",
+            "api_key": MOCK_TOKEN_REF,
+            "models": ["databricks-claude-sonnet-4"],
+            "transformer": {
+                "use": ["OpenAI", "databricks-custom"],
+                "databricks-claude-sonnet-4": { "use": ["OpenAI", "databricks-custom"] }
+            }
+        }],
+        "StatusLine": { "enabled": false, "currentStyle": "default", "default": { "modules": [] }, "powerline": { "modules": [] } },
+        "Router": { "default": "databricks,databricks-claude-sonnet-4" }
+    });
+    assert_eq!(config_json(&host), expected);
+    assert_eq!(host.mode(CCR_CONFIG), 0o600);
+    assert_eq!(host.mode(DATABRICKSCFG), 0o600);
+    assert!(host.file(CCR_PLUGIN).contains("databricks-custom"));
+    assert_eq!(
+        host.file(DATABRICKSCFG),
+        "[DEFAULT]\nhost = https://example.cloud.databricks.com\nclient_id = sp-client-id\nclient_secret = {{devbox-secret:DATABRICKS_CLIENT_SECRET}}\n"
+    );
+}
+
+#[test]
+fn lifetime_and_model_come_from_the_environment() {
+    let mut host = app_host().with_var(LIFETIME_VAR, "86400").with_var(MODEL_VAR, "databricks-claude-opus-4-6");
+    DefaultPolicy::provision(&mut host).unwrap();
+    assert_eq!(host.created_tokens()[0].1, 86400);
+    let config = config_json(&host);
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-opus-4-6");
+    assert_eq!(
+        config["Providers"][0]["api_base_url"],
+        "https://example.cloud.databricks.com/serving-endpoints/databricks-claude-opus-4-6/invocations"
+    );
+}
+
+#[test]
+fn bad_settings_mint_nothing_and_write_nothing() {
+    let bad_lifetimes = ["", "abc", "-5", "0", "1e9", "99999999999999999999", "3600 ", " 3600", "63072001"];
+    for raw in bad_lifetimes {
+        let mut host = app_host().with_var(LIFETIME_VAR, raw);
+        let err = DefaultPolicy::provision(&mut host).unwrap_err();
+        let PolicyError::InvalidConfig(message) = err else { panic!("{raw:?}: {err:?}") };
+        assert!(message.contains(LIFETIME_VAR) && message.contains("3600"), "{message}");
+        assert!(host.calls.is_empty(), "{raw:?} made calls: {:?}", host.calls);
+    }
+    for raw in ["", "a b", "../x", "model/x"] {
+        let mut host = app_host().with_var(MODEL_VAR, raw);
+        assert!(matches!(DefaultPolicy::provision(&mut host), Err(PolicyError::InvalidConfig(_))), "{raw:?}");
+        assert!(host.calls.is_empty());
+    }
+}
+
+#[test]
+fn lifetime_accepts_the_full_valid_range() {
+    assert_eq!(token_lifetime(None).unwrap(), 3600);
+    assert_eq!(token_lifetime(Some("1")).unwrap(), 1);
+    assert_eq!(token_lifetime(Some("63072000")).unwrap(), MAX_LIFETIME_SECONDS);
+}
+
+#[test]
+fn a_failed_mint_writes_nothing() {
+    let mut host = app_host();
+    host.create_token_result = Some(Err(devbox_policy_sdk::ApiError {
+        status: 403,
+        error_code: "PERMISSION_DENIED".into(),
+        message: "User does not have permission to use tokens.".into(),
+    }));
+    let err = DefaultPolicy::provision(&mut host).unwrap_err();
+    assert!(matches!(err, PolicyError::Workspace(ref e) if e.status == 403), "{err:?}");
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::Write { .. })));
+}
+
+#[test]
+fn users_own_ccr_edits_survive() {
+    let existing = json!({
+        "PORT": 4000,
+        "LOG": true,
+        "MY_KEY": { "keep": "me" },
+        "transformers": [
+            { "path": "/somewhere/else/databricks-claude-transformers.js", "options": { "debug": true } },
+            { "path": "/home/app/mine.js" }
+        ],
+        "Providers": [
+            { "name": "openrouter", "api_base_url": "https://openrouter.ai/api/v1/chat/completions", "api_key": "sk-or", "models": ["x"] },
+            { "name": "databricks", "api_base_url": "https://old/serving-endpoints/old/invocations", "api_key": "dapi-old", "models": ["old"] }
+        ],
+        "Router": { "default": "databricks,old", "think": "openrouter,x" }
+    });
+    let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
+    DefaultPolicy::provision(&mut host).unwrap();
+    let config = config_json(&host);
+    assert_eq!(config["PORT"], 4000);
+    assert_eq!(config["LOG"], true);
+    assert_eq!(config["MY_KEY"], json!({ "keep": "me" }));
+    assert_eq!(config["Router"]["think"], "openrouter,x");
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4");
+    let providers = config["Providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 2);
+    assert_eq!(providers[0]["name"], "openrouter");
+    assert_eq!(providers[0]["api_key"], "sk-or");
+    assert_eq!(providers[1]["api_key"], MOCK_TOKEN_REF);
+    let transformers = config["transformers"].as_array().unwrap();
+    assert_eq!(transformers.len(), 2);
+    assert_eq!(transformers[0]["path"], "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js");
+    assert_eq!(transformers[0]["options"]["debug"], true);
+    assert_eq!(transformers[1]["path"], "/home/app/mine.js");
+}
+
+#[test]
+fn a_router_default_pointing_elsewhere_is_kept() {
+    let existing = json!({ "Router": { "default": "openrouter,x" } });
+    let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
+    DefaultPolicy::provision(&mut host).unwrap();
+    assert_eq!(config_json(&host)["Router"]["default"], "openrouter,x");
+}
+
+#[test]
+fn unparseable_config_is_backed_up_not_destroyed() {
+    for broken in ["{ not json", "[1, 2]", "\"str\""] {
+        let mut host = app_host().with_file(CCR_CONFIG, broken);
+        DefaultPolicy::provision(&mut host).unwrap();
+        let backup = format!("{CCR_CONFIG}.bak-{}", host.now_unix_nanos / 1_000_000_000);
+        assert_eq!(host.file(&backup), broken);
+        assert_eq!(host.mode(&backup), 0o600);
+        assert_eq!(config_json(&host)["Providers"][0]["name"], "databricks");
+        assert!(host.logs.iter().any(|(level, m)| *level == Level::Warn && m.contains(".bak-")), "{:?}", host.logs);
+    }
+}
+
+#[test]
+fn databrickscfg_keeps_other_profiles_and_comments() {
+    let existing = "# managed by me\n[DEFAULT]\nhost = https://old\ntoken = dapi-old\nwarehouse_id = 42\n\n[staging]\nhost = https://staging\ntoken = dapi-staging\n";
+    let mut host = app_host().with_file(DATABRICKSCFG, existing);
+    DefaultPolicy::provision(&mut host).unwrap();
+    assert_eq!(
+        host.file(DATABRICKSCFG),
+        "# managed by me\n[DEFAULT]\nhost = https://example.cloud.databricks.com\nwarehouse_id = 42\nclient_id = sp-client-id\nclient_secret = {{devbox-secret:DATABRICKS_CLIENT_SECRET}}\n\n[staging]\nhost = https://staging\ntoken = dapi-staging\n"
+    );
+}
+
+#[test]
+fn malformed_databrickscfg_is_backed_up() {
+    let mut host = app_host().with_file(DATABRICKSCFG, "host = nowhere\n");
+    DefaultPolicy::provision(&mut host).unwrap();
+    let backup = format!("{DATABRICKSCFG}.bak-{}", host.now_unix_nanos / 1_000_000_000);
+    assert_eq!(host.file(&backup), "host = nowhere\n");
+    assert!(host.file(DATABRICKSCFG).starts_with("[DEFAULT]\nhost = https://example.cloud.databricks.com\n"));
+}
+
+#[test]
+fn pat_deployments_get_only_the_host_in_databrickscfg() {
+    let mut host = MockHost { auth_type: "pat".into(), ..MockHost::default() };
+    DefaultPolicy::provision(&mut host).unwrap();
+    assert_eq!(host.file(DATABRICKSCFG), "[DEFAULT]\nhost = https://example.cloud.databricks.com\n");
+}

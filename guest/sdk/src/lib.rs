@@ -1,0 +1,136 @@
+//! The library a devbox-auth policy is written against.
+//!
+//! A policy implements [`Policy`] against the [`Host`] trait instead of calling the WIT imports
+//! directly. In the component, [`WasmHost`] forwards to the real imports; in native unit tests,
+//! [`mock::MockHost`] stands in for them. (wit-bindgen compiles every import to `unreachable!()`
+//! off wasm32, so a policy that called the imports directly could not be unit-tested.)
+//!
+//! ```ignore
+//! struct MyPolicy;
+//! impl devbox_policy_sdk::Policy for MyPolicy {
+//!     fn provision(host: &mut impl devbox_policy_sdk::Host) -> Result<(), devbox_policy_sdk::PolicyError> { Ok(()) }
+//! }
+//! devbox_policy_sdk::export_policy!(MyPolicy);
+//! ```
+
+pub mod mock;
+
+pub use databrickscfg;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "policy",
+        pub_export_macro: true,
+        default_bindings_module: "devbox_policy_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::devbox::auth::log::Level;
+pub use bindings::devbox::auth::types::{ApiError, FileError, FileErrorKind, PolicyError};
+pub use bindings::devbox::auth::workspace::{MintedToken, ServingEndpoint, TokenInfo};
+
+/// Everything a policy may ask of the host. One method per WIT import, plus the clock.
+pub trait Host {
+    fn host_url(&self) -> String;
+    fn auth_type(&self) -> String;
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError>;
+    fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError>;
+    fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError>;
+    fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError>;
+    fn home_dir(&self) -> String;
+    fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError>;
+    fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError>;
+    fn var(&self, name: &str) -> Option<String>;
+    fn secret_ref(&self, name: &str) -> Option<String>;
+    fn log(&mut self, level: Level, message: &str);
+    /// Wall-clock time. Policies take time from here so tests can pin it.
+    fn now_unix_nanos(&self) -> u128;
+}
+
+/// A provisioning policy.
+pub trait Policy {
+    fn provision(host: &mut impl Host) -> Result<(), PolicyError>;
+}
+
+/// The real imports, available only inside the component.
+#[cfg(target_arch = "wasm32")]
+pub struct WasmHost;
+
+#[cfg(target_arch = "wasm32")]
+impl Host for WasmHost {
+    fn host_url(&self) -> String {
+        bindings::devbox::auth::workspace::host_url()
+    }
+    fn auth_type(&self) -> String {
+        bindings::devbox::auth::workspace::auth_type()
+    }
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+        bindings::devbox::auth::workspace::create_token(comment, lifetime_seconds)
+    }
+    fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
+        bindings::devbox::auth::workspace::list_tokens()
+    }
+    fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
+        bindings::devbox::auth::workspace::delete_token(token_id)
+    }
+    fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
+        bindings::devbox::auth::workspace::list_serving_endpoints()
+    }
+    fn home_dir(&self) -> String {
+        bindings::devbox::auth::files::home_dir()
+    }
+    fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
+        bindings::devbox::auth::files::read(path)
+    }
+    fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError> {
+        bindings::devbox::auth::files::write(path, contents, mode)
+    }
+    fn var(&self, name: &str) -> Option<String> {
+        bindings::devbox::auth::environment::get_var(name)
+    }
+    fn secret_ref(&self, name: &str) -> Option<String> {
+        bindings::devbox::auth::environment::get_secret_ref(name)
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        bindings::devbox::auth::log::log(level, message)
+    }
+    fn now_unix_nanos(&self) -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    }
+}
+
+/// Export `$policy` (a type implementing [`Policy`]) as the component's `provision` function.
+/// Expands to nothing off wasm32, so the same crate also builds natively for unit tests.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct DevboxPolicyExport;
+            impl $crate::bindings::Guest for DevboxPolicyExport {
+                fn provision() -> ::core::result::Result<(), $crate::PolicyError> {
+                    <$policy as $crate::Policy>::provision(&mut $crate::WasmHost)
+                }
+            }
+            $crate::bindings::export!(DevboxPolicyExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+impl From<ApiError> for PolicyError {
+    fn from(e: ApiError) -> Self {
+        PolicyError::Workspace(e)
+    }
+}
+
+impl From<FileError> for PolicyError {
+    fn from(e: FileError) -> Self {
+        PolicyError::File(e)
+    }
+}

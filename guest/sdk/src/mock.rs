@@ -1,0 +1,170 @@
+//! An in-memory [`Host`] for native unit tests of policies: no wasm, no Databricks, no disk.
+//!
+//! Files live in a map, workspace answers are canned (override them per test), and every call
+//! is recorded so a test can assert on what the policy asked for.
+
+use std::collections::BTreeMap;
+
+use crate::{ApiError, FileError, FileErrorKind, Host, Level, MintedToken, ServingEndpoint, TokenInfo};
+
+/// The secret reference the mock hands out for the minted token.
+pub const MOCK_TOKEN_REF: &str = "{{devbox-secret:mock-token}}";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    CreateToken { comment: String, lifetime_seconds: u64 },
+    ListTokens,
+    DeleteToken(String),
+    ListServingEndpoints,
+    Write { path: String, mode: u32 },
+}
+
+pub struct MockHost {
+    pub host_url: String,
+    pub auth_type: String,
+    pub home: String,
+    pub vars: BTreeMap<String, String>,
+    pub secret_refs: BTreeMap<String, String>,
+    /// The "disk": path relative to home -> (contents, mode).
+    pub files: BTreeMap<String, (Vec<u8>, u32)>,
+    pub now_unix_nanos: u128,
+    /// Replaces the default successful answer of `create_token`.
+    pub create_token_result: Option<Result<MintedToken, ApiError>>,
+    pub tokens: Vec<TokenInfo>,
+    pub endpoints: Vec<ServingEndpoint>,
+    pub calls: Vec<Call>,
+    pub logs: Vec<(Level, String)>,
+}
+
+impl Default for MockHost {
+    fn default() -> Self {
+        Self {
+            host_url: "https://example.cloud.databricks.com".into(),
+            auth_type: "oauth-m2m".into(),
+            home: "/home/app".into(),
+            vars: BTreeMap::new(),
+            secret_refs: BTreeMap::new(),
+            files: BTreeMap::new(),
+            now_unix_nanos: 1_700_000_000_000_000_000,
+            create_token_result: None,
+            tokens: Vec::new(),
+            endpoints: Vec::new(),
+            calls: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+}
+
+impl MockHost {
+    pub fn with_var(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn with_secret(mut self, name: &str) -> Self {
+        self.secret_refs.insert(name.into(), format!("{{{{devbox-secret:{name}}}}}"));
+        self
+    }
+
+    pub fn with_file(mut self, path: &str, contents: &str) -> Self {
+        self.files.insert(path.into(), (contents.as_bytes().to_vec(), 0o600));
+        self
+    }
+
+    /// A file's contents as UTF-8, panicking with the file list when it is missing.
+    pub fn file(&self, path: &str) -> &str {
+        let (bytes, _) = self
+            .files
+            .get(path)
+            .unwrap_or_else(|| panic!("no file {path}; files: {:?}", self.files.keys().collect::<Vec<_>>()));
+        std::str::from_utf8(bytes).expect("file is UTF-8")
+    }
+
+    pub fn mode(&self, path: &str) -> u32 {
+        self.files[path].1
+    }
+
+    pub fn created_tokens(&self) -> Vec<(String, u64)> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::CreateToken { comment, lifetime_seconds } => Some((comment.clone(), *lifetime_seconds)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn check_relative(path: &str) -> Result<(), FileError> {
+    let bad = path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty());
+    if bad {
+        return Err(FileError {
+            kind: FileErrorKind::InvalidPath,
+            path: path.into(),
+            message: "paths must be relative to home, without `..`".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Host for MockHost {
+    fn host_url(&self) -> String {
+        self.host_url.clone()
+    }
+    fn auth_type(&self) -> String {
+        self.auth_type.clone()
+    }
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+        self.calls.push(Call::CreateToken { comment: comment.into(), lifetime_seconds });
+        if let Some(result) = self.create_token_result.clone() {
+            return result;
+        }
+        let now_ms = (self.now_unix_nanos / 1_000_000) as i64;
+        Ok(MintedToken {
+            info: TokenInfo {
+                token_id: "mock-token-id".into(),
+                comment: comment.into(),
+                creation_time_ms: now_ms,
+                expiry_time_ms: now_ms + lifetime_seconds as i64 * 1000,
+            },
+            secret_ref: MOCK_TOKEN_REF.into(),
+        })
+    }
+    fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
+        self.calls.push(Call::ListTokens);
+        Ok(self.tokens.clone())
+    }
+    fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
+        self.calls.push(Call::DeleteToken(token_id.into()));
+        Ok(())
+    }
+    fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
+        self.calls.push(Call::ListServingEndpoints);
+        Ok(self.endpoints.clone())
+    }
+    fn home_dir(&self) -> String {
+        self.home.clone()
+    }
+    fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
+        check_relative(path)?;
+        Ok(self.files.get(path).map(|(bytes, _)| bytes.clone()))
+    }
+    fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError> {
+        check_relative(path)?;
+        self.calls.push(Call::Write { path: path.into(), mode });
+        self.files.insert(path.into(), (contents.to_vec(), mode));
+        Ok(())
+    }
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+    fn secret_ref(&self, name: &str) -> Option<String> {
+        self.secret_refs.get(name).cloned()
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        self.logs.push((level, message.into()));
+    }
+    fn now_unix_nanos(&self) -> u128 {
+        self.now_unix_nanos
+    }
+}

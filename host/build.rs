@@ -1,0 +1,70 @@
+//! Builds the default policy component (guest/default) for wasm32-wasip2, so the binary can
+//! embed it and nothing else has to be shipped.
+//!
+//! The nested cargo gets its own target and build dirs (sharing the outer ones deadlocks on
+//! cargo's lock), no inherited RUSTFLAGS (host flags break the wasm build) and no
+//! RUSTC_WRAPPER (sccache hangs on wasm builds).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PACKAGE: &str = "devbox-policy-default";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for input in ["wit", "guest/sdk", "guest/default", "databrickscfg/src", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=DEVBOX_AUTH_DEFAULT_POLICY_WASM");
+
+    // Escape hatch for packagers who build the guest themselves.
+    let wasm = match env::var_os("DEVBOX_AUTH_DEFAULT_POLICY_WASM") {
+        Some(prebuilt) => PathBuf::from(prebuilt),
+        None => build_guest(&root, &out_dir),
+    };
+    let embedded = out_dir.join("default_policy.wasm");
+    std::fs::copy(&wasm, &embedded).unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+}
+
+fn rustc() -> String {
+    env::var("RUSTC").unwrap_or_else(|_| "rustc".into())
+}
+
+fn target_installed() -> bool {
+    let output = Command::new(rustc()).args(["--print", "target-libdir", "--target", TARGET]).output();
+    match output {
+        Ok(o) if o.status.success() => {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Path::new(&dir).read_dir().is_ok_and(|mut entries| entries.next().is_some())
+        }
+        _ => false,
+    }
+}
+
+fn build_guest(root: &Path, out_dir: &Path) -> PathBuf {
+    if !target_installed() {
+        panic!(
+            "\n\nThe {TARGET} Rust target is not installed, so the default policy cannot be built.\n\
+             Fix: run `rustup target add {TARGET}` in this checkout (or scripts/setup.sh), then build again.\n\n"
+        );
+    }
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = out_dir.join("guest-target");
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--locked", "--target", TARGET, "-p", PACKAGE, "--target-dir"])
+        .arg(&target_dir)
+        .env("CARGO_BUILD_BUILD_DIR", out_dir.join("guest-build"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env("RUSTC_WRAPPER", "")
+        .env("RUSTC", rustc())
+        .status()
+        .expect("run cargo for the policy guest");
+    assert!(status.success(), "building the default policy for {TARGET} failed (see the output above)");
+    target_dir.join(TARGET).join("release").join(format!("{}.wasm", PACKAGE.replace('-', "_")))
+}

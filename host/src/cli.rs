@@ -1,0 +1,161 @@
+//! The command line. Every failure ends as one line on stderr and a documented exit code:
+//! 0 ok, 1 other, 2 usage/configuration, 3 auth/permission, 4 network/transient, 5 policy
+//! sandbox (limit or crash).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::databricks::http::HttpSettings;
+use crate::effects::LogLevel;
+use crate::provision::{self, Failure, Outcome, PolicyChoice, ProvisionOptions};
+use crate::runtime::limits::SandboxLimits;
+use crate::sandbox::FileLimits;
+
+#[derive(Parser, Debug)]
+#[command(name = "devbox-auth", version, about = "Mint a short-lived Databricks token and write the coding assistants' configs.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sign in, mint a token through the policy, and write the config files.
+    Provision(ProvisionArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ProvisionArgs {
+    /// Home directory the config files go to.
+    #[arg(long, env = "HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// A policy component (.wasm) to run instead of the embedded default.
+    #[arg(long, env = "DEVBOX_AUTH_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Run the policy against a simulated workspace; send nothing, write nothing, print the plan.
+    #[arg(long)]
+    dry_run: bool,
+    /// Total seconds for each workspace call, retries included.
+    #[arg(long, env = "DEVBOX_AUTH_TIMEOUT_SECONDS", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Where compiled policies are cached ("off" disables). Default: $XDG_CACHE_HOME/devbox-auth or ~/.cache/devbox-auth.
+    #[arg(long, env = "DEVBOX_AUTH_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<String>,
+    /// Print the policy's info and debug messages too.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn env_snapshot() -> crate::databricks::config::Env {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
+fn default_cache_dir(env: &crate::databricks::config::Env) -> Option<PathBuf> {
+    let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    non_empty("XDG_CACHE_HOME").map(|d| d.join("devbox-auth")).or_else(|| non_empty("HOME").map(|h| h.join(".cache/devbox-auth")))
+}
+
+fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
+    let env = env_snapshot();
+    let home = args
+        .home
+        .filter(|h| !h.as_os_str().is_empty())
+        .ok_or_else(|| Failure::Usage("no home directory: set HOME or pass --home DIR".into()))?;
+    let cache_dir = match args.cache_dir.as_deref() {
+        Some("off") => None,
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => default_cache_dir(&env),
+    };
+    let budget = Duration::from_secs(args.timeout);
+    let http = HttpSettings {
+        retry_budget: budget,
+        request_timeout: budget.min(Duration::from_secs(30)),
+        connect_timeout: budget.min(Duration::from_secs(10)),
+        extra_ca_file: env.get("SSL_CERT_FILE").filter(|f| !f.is_empty()).map(PathBuf::from),
+        ..HttpSettings::default()
+    };
+    Ok(ProvisionOptions {
+        home,
+        policy: args.policy.map(PolicyChoice::File).unwrap_or(PolicyChoice::Embedded),
+        dry_run: args.dry_run,
+        env,
+        http,
+        cache_dir,
+        limits: SandboxLimits::default(),
+        file_limits: FileLimits::default(),
+        file_grants: provision::default_file_grants(),
+        operation_grants: provision::default_operation_grants(),
+        echo_level: Some(if args.verbose { LogLevel::Debug } else { LogLevel::Warn }),
+    })
+}
+
+fn print_outcome(outcome: &Outcome, dry_run: bool) {
+    if dry_run {
+        println!("devbox-auth provision --dry-run: nothing was sent and nothing was written.");
+        println!("policy:    {} (sha256 {}, loaded in {} ms, cache: {:?})", outcome.policy, &outcome.policy_sha256[..12], outcome.load_time.as_millis(), outcome.cache);
+        println!("workspace: {}", outcome.workspace);
+        println!("auth:      {}", outcome.auth);
+        for note in &outcome.notes {
+            println!("note:      {note}");
+        }
+        println!("would send:");
+        for request in &outcome.requests {
+            println!("  {request}");
+        }
+        println!("would write:");
+        for file in &outcome.files {
+            println!("  ~/{} (mode {:04o}, {} bytes)", file.path, file.mode, file.bytes);
+            for line in file.masked_contents.as_deref().unwrap_or_default().lines() {
+                println!("    | {line}");
+            }
+        }
+        return;
+    }
+    for token in &outcome.minted {
+        let lifetime = (token.expiry_time_ms - token.creation_time_ms) / 1000;
+        println!("devbox-auth: minted token {} ({}), valid for {lifetime} s", token.token_id, token.comment);
+    }
+    let paths: Vec<String> = outcome.files.iter().map(|f| format!("~/{}", f.path)).collect();
+    println!("devbox-auth: wrote {}", if paths.is_empty() { "nothing".to_string() } else { paths.join(", ") });
+}
+
+/// Panics are bugs; their messages could still carry data, so print only where it happened.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("devbox-auth: internal error{at}; please report it (details withheld: they may contain credentials)");
+    }));
+}
+
+pub fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let Command::Provision(args) = cli.command;
+    let dry_run = args.dry_run;
+    let result = options(args).and_then(|opts| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))?;
+        runtime.block_on(provision::provision(opts))
+    });
+    match result {
+        Ok(outcome) => {
+            print_outcome(&outcome, dry_run);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("devbox-auth: error: {}", crate::databricks::error::one_line(failure.message()));
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}

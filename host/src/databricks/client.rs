@@ -1,0 +1,150 @@
+//! The workspace calls devbox-auth makes, authenticated with the resolved credentials.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::config::{Credentials, ResolvedConfig};
+use super::error::{ApiError, codes};
+use super::http::{Auth, Body, Request, Retry, Transport};
+use super::oauth;
+use crate::secret::{Redactor, Secret};
+use crate::workspace_url::WorkspaceUrl;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub comment: String,
+    pub creation_time_ms: i64,
+    pub expiry_time_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    pub info: TokenInfo,
+    pub value: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingEndpoint {
+    pub name: String,
+    pub task: String,
+    pub ready: bool,
+    pub endpoint_type: String,
+}
+
+pub struct WorkspaceClient {
+    transport: Transport,
+    config: ResolvedConfig,
+    redactor: Redactor,
+    /// The OAuth access token, fetched on first use.
+    access_token: Mutex<Option<oauth::AccessToken>>,
+}
+
+impl WorkspaceClient {
+    pub fn new(transport: Transport, config: ResolvedConfig, redactor: Redactor) -> Self {
+        match &config.credentials {
+            Credentials::Pat(token) => redactor.register(token),
+            Credentials::OAuthM2m { client_secret, .. } => redactor.register(client_secret),
+        }
+        Self { transport, config, redactor, access_token: Mutex::new(None) }
+    }
+
+    pub fn host(&self) -> &WorkspaceUrl {
+        &self.config.host
+    }
+
+    pub fn config(&self) -> &ResolvedConfig {
+        &self.config
+    }
+
+    async fn bearer(&self) -> Result<Secret, ApiError> {
+        let (client_id, client_secret) = match &self.config.credentials {
+            Credentials::Pat(token) => return Ok(token.clone()),
+            Credentials::OAuthM2m { client_id, client_secret } => (client_id, client_secret),
+        };
+        let mut cached = self.access_token.lock().await;
+        // Refresh 40 s early, as the SDKs do: the backend rejects tokens about to expire.
+        let fresh = cached.as_ref().filter(|t| t.expires_at > std::time::Instant::now() + std::time::Duration::from_secs(40));
+        if let Some(token) = fresh {
+            return Ok(token.token.clone());
+        }
+        let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
+        let token = oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?;
+        self.redactor.register(&token.token);
+        let value = token.token.clone();
+        *cached = Some(token);
+        Ok(value)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>, retry: Retry) -> Result<Value, ApiError> {
+        let bearer = self.bearer().await?;
+        let request = Request {
+            method,
+            url: self.config.host.join(path),
+            auth: Auth::Bearer(&bearer),
+            body: body.map(Body::Json).unwrap_or(Body::Empty),
+            retry,
+        };
+        let response = self.transport.send(request).await?;
+        if response.body.is_empty() {
+            return Ok(json!({}));
+        }
+        response.json(path)
+    }
+
+    /// `POST /api/2.0/token/create`. Not retried after an ambiguous failure: a retry could mint
+    /// a second token.
+    pub async fn create_token(&self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+        let body = json!({ "comment": comment, "lifetime_seconds": lifetime_seconds });
+        let answer = self.call(Method::POST, "/api/2.0/token/create", Some(&body), Retry::OnlyIfRejected).await?;
+        let value = answer
+            .get("token_value")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a token_value"))?;
+        self.redactor.register(&value);
+        let info = answer
+            .get("token_info")
+            .and_then(token_info)
+            .ok_or_else(|| ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a valid token_info"))?;
+        Ok(MintedToken { info, value })
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        let answer = self.call(Method::GET, "/api/2.0/token/list", None, Retry::Idempotent).await?;
+        let list = answer.get("token_infos").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(list.iter().filter_map(token_info).collect())
+    }
+
+    pub async fn delete_token(&self, token_id: &str) -> Result<(), ApiError> {
+        let body = json!({ "token_id": token_id });
+        self.call(Method::POST, "/api/2.0/token/delete", Some(&body), Retry::Idempotent).await.map(|_| ())
+    }
+
+    pub async fn list_serving_endpoints(&self) -> Result<Vec<ServingEndpoint>, ApiError> {
+        let answer = self.call(Method::GET, "/api/2.0/serving-endpoints", None, Retry::Idempotent).await?;
+        let list = answer.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(list.iter().filter_map(serving_endpoint).collect())
+    }
+}
+
+fn token_info(v: &Value) -> Option<TokenInfo> {
+    Some(TokenInfo {
+        token_id: v.get("token_id")?.as_str()?.to_string(),
+        comment: v.get("comment").and_then(Value::as_str).unwrap_or_default().to_string(),
+        creation_time_ms: v.get("creation_time").and_then(Value::as_i64).unwrap_or(0),
+        expiry_time_ms: v.get("expiry_time").and_then(Value::as_i64).unwrap_or(-1),
+    })
+}
+
+fn serving_endpoint(v: &Value) -> Option<ServingEndpoint> {
+    let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    Some(ServingEndpoint {
+        name: v.get("name")?.as_str()?.to_string(),
+        task: text("task"),
+        ready: v.pointer("/state/ready").and_then(Value::as_str) == Some("READY"),
+        endpoint_type: text("endpoint_type"),
+    })
+}

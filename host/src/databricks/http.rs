@@ -1,0 +1,263 @@
+//! The HTTP transport every Databricks call goes through.
+//!
+//! - TLS is rustls with the Mozilla and system roots, plus the PEM bundle in `SSL_CERT_FILE`
+//!   (corporate TLS inspection). `HTTPS_PROXY`/`NO_PROXY` are honoured.
+//! - Redirects are never followed: a redirect could carry a bearer token to another host.
+//! - Each attempt has its own timeout; the whole call, retries included, has a budget.
+//! - 429 and 503 are retried (honouring `Retry-After`), as are connection failures and timeouts
+//!   for requests that are safe to repeat. Other statuses are returned at once.
+//! - Bodies are capped, and error bodies become one line: Databricks `{"error_code","message"}`,
+//!   OAuth `{"error","error_description"}`, or the first line of whatever else came back.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use super::error::{ApiError, codes, one_line};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Total time for one call including retries.
+    pub retry_budget: Duration,
+    pub max_body_bytes: usize,
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(60),
+            max_body_bytes: 4 << 20,
+            extra_ca_file: None,
+        }
+    }
+}
+
+/// How a request authenticates.
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a Secret),
+    Basic { user: &'a str, password: &'a Secret },
+}
+
+pub enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// Whether a failed attempt may be repeated without risk of doing the work twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads, deletes, the OAuth token call.
+    Idempotent,
+    /// Only when the server said it did nothing (429).
+    OnlyIfRejected,
+}
+
+pub struct Request<'a> {
+    pub method: Method,
+    pub url: Url,
+    pub auth: Auth<'a>,
+    pub body: Body<'a>,
+    pub retry: Retry,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    /// `Retry-After` in whole seconds, when the server sent one.
+    retry_after: Option<Duration>,
+}
+
+impl Response {
+    pub fn json(&self, what: &str) -> Result<Value, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|_| {
+            ApiError::new(
+                self.status.as_u16(),
+                codes::BAD_RESPONSE,
+                format!("{what}: the workspace answered with a body that is not JSON ({})", preview(&self.body)),
+            )
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Transport {
+    client: reqwest::Client,
+    settings: HttpSettings,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("settings", &self.settings).finish()
+    }
+}
+
+impl Transport {
+    pub fn new(settings: HttpSettings) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
+        if let Some(file) = &settings.extra_ca_file {
+            let pem = std::fs::read(file)
+                .map_err(|e| format!("SSL_CERT_FILE={} cannot be read ({e}); point it at a PEM CA bundle", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("SSL_CERT_FILE={} is not a PEM CA bundle ({e})", file.display()))?;
+            if certs.is_empty() {
+                return Err(format!("SSL_CERT_FILE={} holds no PEM certificates", file.display()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+        Ok(Self { client, settings })
+    }
+
+    /// Send with retries. Non-2xx answers come back as [`ApiError`].
+    pub async fn send(&self, request: Request<'_>) -> Result<Response, ApiError> {
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.attempt(&request).await;
+            let wait = match &outcome {
+                Ok(response) if response.status.is_success() => None,
+                Ok(response) => match response.status.as_u16() {
+                    429 => Some(response.retry_after.unwrap_or_else(|| backoff(attempt))),
+                    503 if request.retry == Retry::Idempotent => {
+                        Some(response.retry_after.unwrap_or_else(|| backoff(attempt)))
+                    }
+                    _ => None,
+                },
+                Err(_) if request.retry == Retry::Idempotent => Some(backoff(attempt)),
+                Err(_) => None,
+            };
+            let out_of_budget = wait.is_none_or(|w| started.elapsed() + w > self.settings.retry_budget);
+            if out_of_budget {
+                return match outcome {
+                    Ok(response) if response.status.is_success() => Ok(response),
+                    Ok(response) => Err(error_from_response(&request, &response)),
+                    Err(e) => Err(e),
+                };
+            }
+            tokio::time::sleep(wait.unwrap_or_default()).await;
+        }
+    }
+
+    async fn attempt(&self, request: &Request<'_>) -> Result<Response, ApiError> {
+        let mut builder = self.client.request(request.method.clone(), request.url.clone());
+        builder = match &request.auth {
+            Auth::None => builder,
+            Auth::Bearer(token) => builder.bearer_auth(token.expose()),
+            Auth::Basic { user, password } => builder.basic_auth(user, Some(password.expose())),
+        };
+        builder = match &request.body {
+            Body::Empty => builder,
+            Body::Json(value) => builder.json(value),
+            Body::Form(fields) => builder.form(fields),
+        };
+        let mut response = builder.send().await.map_err(|e| transport_error(&request.url, &e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let target = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
+            let body = serde_json::json!({ "error_code": "REDIRECT", "message": format!("redirected to {target} (not followed)") });
+            return Ok(Response { status, body: body.to_string().into_bytes(), retry_after: None });
+        }
+        // Only delta-seconds; an HTTP-date falls back to our own backoff. Capped so a hostile
+        // value cannot stall start-up.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(30)));
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&request.url, &e))? {
+            if body.len() + chunk.len() > self.settings.max_body_bytes {
+                return Err(ApiError::new(
+                    status.as_u16(),
+                    codes::BAD_RESPONSE,
+                    format!("{} answered with more than {} bytes; is DATABRICKS_HOST a Databricks workspace?", path_of(&request.url), self.settings.max_body_bytes),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response { status, body, retry_after })
+    }
+}
+
+/// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, 4 s ... capped at 8 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 500u64 << attempt.saturating_sub(1).min(4);
+    let jitter = random_u64() % (base / 2 + 1);
+    Duration::from_millis(base.min(8000) + jitter)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+fn path_of(url: &Url) -> String {
+    format!("{} {}", url.host_str().unwrap_or_default(), url.path())
+}
+
+fn preview(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "empty body".into();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    format!("starts with {:?}", one_line(&text))
+}
+
+fn error_from_response(request: &Request<'_>, response: &Response) -> ApiError {
+    let status = response.status.as_u16();
+    let body = &response.body;
+    let what = format!("{} {}", request.method, request.url.path());
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+        let text = |keys: &[&str]| keys.iter().find_map(|k| map.get(*k).and_then(Value::as_str)).map(str::to_string);
+        let code = text(&["error_code", "errorCode", "error"]).unwrap_or_default();
+        let message = text(&["message", "error_description", "errorSummary", "detail"])
+            .unwrap_or_else(|| response.status.canonical_reason().unwrap_or("error").to_string());
+        return ApiError::new(status, code, format!("{what}: {message}"));
+    }
+    let reason = response.status.canonical_reason().unwrap_or("error");
+    ApiError::new(status, "", format!("{what}: {reason} ({})", preview(body)))
+}
+
+fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    let root = chain.last().cloned().unwrap_or_default();
+    let all = chain.join(": ").to_ascii_lowercase();
+    let target = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if error.is_timeout() {
+        return ApiError::local(codes::TIMEOUT, format!("{target} did not answer in time"));
+    }
+    if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
+        return ApiError::local(codes::TLS, format!("TLS with {target} failed: {}", one_line(&root)));
+    }
+    if all.contains("dns") || all.contains("failed to lookup") || all.contains("name or service not known") {
+        return ApiError::local(codes::NETWORK, format!("cannot resolve {target}: {}", one_line(&root)));
+    }
+    ApiError::local(codes::NETWORK, format!("cannot reach {target}: {}", one_line(&root)))
+}

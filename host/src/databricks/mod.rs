@@ -1,0 +1,12 @@
+//! The Databricks client: unified auth (PAT, OAuth M2M, `.databrickscfg` profiles), the HTTP
+//! transport (TLS, proxies, timeouts, error bodies), and the few REST calls devbox-auth makes.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod oauth;
+
+pub use client::{MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
+pub use config::{AuthType, Credentials, ResolvedConfig};
+pub use error::ApiError;

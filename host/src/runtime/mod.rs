@@ -1,0 +1,235 @@
+//! The policy sandbox: one wasmtime engine and linker, a validated component per policy, and a
+//! fresh store per run with fuel, a wall-clock deadline and a memory cap.
+
+pub mod bindings;
+pub mod cache;
+pub mod limits;
+pub mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, Store, Trap};
+
+use self::bindings::{PolicyError, PolicyPre};
+use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
+use self::limits::SandboxLimits;
+use self::state::PolicyState;
+use crate::effects::Effects;
+
+/// The default policy, built from guest/default by host/build.rs.
+pub static DEFAULT_POLICY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
+
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Interfaces a policy may import: ours, and the WASI that Rust's std pulls in (all linked to
+/// an empty context).
+const ALLOWED_IMPORT_PREFIXES: &[&str] = &["devbox:auth/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+
+/// Why a policy could not be loaded. The message names the problem; callers add the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// How a run ended badly.
+#[derive(Debug)]
+pub enum RunError {
+    /// The policy returned an error.
+    Policy(PolicyError),
+    /// The sandbox stopped it: fuel, deadline or memory.
+    Limit(String),
+    /// It trapped (a panic, usually).
+    Crashed(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub fuel_used: u64,
+    pub duration: Duration,
+}
+
+pub struct LoadedPolicy {
+    pub name: String,
+    pub sha256: String,
+    pub cache: CacheOutcome,
+    pub load_time: Duration,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pre: PolicyPre<PolicyState>,
+}
+
+pub struct PolicyRuntime {
+    engine: Engine,
+    linker: Linker<PolicyState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PolicyRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PolicyRuntime {
+    pub fn new() -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        // The epoch clock behind the wall-clock deadline. It holds only a weak engine handle
+        // and stops with the runtime.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new().name("devbox-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Self { engine, linker, ticker_stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Check and compile a policy component.
+    pub fn load(&self, name: &str, wasm: &[u8], cache: Option<&ComponentCache>) -> Result<LoadedPolicy, LoadError> {
+        let started = Instant::now();
+        check_is_component(wasm)?;
+        let sha256 = sha256_hex(wasm);
+        let (component, outcome) = match cache {
+            Some(cache) => cache.load(&self.engine, wasm, &sha256),
+            None => Component::new(&self.engine, wasm).map(|c| (c, CacheOutcome::Uncached)),
+        }
+        .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        for import in &imports {
+            check_import(import)?;
+        }
+        if !ty.exports(&self.engine).any(|(name, item)| name == "provision" && matches!(item.ty, ComponentItem::ComponentFunc(_))) {
+            return Err(LoadError(format!(
+                "does not implement the devbox:auth policy world: it exports [{}], not `provision`",
+                exports.join(", ")
+            )));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
+        let pre = PolicyPre::new(pre)
+            .map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))?;
+        Ok(LoadedPolicy {
+            name: name.to_string(),
+            sha256,
+            cache: outcome,
+            load_time: started.elapsed(),
+            imports,
+            exports,
+            pre,
+        })
+    }
+
+    /// Run `provision` once in a fresh store. The effects come back whatever happened, so the
+    /// caller can commit or undo them.
+    pub async fn run(&self, policy: &LoadedPolicy, effects: Effects, limits: &SandboxLimits) -> (Effects, RunStats, Result<(), RunError>) {
+        let started = Instant::now();
+        let mut store = Store::new(&self.engine, PolicyState::new(effects, limits));
+        store.limiter(|state| &mut state.store_limits);
+        let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.set_fuel(limits.fuel).expect("fuel is enabled on this engine");
+
+        let outcome = async {
+            let instance = policy.pre.instantiate_async(&mut store).await?;
+            instance.call_provision(&mut store).await
+        }
+        .await;
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let stats = RunStats { fuel_used, duration: started.elapsed() };
+        let result = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(policy_error)) => Err(RunError::Policy(policy_error)),
+            Err(trap) => Err(classify_trap(&trap, store.data(), limits)),
+        };
+        (store.into_data().effects, stats, result)
+    }
+}
+
+fn check_is_component(wasm: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        return Err(LoadError("is not a WebAssembly file (no \\0asm header)".into()));
+    }
+    match wasm[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(LoadError(
+            "is a core WebAssembly module, not a component; build the policy for wasm32-wasip2 (cargo build --target wasm32-wasip2)".into(),
+        )),
+        _ => Err(LoadError("is a WebAssembly binary of an unknown version".into())),
+    }
+}
+
+fn check_import(import: &str) -> Result<(), LoadError> {
+    if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| import.starts_with(p)) {
+        return Err(LoadError(format!(
+            "imports `{import}`, which this host does not offer (policies may import devbox:auth/* and the WASI clocks, random, io, cli and filesystem interfaces)"
+        )));
+    }
+    if let Some(rest) = import.strip_prefix("devbox:auth/") {
+        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+        let compatible = version
+            .split('.')
+            .map(|p| p.parse::<u64>().ok())
+            .collect::<Option<Vec<_>>>()
+            .is_some_and(|v| v.len() == 3 && v[0] == 0 && v[1] == 1);
+        if !compatible {
+            return Err(LoadError(format!(
+                "was built against devbox:auth@{} but this host implements devbox:auth@{}; rebuild the policy against wit/ from this release",
+                if version.is_empty() { "(unversioned)" } else { version },
+                bindings::WIT_VERSION
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxLimits) -> RunError {
+    let panic_line = state.last_stderr_line();
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => RunError::Limit(format!("used up its instruction budget ({} fuel)", limits.fuel)),
+        Some(Trap::Interrupt) => RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis())),
+        _ if format!("{error:?}").contains("memory") && format!("{error:?}").contains("grow") => {
+            RunError::Limit(format!("tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20))
+        }
+        Some(trap) => RunError::Crashed(match panic_line {
+            Some(line) => format!("crashed ({trap}): {line}"),
+            None => format!("crashed ({trap})"),
+        }),
+        None => RunError::Crashed(format!("failed: {}", first_line(error))),
+    }
+}
+
+fn first_line(error: &wasmtime::Error) -> String {
+    crate::databricks::error::one_line(&format!("{error:#}"))
+}
