@@ -1,0 +1,134 @@
+//! The rendered Claude Code Router config works with the real CCR.
+//!
+//! Provisions a home against the emulator, starts the real `@musistudio/claude-code-router@1.0.73`
+//! (installed by scripts/install-ccr.sh, found through DEVBOX_CCR_DIR) on a loopback port with
+//! that home, sends an Anthropic `/v1/messages` request through it, and checks what reaches the
+//! emulated serving endpoint: the minted token as the bearer, and no `cache_control`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Emulator, Run, free_port};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ccr_package() -> Option<PathBuf> {
+    let dir = std::env::var_os("DEVBOX_CCR_DIR").map(PathBuf::from).filter(|d| d.join("dist/cli.js").exists());
+    if dir.is_none() {
+        let message = "SKIPPED: the real-CCR test needs DEVBOX_CCR_DIR (run scripts/test.sh, which installs @musistudio/claude-code-router@1.0.73)";
+        assert!(std::env::var("DEVBOX_REQUIRE_CCR").as_deref() != Ok("1"), "{message}");
+        eprintln!("{message}");
+    }
+    dir
+}
+
+/// A minimal HTTP/1.1 POST over loopback (no client crate needed for one request).
+fn post_json(port: u16, path: &str, body: &Value) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\nx-api-key: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rest = String::new();
+    let _ = reader.read_to_string(&mut rest);
+    (status, rest)
+}
+
+fn wait_for_port(port: u16, ccr: &mut Child, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = ccr.try_wait() {
+            panic!("CCR exited with {status} before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("CCR did not listen on {port} within 60 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+#[test]
+fn real_ccr_forwards_anthropic_requests_with_the_minted_token() {
+    let Some(package) = ccr_package() else { return };
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let (token_value, _) = emulator.live_tokens()[0].clone();
+
+    // The user picks a free port in their config; provisioning keeps it (it is their edit).
+    let port = free_port();
+    let config_path = ".claude-code-router/config.json";
+    let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    config["PORT"] = json!(port);
+    run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+    run.provision(&[]).success();
+    let config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    assert_eq!(config["PORT"], port);
+    let token_value = {
+        let live = emulator.live_tokens();
+        live.iter().map(|(v, _)| v.clone()).find(|v| *v != token_value).expect("a second token was minted")
+    };
+    assert_eq!(config["Providers"][0]["api_key"], token_value.as_str());
+
+    let log = run.path("ccr.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("node")
+        .arg(package.join("dist/cli.js"))
+        .arg("start")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", run.home.path())
+        .current_dir(run.home.path())
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start node (is Node.js installed?)");
+    let mut ccr = KillOnDrop(child);
+    wait_for_port(port, &mut ccr.0, &log);
+
+    let request = json!({
+        "model": "claude-sonnet-4-20250514",
+        "max_tokens": 64,
+        "system": [{ "type": "text", "text": "Be brief.", "cache_control": { "type": "ephemeral" } }],
+        "messages": [{
+            "role": "user",
+            "content": [{ "type": "text", "text": "Say hello", "cache_control": { "type": "ephemeral" } }]
+        }]
+    });
+    let (status, body) = post_json(port, "/v1/messages", &request);
+    let ccr_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status, 200, "CCR answered {status}: {body}\nCCR log:\n{ccr_log}");
+    assert!(body.contains("Hello from the emulated workspace"), "{body}");
+
+    let invocations = emulator.invocations();
+    assert_eq!(invocations.len(), 1, "{invocations:?}");
+    let call = &invocations[0];
+    assert_eq!(call.path, "/serving-endpoints/databricks-claude-sonnet-4/invocations");
+    assert_eq!(call.header("authorization"), Some(format!("Bearer {token_value}").as_str()));
+    assert!(!call.body.contains("cache_control"), "cache_control reached Databricks: {}", call.body);
+    let forwarded = call.json();
+    assert!(forwarded["messages"].as_array().is_some_and(|m| !m.is_empty()), "{forwarded}");
+}

@@ -1,0 +1,248 @@
+//! End to end: the real `devbox-auth` binary against a Databricks emulator on 127.0.0.1.
+
+mod support;
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::{ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, Canned, Emulator, Run, USER_PAT};
+
+const CCR_CONFIG: &str = ".claude-code-router/config.json";
+const CCR_PLUGIN: &str = ".claude-code-router/plugins/databricks-claude-transformers.js";
+const DATABRICKSCFG: &str = ".databrickscfg";
+
+fn config_json(run: &Run) -> Value {
+    serde_json::from_str(&run.read(CCR_CONFIG)).unwrap()
+}
+
+/// The one token the emulator minted, as (value, token_info).
+fn minted(emulator: &Emulator) -> (String, Value) {
+    let tokens = emulator.live_tokens();
+    assert_eq!(tokens.len(), 1, "exactly one live token: {tokens:?}");
+    tokens[0].clone()
+}
+
+#[test]
+fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let out = run.provision(&[]);
+    out.success().leaks_none_of(&emulator.secrets());
+
+    // OAuth M2M: host metadata, discovery, then the token endpoint with HTTP Basic.
+    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            "GET /.well-known/databricks-config",
+            "GET /oidc/.well-known/oauth-authorization-server",
+            "POST /oidc/v1/token",
+            "POST /api/2.0/token/create"
+        ]
+    );
+    let token_call = &emulator.requests_to("POST", "/oidc/v1/token")[0];
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    assert_eq!(token_call.header("authorization"), Some(format!("Basic {basic}").as_str()));
+    let mut form: Vec<&str> = token_call.body.split('&').collect();
+    form.sort();
+    assert_eq!(form, ["grant_type=client_credentials", "scope=all-apis"]);
+    assert!(!token_call.body.contains(CLIENT_SECRET), "the secret goes in Basic auth, not the form");
+
+    let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
+    assert_eq!(create.header("authorization"), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
+    let body = create.json();
+    assert_eq!(body["lifetime_seconds"], 3600);
+    let comment = body["comment"].as_str().unwrap();
+    let nanos = comment.strip_prefix("sdk-").expect("comment is sdk-<ns>");
+    assert!(nanos.len() >= 18 && nanos.bytes().all(|b| b.is_ascii_digit()), "{comment}");
+
+    let (token_value, info) = minted(&emulator);
+    let config = config_json(&run);
+    assert_eq!(config["Providers"][0]["name"], "databricks");
+    assert_eq!(config["Providers"][0]["api_key"], token_value.as_str());
+    assert_eq!(
+        config["Providers"][0]["api_base_url"],
+        format!("{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.url)
+    );
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4");
+    assert_eq!(config["transformers"][0]["path"], run.path(CCR_PLUGIN).display().to_string());
+    assert!(run.read(CCR_PLUGIN).contains("databricks-custom"));
+    assert_eq!(
+        run.read(DATABRICKSCFG),
+        format!("[DEFAULT]\nhost = {}\nclient_id = {CLIENT_ID}\nclient_secret = {CLIENT_SECRET}\n", emulator.url)
+    );
+    assert_eq!(run.mode(CCR_CONFIG), 0o600);
+    assert_eq!(run.mode(DATABRICKSCFG), 0o600);
+    assert_eq!(run.mode(".claude-code-router"), 0o700);
+    assert!(out.stdout.contains(info["token_id"].as_str().unwrap()), "{}", out.stdout);
+}
+
+#[test]
+fn oauth_discovery_falls_back_when_host_metadata_is_missing() {
+    let emulator = Emulator::start();
+    emulator.set_host_metadata(false);
+    Run::app(&emulator).provision(&[]).success();
+    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(paths[..2], ["GET /.well-known/databricks-config", "GET /oidc/.well-known/oauth-authorization-server"]);
+    assert_eq!(emulator.live_tokens().len(), 1);
+}
+
+#[test]
+fn lifetime_comes_from_claude_code_token_expiry_seconds() {
+    let emulator = Emulator::start();
+    Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "86400").provision(&[]).success();
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create")[0].json()["lifetime_seconds"], 86400);
+}
+
+#[test]
+fn pat_auth_uses_the_token_directly() {
+    let emulator = Emulator::start();
+    let run = Run::new().var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
+    run.provision(&[]).success().leaks_none_of(&emulator.secrets());
+    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(paths, ["POST /api/2.0/token/create"]);
+    let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
+    assert_eq!(create.header("authorization"), Some(format!("Bearer {USER_PAT}").as_str()));
+    assert_eq!(config_json(&run)["Providers"][0]["api_key"], minted(&emulator).0.as_str());
+    assert_eq!(run.read(DATABRICKSCFG), format!("[DEFAULT]\nhost = {}\n", emulator.url));
+}
+
+#[test]
+fn a_databrickscfg_profile_is_a_credential_source() {
+    let emulator = Emulator::start();
+    let run = Run::new();
+    run.write(DATABRICKSCFG, &format!("# mine\n[DEFAULT]\nhost = {}\ntoken = {USER_PAT}\n", emulator.url));
+    run.provision(&[]).success().leaks_none_of(&emulator.secrets());
+    let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
+    assert_eq!(create.header("authorization"), Some(format!("Bearer {USER_PAT}").as_str()));
+    // Our profile merge keeps the user's comment and token.
+    assert_eq!(run.read(DATABRICKSCFG), format!("# mine\n[DEFAULT]\nhost = {}\ntoken = {USER_PAT}\n", emulator.url));
+}
+
+#[test]
+fn bare_hostname_over_tls_with_a_corporate_ca_in_ssl_cert_file() {
+    let emulator = Emulator::start_tls();
+    let run = Run::app(&emulator).var("DATABRICKS_HOST", &format!("localhost:{}", emulator.port));
+    let ca = run.path("corporate-ca.pem");
+    std::fs::write(&ca, emulator.ca_pem.as_ref().unwrap()).unwrap();
+
+    // Without the CA the certificate is untrusted: a TLS error with the fix, nothing minted.
+    let before = run.snapshot();
+    run.provision(&[]).failure(4, "SSL_CERT_FILE").leaks_none_of(&emulator.secrets());
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.live_tokens().is_empty());
+
+    let run = run.var("SSL_CERT_FILE", ca.to_str().unwrap());
+    run.provision(&[]).success().leaks_none_of(&emulator.secrets());
+    let base_url = format!("https://localhost:{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.port);
+    assert_eq!(config_json(&run)["Providers"][0]["api_base_url"], base_url);
+    assert!(run.read(DATABRICKSCFG).contains(&format!("host = https://localhost:{}\n", emulator.port)));
+}
+
+#[test]
+fn dry_run_needs_no_credentials_sends_nothing_and_writes_nothing() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let before = run.snapshot();
+    let out = run.provision(&["--dry-run"]);
+    out.success().leaks_none_of(&emulator.secrets());
+    assert!(emulator.requests().is_empty(), "{:?}", emulator.requests());
+    assert_eq!(run.snapshot(), before);
+    assert!(out.stdout.contains("POST /api/2.0/token/create"), "{}", out.stdout);
+    assert!(out.stdout.contains("\"lifetime_seconds\":3600"), "{}", out.stdout);
+    assert!(out.stdout.contains("~/.claude-code-router/config.json (mode 0600"), "{}", out.stdout);
+    assert!(out.stdout.contains("\"api_key\": \"****(minted token)\""), "{}", out.stdout);
+    assert!(out.stdout.contains("client_secret = ****(DATABRICKS_CLIENT_SECRET)"), "{}", out.stdout);
+
+    // And with no Databricks settings at all.
+    let bare = Run::new();
+    let out = bare.provision(&["--dry-run"]);
+    out.success();
+    assert!(out.stdout.contains("placeholder"), "{}", out.stdout);
+}
+
+#[test]
+fn bad_lifetimes_are_refused_before_anything_is_minted_or_written() {
+    let emulator = Emulator::start();
+    for raw in ["", "abc", "-5", "0", "1e9", "99999999999999999999", "3600 "] {
+        let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", raw);
+        let before = run.snapshot();
+        run.provision(&[]).failure(2, "CLAUDE_CODE_TOKEN_EXPIRY_SECONDS").leaks_none_of(&emulator.secrets());
+        assert_eq!(run.snapshot(), before, "{raw:?}");
+    }
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
+}
+
+#[test]
+fn bad_hosts_are_refused_before_any_request() {
+    let emulator = Emulator::start();
+    for (raw, needle) in [
+        ("", "DATABRICKS_HOST is empty"),
+        ("not a url", "contains spaces"),
+        ("ftp://x", "unsupported scheme"),
+        ("http://example.com", "plain http"),
+    ] {
+        let run = Run::app(&emulator).var("DATABRICKS_HOST", raw);
+        let before = run.snapshot();
+        run.provision(&[]).failure(2, needle);
+        assert_eq!(run.snapshot(), before);
+    }
+    assert!(emulator.requests().is_empty());
+}
+
+#[test]
+fn conflicting_or_half_configured_credentials_are_usage_errors() {
+    let emulator = Emulator::start();
+    Run::app(&emulator).var("DATABRICKS_TOKEN", USER_PAT).provision(&[]).failure(2, "DATABRICKS_AUTH_TYPE");
+    Run::app(&emulator).without("DATABRICKS_CLIENT_SECRET").provision(&[]).failure(2, "DATABRICKS_CLIENT_SECRET is not");
+    assert!(emulator.requests().is_empty());
+    // Picking one method makes the same environment work.
+    Run::app(&emulator).var("DATABRICKS_TOKEN", USER_PAT).var("DATABRICKS_AUTH_TYPE", "pat").provision(&[]).success();
+}
+
+#[test]
+fn missing_token_permission_is_an_auth_error_with_the_fix_and_nothing_written() {
+    let emulator = Emulator::start();
+    emulator.script("POST /api/2.0/token/create", [Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")]);
+    let run = Run::app(&emulator);
+    let before = run.snapshot();
+    run.provision(&[]).failure(3, "CAN_USE").leaks_none_of(&emulator.secrets());
+    assert_eq!(run.snapshot(), before);
+}
+
+#[test]
+fn rejected_client_credentials_are_an_auth_error() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DATABRICKS_CLIENT_SECRET", "wrong-secret-value");
+    run.provision(&[]).failure(3, "DATABRICKS_CLIENT_SECRET").leaks_none_of(&["wrong-secret-value".to_string()]);
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
+}
+
+#[test]
+fn a_users_own_ccr_edits_survive_provisioning() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.write(
+        CCR_CONFIG,
+        r#"{"PORT": 4567, "Providers": [{"name": "mine", "api_base_url": "http://x", "api_key": "k", "models": ["m"]}], "Router": {"think": "mine,m"}, "custom": true}"#,
+    );
+    run.provision(&[]).success();
+    let config = config_json(&run);
+    assert_eq!(config["PORT"], 4567);
+    assert_eq!(config["custom"], true);
+    assert_eq!(config["Router"]["think"], "mine,m");
+    let names: Vec<&str> = config["Providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["databricks", "mine"]);
+}
+
+#[test]
+fn a_garbage_token_create_answer_is_a_clear_error_and_nothing_is_written() {
+    let emulator = Emulator::start();
+    emulator.script("POST /api/2.0/token/create", [Canned::raw(200, "<html>gateway</html>")]);
+    let run = Run::app(&emulator);
+    let before = run.snapshot();
+    run.provision(&[]).failure(1, "not JSON");
+    assert_eq!(run.snapshot(), before);
+    emulator.script("POST /api/2.0/token/create", [Canned::raw(200, r#"{"token_info": {"token_id": "x"}}"#)]);
+    run.provision(&[]).failure(1, "without a token_value");
+    assert_eq!(run.snapshot(), before);
+}

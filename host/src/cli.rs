@@ -73,7 +73,7 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
     let http = HttpSettings {
         retry_budget: budget,
         request_timeout: budget.min(Duration::from_secs(30)),
-        connect_timeout: budget.min(Duration::from_secs(10)),
+        connect_timeout: budget.min(Duration::from_secs(5)),
         extra_ca_file: env.get("SSL_CERT_FILE").filter(|f| !f.is_empty()).map(PathBuf::from),
         ..HttpSettings::default()
     };

@@ -119,15 +119,6 @@ impl Failure {
             Failure::Other(m) => Failure::Other(add(m)),
         }
     }
-
-    fn from_api(error: &ApiError) -> Self {
-        let message = error.to_string();
-        match error.class() {
-            ErrorClass::Auth => Failure::Auth(message),
-            ErrorClass::Transient => Failure::Transient(message),
-            ErrorClass::Other => Failure::Other(message),
-        }
-    }
 }
 
 /// The pieces of configuration a run needs, live or simulated.
@@ -226,14 +217,12 @@ fn failure_from_run(policy: &str, error: RunError) -> Failure {
     match error {
         RunError::Policy(PolicyError::InvalidConfig(m)) => Failure::Usage(m),
         RunError::Policy(PolicyError::Workspace(e)) => {
+            // The host already wrote the status, code and fix into the message.
             let api = ApiError { status: e.status, error_code: e.error_code, message: e.message };
-            // The host already put the hint into the message; classify without adding it twice.
-            let failure = Failure::from_api(&api);
-            let message = api.message;
-            match failure {
-                Failure::Auth(_) => Failure::Auth(message),
-                Failure::Transient(_) => Failure::Transient(message),
-                _ => Failure::Other(message),
+            match api.class() {
+                ErrorClass::Auth => Failure::Auth(api.message),
+                ErrorClass::Transient => Failure::Transient(api.message),
+                ErrorClass::Other => Failure::Other(api.message),
             }
         }
         RunError::Policy(PolicyError::File(e)) => Failure::Other(format!("~/{}: {}", e.path, e.message)),
@@ -276,11 +265,13 @@ fn mask_sensitive_values(text: &str) -> String {
         .join("\n")
 }
 
+/// Dry runs show each file's contents with secrets masked, except long files holding no
+/// secret (the plugin source), which would drown the plan.
 fn report(file: &StagedFile, vault: &SecretVault, redactor: &Redactor, dry_run: bool) -> FileReport {
-    let masked_contents = dry_run.then(|| {
-        let text = String::from_utf8_lossy(&file.contents);
-        mask_sensitive_values(&redactor.redact(&vault.mask(&text)))
-    });
+    let text = String::from_utf8_lossy(&file.contents);
+    let masked = vault.mask(&text);
+    let worth_showing = masked != text || file.contents.len() <= 1024;
+    let masked_contents = (dry_run && worth_showing).then(|| mask_sensitive_values(&redactor.redact(&masked)));
     FileReport { path: file.path.clone(), mode: file.mode, bytes: vault.fill_in(&file.contents).len(), masked_contents }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 /// Codes for failures without a Databricks answer.
 pub mod codes {
     pub const NETWORK: &str = "NETWORK";
+    pub const DNS: &str = "DNS";
     pub const TIMEOUT: &str = "TIMEOUT";
     pub const TLS: &str = "TLS";
     pub const BAD_RESPONSE: &str = "BAD_RESPONSE";
@@ -45,7 +46,7 @@ impl ApiError {
     pub fn class(&self) -> ErrorClass {
         match (self.status, self.error_code.as_str()) {
             (401 | 403, _) | (_, "PERMISSION_DENIED" | "UNAUTHENTICATED" | codes::OAUTH) => ErrorClass::Auth,
-            (0, codes::NETWORK | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => ErrorClass::Transient,
+            (0, codes::NETWORK | codes::DNS | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => ErrorClass::Transient,
             _ => ErrorClass::Other,
         }
     }
@@ -56,6 +57,7 @@ impl ApiError {
         Some(match (self.status, self.error_code.as_str()) {
             (_, codes::TLS) => "if a proxy inspects TLS, point SSL_CERT_FILE at its CA bundle (PEM)",
             (_, codes::NETWORK) => "check DATABRICKS_HOST and that this machine can reach it (HTTPS_PROXY is honoured)",
+            (_, codes::DNS) => "check the host name in DATABRICKS_HOST",
             (_, codes::TIMEOUT) => "the workspace did not answer in time; check DATABRICKS_HOST and the network",
             (_, "QUOTA_EXCEEDED") => "the principal has too many live tokens (600 max): delete unused ones with `databricks tokens list/delete`",
             (403, _) if message.contains("permission to use tokens") || message.contains("tokens") => {

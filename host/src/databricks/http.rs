@@ -31,7 +31,7 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             retry_budget: Duration::from_secs(60),
             max_body_bytes: 4 << 20,
@@ -142,7 +142,10 @@ impl Transport {
                     }
                     _ => None,
                 },
-                Err(_) if request.retry == Retry::Idempotent => Some(backoff(attempt)),
+                // TLS and DNS failures are configuration problems: retrying only delays the error.
+                Err(e) if request.retry == Retry::Idempotent && retryable_transport(e) && attempt < MAX_TRANSPORT_ATTEMPTS => {
+                    Some(backoff(attempt))
+                }
                 Err(_) => None,
             };
             let out_of_budget = wait.is_none_or(|w| started.elapsed() + w > self.settings.retry_budget);
@@ -197,6 +200,13 @@ impl Transport {
         }
         Ok(Response { status, body, retry_after })
     }
+}
+
+/// Connection failures are retried a few times only, so an unreachable host fails in seconds.
+const MAX_TRANSPORT_ATTEMPTS: u32 = 4;
+
+fn retryable_transport(error: &ApiError) -> bool {
+    error.status == 0 && (error.error_code == codes::TIMEOUT || error.error_code == codes::NETWORK)
 }
 
 /// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, 4 s ... capped at 8 s.
@@ -257,7 +267,7 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {
         return ApiError::local(codes::TLS, format!("TLS with {target} failed: {}", one_line(&root)));
     }
     if all.contains("dns") || all.contains("failed to lookup") || all.contains("name or service not known") {
-        return ApiError::local(codes::NETWORK, format!("cannot resolve {target}: {}", one_line(&root)));
+        return ApiError::local(codes::DNS, format!("cannot resolve {target}: {}", one_line(&root)));
     }
     ApiError::local(codes::NETWORK, format!("cannot reach {target}: {}", one_line(&root)))
 }

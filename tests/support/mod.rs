@@ -1,0 +1,485 @@
+//! Test support: a Databricks workspace emulator on 127.0.0.1 and helpers to run the real
+//! `devbox-auth` binary against it.
+//!
+//! The emulator is a real HTTP(S) server (hyper, optionally rustls with a throwaway CA) that
+//! speaks the parts of Databricks devbox-auth uses, with real status codes and error bodies:
+//! host metadata and OIDC discovery, the OAuth token endpoint (HTTP Basic client credentials),
+//! the Tokens API, serving-endpoint listing and chat invocations. Any answer can be scripted
+//! per path (status, body, headers) to produce failures; every request is recorded.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+pub const CLIENT_ID: &str = "emulated-sp-client-id";
+pub const CLIENT_SECRET: &str = "doseEMULATEDclientSECRETvalue0123";
+pub const ACCESS_TOKEN: &str = "eyJEMULATEDoauthACCESStoken.payload.sig";
+pub const USER_PAT: &str = "dapiUSERPAT00000000000000000000000";
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before answering (timeouts).
+    pub delay: Duration,
+}
+
+impl Canned {
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        Self::raw(status, &json!({ "error_code": code, "message": message }).to_string())
+    }
+
+    pub fn raw(status: u16, body: &str) -> Self {
+        Self { status, body: body.to_string(), headers: Vec::new(), delay: Duration::ZERO }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub base_url: String,
+    pub requests: Vec<Recorded>,
+    /// token_id -> (token_value, token_info)
+    pub tokens: Vec<(String, Value)>,
+    /// Scripted answers by "METHOD /path", used in order before the normal behaviour.
+    pub scripted: BTreeMap<String, VecDeque<Canned>>,
+    pub serve_host_metadata: bool,
+    pub invocations: Vec<Recorded>,
+    minted: u64,
+}
+
+pub struct Emulator {
+    pub url: String,
+    pub port: u16,
+    pub state: Arc<Mutex<State>>,
+    /// PEM of the CA that signed the server certificate (TLS emulators only).
+    pub ca_pem: Option<String>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Emulator {
+    /// Plain HTTP on 127.0.0.1 (devbox-auth allows plain http for loopback only).
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// HTTPS on 127.0.0.1 with a certificate for `localhost` from a throwaway CA.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
+        let state = Arc::new(Mutex::new(State { base_url: url.clone(), serve_host_metadata: true, ..State::default() }));
+        let (acceptor, ca_pem) = if tls {
+            let (acceptor, ca) = tls_acceptor();
+            (Some(acceptor), Some(ca))
+        } else {
+            (None, None)
+        };
+        let server_state = state.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = server_state.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, port, state, ca_pem, runtime: Some(runtime) }
+    }
+
+    /// Answer the next requests to `"METHOD /path"` with these, in order.
+    pub fn script(&self, route: &str, answers: impl IntoIterator<Item = Canned>) {
+        self.state.lock().unwrap().scripted.entry(route.to_string()).or_default().extend(answers);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.method == method && r.path == path).collect()
+    }
+
+    /// token values currently live.
+    pub fn live_tokens(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().tokens.clone()
+    }
+
+    pub fn invocations(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().invocations.clone()
+    }
+
+    pub fn set_host_metadata(&self, served: bool) {
+        self.state.lock().unwrap().serve_host_metadata = served;
+    }
+
+    /// Every secret this emulator handed out or accepted.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut all = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
+        all.extend(self.state.lock().unwrap().tokens.iter().map(|(v, _)| v.clone()));
+        all
+    }
+}
+
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "devbox-auth throwaway test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
+}
+
+use tokio_rustls::rustls;
+
+fn reply(status: u16, body: Value) -> Canned {
+    Canned::raw(status, &body.to_string())
+}
+
+fn hex(seed: u64, len: usize) -> String {
+    let mut out = String::new();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+fn bearer(req: &Recorded) -> Option<&str> {
+    req.header("authorization")?.strip_prefix("Bearer ")
+}
+
+fn answer(state: &mut State, req: &Recorded) -> Canned {
+    let route = format!("{} {}", req.method, req.path);
+    if let Some(canned) = state.scripted.get_mut(&route).and_then(VecDeque::pop_front) {
+        return canned;
+    }
+    let base = state.base_url.clone();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/.well-known/databricks-config") if state.serve_host_metadata => {
+            reply(200, json!({ "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "aws" }))
+        }
+        ("GET", "/oidc/.well-known/oauth-authorization-server") => reply(
+            200,
+            json!({ "authorization_endpoint": format!("{base}/oidc/v1/authorize"), "token_endpoint": format!("{base}/oidc/v1/token") }),
+        ),
+        ("POST", "/oidc/v1/token") => {
+            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+            if req.header("authorization") != Some(expected.as_str()) {
+                return reply(401, json!({ "error": "invalid_client", "error_description": "Client authentication failed" }));
+            }
+            reply(200, json!({ "access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis" }))
+        }
+        (_, path) if path.starts_with("/api/") || path.starts_with("/serving-endpoints/") => {
+            let token = bearer(req).unwrap_or_default();
+            let minted = state.tokens.iter().any(|(v, _)| v == token);
+            if token != ACCESS_TOKEN && token != USER_PAT && !minted {
+                return Canned::error(401, "UNAUTHENTICATED", "Invalid access token.");
+            }
+            api(state, req, now_ms)
+        }
+        _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
+    }
+}
+
+fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/api/2.0/token/create") => {
+            let body = req.json();
+            let Some(lifetime) = body.get("lifetime_seconds").and_then(Value::as_i64) else {
+                return Canned::error(400, "INVALID_PARAMETER_VALUE", "lifetime_seconds is required");
+            };
+            state.minted += 1;
+            let value = format!("dapi{}", hex(state.minted, 32));
+            let info = json!({
+                "token_id": hex(state.minted + 1000, 64),
+                "creation_time": now_ms,
+                "expiry_time": now_ms + lifetime * 1000,
+                "comment": body.get("comment").cloned().unwrap_or(json!("")),
+            });
+            state.tokens.push((value.clone(), info.clone()));
+            reply(200, json!({ "token_value": value, "token_info": info }))
+        }
+        ("GET", "/api/2.0/token/list") => {
+            reply(200, json!({ "token_infos": state.tokens.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>() }))
+        }
+        ("POST", "/api/2.0/token/delete") => {
+            let id = req.json().get("token_id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let before = state.tokens.len();
+            state.tokens.retain(|(_, info)| info["token_id"] != id);
+            if state.tokens.len() == before {
+                return Canned::error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Token with id {id} does not exist."));
+            }
+            reply(200, json!({}))
+        }
+        ("GET", "/api/2.0/serving-endpoints") => reply(
+            200,
+            json!({ "endpoints": [{
+                "name": "databricks-claude-sonnet-4", "task": "llm/v1/chat", "endpoint_type": "FOUNDATION_MODEL_API",
+                "state": { "ready": "READY", "config_update": "NOT_UPDATING" }
+            }] }),
+        ),
+        ("POST", path) if path.starts_with("/serving-endpoints/") && path.ends_with("/invocations") => {
+            state.invocations.push(req.clone());
+            let model = path.trim_start_matches("/serving-endpoints/").trim_end_matches("/invocations");
+            reply(
+                200,
+                json!({
+                    "id": "chatcmpl-emulated", "object": "chat.completion", "created": now_ms / 1000, "model": model,
+                    "choices": [{ "index": 0, "message": { "role": "assistant", "content": "Hello from the emulated workspace" }, "finish_reason": "stop" }],
+                    "usage": { "prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9 }
+                }),
+            )
+        }
+        _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
+    }
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let recorded = Recorded { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+    let canned = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(recorded.clone());
+        answer(&mut state, &recorded)
+    };
+    if !canned.delay.is_zero() {
+        tokio::time::sleep(canned.delay).await;
+    }
+    let mut response = Response::builder().status(canned.status).header("content-type", "application/json");
+    for (name, value) in &canned.headers {
+        response = response.header(name, value);
+    }
+    Ok(response.body(Full::new(Bytes::from(canned.body))).unwrap())
+}
+
+/// A temporary home plus the shared compiled-policy cache, and a runner for the binary.
+pub struct Run {
+    pub home: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+}
+
+pub fn shared_cache_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("devbox-auth-test-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Run {
+    /// Empty home, no inherited environment except PATH.
+    pub fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        env.insert("HOME".into(), home.path().display().to_string());
+        env.insert("DEVBOX_AUTH_CACHE_DIR".into(), shared_cache_dir().display().to_string());
+        Self { home, env }
+    }
+
+    /// The environment a Databricks App injects, pointed at `emulator`.
+    pub fn app(emulator: &Emulator) -> Self {
+        Self::new()
+            .var("DATABRICKS_HOST", &emulator.url)
+            .var("DATABRICKS_CLIENT_ID", CLIENT_ID)
+            .var("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
+    }
+
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.env.remove(name);
+        self
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read ~/{rel}: {e}"))
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    pub fn mode(&self, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.path(rel)).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Every file under home with its contents, to prove "nothing changed".
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    out.insert(path.clone(), Vec::new());
+                    walk(&path, out);
+                } else {
+                    out.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.home.path(), &mut out);
+        out
+    }
+
+    pub fn provision(&self, args: &[&str]) -> Outcome {
+        let output = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+            .arg("provision")
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(self.home.path())
+            .output()
+            .unwrap();
+        Outcome::from(output)
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Outcome {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(&self, code: i32, needle: &str) -> &Self {
+        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert_eq!(self.stderr.trim().lines().filter(|l| l.starts_with("devbox-auth: error")).count(), 1, "one error line:\n{}", self.stderr);
+        self
+    }
+
+    /// No secret in any output.
+    #[track_caller]
+    pub fn leaks_none_of(&self, secrets: &[String]) -> &Self {
+        for secret in secrets {
+            assert!(!self.stdout.contains(secret.as_str()) && !self.stderr.contains(secret.as_str()), "a secret leaked:\n{}\n{}", self.stdout, self.stderr);
+        }
+        self
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().local_addr().unwrap().port()
+}
