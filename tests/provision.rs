@@ -96,7 +96,7 @@ fn lifetime_comes_from_claude_code_token_expiry_seconds() {
 #[test]
 fn pat_auth_uses_the_token_directly() {
     let emulator = Emulator::start();
-    let run = Run::new().var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
+    let run = Run::new().watching(&emulator).var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
     let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     assert_eq!(paths, ["POST /api/2.0/token/create"]);
@@ -109,7 +109,7 @@ fn pat_auth_uses_the_token_directly() {
 #[test]
 fn a_databrickscfg_profile_is_a_credential_source() {
     let emulator = Emulator::start();
-    let run = Run::new();
+    let run = Run::new().watching(&emulator);
     run.write(DATABRICKSCFG, &format!("# mine\n[DEFAULT]\nhost = {}\ntoken = {USER_PAT}\n", emulator.url));
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
     let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];

@@ -17,6 +17,7 @@ use crate::runtime::bindings::PolicyError;
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, PolicyRuntime, RunError, RunStats};
+use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secret::{Redactor, Secret};
 
@@ -281,6 +282,11 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
     let policy = load_policy(&runtime, &opts)?;
     let files = FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts, &redactor)? };
+    // Held until this function returns: minting, committing and undoing happen under it.
+    let _lock = match opts.dry_run {
+        true => None,
+        false => Some(HomeLock::acquire(files.home(), opts.http.retry_budget).await.map_err(Failure::Transient)?),
+    };
     if let Some(secret) = &target.client_secret {
         redactor.register(secret);
     }

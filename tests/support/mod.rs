@@ -30,6 +30,7 @@ pub const USER_PAT: &str = "dapiUSERPAT00000000000000000000000";
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub at: std::time::Instant,
     pub method: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
@@ -53,6 +54,9 @@ pub struct Canned {
     pub headers: Vec<(String, String)>,
     /// Wait this long before answering (timeouts).
     pub delay: Duration,
+    /// Do the real work first (e.g. mint the token), then answer with this instead: the
+    /// server acted but the client never learns the result.
+    pub act_anyway: bool,
 }
 
 impl Canned {
@@ -61,7 +65,7 @@ impl Canned {
     }
 
     pub fn raw(status: u16, body: &str) -> Self {
-        Self { status, body: body.to_string(), headers: Vec::new(), delay: Duration::ZERO }
+        Self { status, body: body.to_string(), headers: Vec::new(), delay: Duration::ZERO, act_anyway: false }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -71,6 +75,11 @@ impl Canned {
 
     pub fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    pub fn after_acting(mut self) -> Self {
+        self.act_anyway = true;
         self
     }
 }
@@ -85,6 +94,8 @@ pub struct State {
     pub scripted: BTreeMap<String, VecDeque<Canned>>,
     pub serve_host_metadata: bool,
     pub invocations: Vec<Recorded>,
+    /// Values of tokens deleted since they were minted.
+    pub revoked: Vec<String>,
     minted: u64,
 }
 
@@ -236,11 +247,14 @@ fn bearer(req: &Recorded) -> Option<&str> {
 
 fn answer(state: &mut State, req: &Recorded) -> Canned {
     let route = format!("{} {}", req.method, req.path);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     if let Some(canned) = state.scripted.get_mut(&route).and_then(VecDeque::pop_front) {
+        if canned.act_anyway {
+            api(state, req, now_ms);
+        }
         return canned;
     }
     let base = state.base_url.clone();
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/.well-known/databricks-config") if state.serve_host_metadata => {
             reply(200, json!({ "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "aws" }))
@@ -291,11 +305,11 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         }
         ("POST", "/api/2.0/token/delete") => {
             let id = req.json().get("token_id").and_then(Value::as_str).unwrap_or_default().to_string();
-            let before = state.tokens.len();
-            state.tokens.retain(|(_, info)| info["token_id"] != id);
-            if state.tokens.len() == before {
+            let Some(at) = state.tokens.iter().position(|(_, info)| info["token_id"] == id) else {
                 return Canned::error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Token with id {id} does not exist."));
-            }
+            };
+            let (value, _) = state.tokens.remove(at);
+            state.revoked.push(value);
             reply(200, json!({}))
         }
         ("GET", "/api/2.0/serving-endpoints") => reply(
@@ -330,7 +344,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_string()))
         .collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let recorded = Recorded { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+    let recorded = Recorded { at: std::time::Instant::now(), method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
     let canned = {
         let mut state = state.lock().unwrap();
         state.requests.push(recorded.clone());
@@ -347,9 +361,11 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
 }
 
 /// A temporary home plus the shared compiled-policy cache, and a runner for the binary.
+/// Every run's stdout and stderr are checked for every secret the emulator knows.
 pub struct Run {
     pub home: tempfile::TempDir,
     pub env: BTreeMap<String, String>,
+    watched: Option<Arc<Mutex<State>>>,
 }
 
 pub fn shared_cache_dir() -> PathBuf {
@@ -366,12 +382,19 @@ impl Run {
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         env.insert("HOME".into(), home.path().display().to_string());
         env.insert("DEVBOX_AUTH_CACHE_DIR".into(), shared_cache_dir().display().to_string());
-        Self { home, env }
+        Self { home, env, watched: None }
+    }
+
+    /// Check this run's output against `emulator`'s secrets.
+    pub fn watching(mut self, emulator: &Emulator) -> Self {
+        self.watched = Some(emulator.state.clone());
+        self
     }
 
     /// The environment a Databricks App injects, pointed at `emulator`.
     pub fn app(emulator: &Emulator) -> Self {
         Self::new()
+            .watching(emulator)
             .var("DATABRICKS_HOST", &emulator.url)
             .var("DATABRICKS_CLIENT_ID", CLIENT_ID)
             .var("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
@@ -433,7 +456,14 @@ impl Run {
             .current_dir(self.home.path())
             .output()
             .unwrap();
-        Outcome::from(output)
+        let outcome = Outcome::from(output);
+        let mut secrets = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
+        if let Some(state) = &self.watched {
+            secrets.extend(state.lock().unwrap().tokens.iter().map(|(v, _)| v.clone()));
+            secrets.extend(state.lock().unwrap().revoked.iter().cloned());
+        }
+        outcome.leaks_none_of(&secrets);
+        outcome
     }
 }
 

@@ -93,11 +93,48 @@ impl WorkspaceClient {
         response.json(path)
     }
 
-    /// `POST /api/2.0/token/create`. Not retried after an ambiguous failure: a retry could mint
-    /// a second token.
+    /// `POST /api/2.0/token/create`, without ever leaving a stray token behind.
+    ///
+    /// A create whose answer was lost (connection reset, timeout, 5xx, a garbled 200) may still
+    /// have minted a token we never saw. After such a failure the tokens carrying this run's
+    /// unique comment are listed and deleted, and — for failures that may be transient — the
+    /// create is tried again, within the call budget.
     pub async fn create_token(&self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
         let body = json!({ "comment": comment, "lifetime_seconds": lifetime_seconds });
-        let answer = self.call(Method::POST, "/api/2.0/token/create", Some(&body), Retry::OnlyIfRejected).await?;
+        // Sign in first, so a sign-in failure is never mistaken for a lost create.
+        self.bearer().await?;
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .call(Method::POST, "/api/2.0/token/create", Some(&body), Retry::OnlyIfRejected)
+                .await
+                .and_then(|answer| self.parse_minted(&answer));
+            let error = match result {
+                Ok(minted) => return Ok(minted),
+                Err(error) if !may_have_minted(&error) => return Err(error),
+                Err(error) => error,
+            };
+            if let Err(cleanup) = self.delete_tokens_with_comment(comment).await {
+                return Err(ApiError::new(
+                    error.status,
+                    error.error_code.clone(),
+                    format!(
+                        "{}; a token may have been created anyway and could not be checked ({}): look for comment {comment} in `databricks tokens list`",
+                        error.message, cleanup.message
+                    ),
+                ));
+            }
+            let retry = is_transient(&error) && attempt < 3 && started.elapsed() < self.transport.retry_budget();
+            if !retry {
+                return Err(error);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+        }
+    }
+
+    fn parse_minted(&self, answer: &Value) -> Result<MintedToken, ApiError> {
         let value = answer
             .get("token_value")
             .and_then(Value::as_str)
@@ -110,6 +147,14 @@ impl WorkspaceClient {
             .and_then(token_info)
             .ok_or_else(|| ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a valid token_info"))?;
         Ok(MintedToken { info, value })
+    }
+
+    /// Delete every token carrying `comment` (unique per run): the ones we never got the value of.
+    async fn delete_tokens_with_comment(&self, comment: &str) -> Result<(), ApiError> {
+        for token in self.list_tokens().await?.into_iter().filter(|t| t.comment == comment) {
+            self.delete_token(&token.token_id).await?;
+        }
+        Ok(())
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
@@ -128,6 +173,20 @@ impl WorkspaceClient {
         let list = answer.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(list.iter().filter_map(serving_endpoint).collect())
     }
+}
+
+/// Whether the server may have acted on a request whose answer we did not get (or could not read).
+fn may_have_minted(error: &ApiError) -> bool {
+    match error.status {
+        0 => matches!(error.error_code.as_str(), codes::NETWORK | codes::TIMEOUT),
+        200 | 500 | 502 | 503 | 504 => true,
+        _ => false,
+    }
+}
+
+/// Failures worth another attempt.
+fn is_transient(error: &ApiError) -> bool {
+    matches!(error.status, 502 | 503 | 504) || (error.status == 0 && matches!(error.error_code.as_str(), codes::NETWORK | codes::TIMEOUT))
 }
 
 fn token_info(v: &Value) -> Option<TokenInfo> {

@@ -126,6 +126,10 @@ impl Transport {
         Ok(Self { client, settings })
     }
 
+    pub fn retry_budget(&self) -> Duration {
+        self.settings.retry_budget
+    }
+
     /// Send with retries. Non-2xx answers come back as [`ApiError`].
     pub async fn send(&self, request: Request<'_>) -> Result<Response, ApiError> {
         let started = Instant::now();

@@ -5,6 +5,7 @@
 //! then renamed into place, so a reader never sees a partial file. If any step fails, the files
 //! already replaced are restored and new directories removed: a failure changes nothing.
 
+pub mod lock;
 pub mod paths;
 
 use std::fs;
