@@ -207,7 +207,7 @@ fn a_config_symlinked_out_of_home_is_refused_before_minting() {
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("config.json"), run.path(CCR_CONFIG)).unwrap();
     let before = run.snapshot();
-    run.provision(&[]).failure(1, "outside the home directory");
+    run.provision(&[]).failure(5, "outside the home directory");
     assert_eq!(run.snapshot(), before);
     assert_eq!(std::fs::read_to_string(outside.path().join("config.json")).unwrap(), "{}");
     assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());

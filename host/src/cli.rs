@@ -11,8 +11,6 @@ use clap::{Parser, Subcommand};
 use crate::databricks::http::HttpSettings;
 use crate::effects::LogLevel;
 use crate::provision::{self, Failure, Outcome, PolicyChoice, ProvisionOptions};
-use crate::runtime::limits::SandboxLimits;
-use crate::sandbox::FileLimits;
 
 #[derive(Parser, Debug)]
 #[command(name = "devbox-auth", version, about = "Mint a short-lived Databricks token and write the coding assistants' configs.")]
@@ -25,6 +23,30 @@ struct Cli {
 enum Command {
     /// Sign in, mint a token through the policy, and write the config files.
     Provision(ProvisionArgs),
+    /// Test and inspect policy components.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Run case files against a policy in the real sandbox, with test doubles behind every
+    /// import. Exit 0: all passed; 2: a case failed; 1: the tool could not run.
+    Test {
+        /// The policy component (.wasm).
+        policy: PathBuf,
+        /// Case files (.json), or folders of them.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+        /// Machine-readable report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a policy's world, WIT version, imports and exports, and whether this host can run
+    /// it (exit 2 when it cannot).
+    Inspect {
+        policy: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,6 +57,9 @@ struct ProvisionArgs {
     /// A policy component (.wasm) to run instead of the embedded default.
     #[arg(long, env = "DEVBOX_AUTH_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// The deployment's manifest: policy file and SHA-256 pin, grants, limits.
+    #[arg(long, env = "DEVBOX_AUTH_MANIFEST", value_name = "FILE")]
+    manifest: Option<PathBuf>,
     /// Run the policy against a simulated workspace; send nothing, write nothing, print the plan.
     #[arg(long)]
     dry_run: bool,
@@ -69,6 +94,10 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         _ => default_cache_dir(&env),
     };
+    let deployment = match &args.manifest {
+        Some(path) => crate::manifest::load(path).map_err(Failure::Usage)?,
+        None => crate::manifest::Deployment::default(),
+    };
     let budget = Duration::from_secs(args.timeout);
     let http = HttpSettings {
         retry_budget: budget,
@@ -79,15 +108,16 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
     };
     Ok(ProvisionOptions {
         home,
-        policy: args.policy.map(PolicyChoice::File).unwrap_or(PolicyChoice::Embedded),
+        policy: args.policy.or(deployment.policy_file).map(PolicyChoice::File).unwrap_or(PolicyChoice::Embedded),
+        pinned_sha256: deployment.sha256,
         dry_run: args.dry_run,
         env,
         http,
         cache_dir,
-        limits: SandboxLimits::default(),
-        file_limits: FileLimits::default(),
-        file_grants: provision::default_file_grants(),
-        operation_grants: provision::default_operation_grants(),
+        limits: deployment.limits,
+        file_limits: deployment.file_limits,
+        file_grants: deployment.file_grants.unwrap_or_else(provision::default_file_grants),
+        operation_grants: deployment.operation_grants.unwrap_or_else(provision::default_operation_grants),
         echo_level: Some(if args.verbose { LogLevel::Debug } else { LogLevel::Warn }),
     })
 }
@@ -139,7 +169,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let Command::Provision(args) = cli.command;
+    let args = match cli.command {
+        Command::Provision(args) => args,
+        Command::Policy(PolicyCommand::Test { policy, cases, json }) => return crate::policy_commands::test(&policy, &cases, json),
+        Command::Policy(PolicyCommand::Inspect { policy }) => return crate::policy_commands::inspect(&policy),
+    };
     let dry_run = args.dry_run;
     let result = options(args).and_then(|opts| {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -24,6 +24,8 @@ pub enum Workspace {
 pub struct SimulatedWorkspace {
     /// One line per request, as it would have gone over the wire (no secrets).
     pub requests: Vec<String>,
+    /// The operations asked for, in order (`create-token`, ...).
+    pub operations: Vec<String>,
     /// Scripted answers by operation (`create-token`, `list-tokens`, `delete-token`,
     /// `list-serving-endpoints`); an operation without one succeeds with a plausible answer.
     pub failures: BTreeMap<String, ApiError>,
@@ -40,6 +42,7 @@ impl SimulatedWorkspace {
 
     fn answer<T>(&mut self, op: &str, request: String, ok: impl FnOnce(&mut Self) -> T) -> Result<T, ApiError> {
         self.requests.push(request);
+        self.operations.push(op.to_string());
         match self.failures.get(op) {
             Some(error) => Err(error.clone()),
             None => Ok(ok(self)),
@@ -123,6 +126,11 @@ impl SecretVault {
         self.entries.iter().fold(contents.to_vec(), |acc, (reference, secret, _)| {
             replace_bytes(&acc, reference.as_bytes(), secret.expose().as_bytes())
         })
+    }
+
+    /// Whether `contents` holds any reference this vault issued.
+    pub fn holds_reference(&self, contents: &[u8]) -> bool {
+        self.entries.iter().any(|(reference, _, _)| contents.windows(reference.len()).any(|w| w == reference.as_bytes()))
     }
 
     /// Text to show a person: every reference replaced by a mask naming the secret.
@@ -226,6 +234,12 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// Effects with no tokens minted yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(workspace: Workspace, host_url: String, auth_type: String, files: FileSandbox, env: PolicyEnv, vault: SecretVault, log: PolicyLog, granted_operations: Vec<String>) -> Self {
+        Self { workspace, host_url, auth_type, files, env, vault, log, minted: Vec::new(), granted_operations }
+    }
+
     pub fn operation_granted(&self, operation: &str) -> bool {
         self.granted_operations.iter().any(|g| g == operation || g == "*")
     }

@@ -7,8 +7,11 @@
 pub mod cli;
 pub mod databricks;
 pub mod effects;
+pub mod manifest;
+pub mod policy_commands;
 pub mod provision;
 pub mod runtime;
 pub mod sandbox;
 pub mod secret;
+pub mod testkit;
 pub mod workspace_url;

@@ -13,7 +13,7 @@ use crate::databricks::error::ErrorClass;
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{ApiError, TokenInfo, WorkspaceClient};
 use crate::effects::{Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy};
-use crate::runtime::bindings::PolicyError;
+use crate::runtime::bindings::{FileErrorKind, PolicyError};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, PolicyRuntime, RunError, RunStats};
@@ -41,6 +41,8 @@ pub fn default_operation_grants() -> Vec<String> {
 pub struct ProvisionOptions {
     pub home: PathBuf,
     pub policy: PolicyChoice,
+    /// Refuse to run a policy whose SHA-256 differs (from the deployment manifest).
+    pub pinned_sha256: Option<String>,
     pub dry_run: bool,
     pub env: Env,
     pub http: HttpSettings,
@@ -210,11 +212,19 @@ fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<Loade
             (path.display().to_string(), wasm)
         }
     };
+    if let Some(pinned) = &opts.pinned_sha256 {
+        let actual = crate::runtime::cache::sha256_hex(&wasm);
+        if &actual != pinned {
+            return Err(Failure::Usage(format!(
+                "policy {name} has sha256 {actual}, but the deployment manifest pins {pinned}; refusing to run it"
+            )));
+        }
+    }
     let cache = opts.cache_dir.as_ref().map(ComponentCache::new);
     runtime.load(&name, &wasm, cache.as_ref()).map_err(|e| Failure::Usage(format!("policy {name} {e}")))
 }
 
-fn failure_from_run(policy: &str, error: RunError) -> Failure {
+pub(crate) fn failure_from_run(policy: &str, error: RunError) -> Failure {
     match error {
         RunError::Policy(PolicyError::InvalidConfig(m)) => Failure::Usage(m),
         RunError::Policy(PolicyError::Workspace(e)) => {
@@ -226,7 +236,13 @@ fn failure_from_run(policy: &str, error: RunError) -> Failure {
                 ErrorClass::Other => Failure::Other(api.message),
             }
         }
-        RunError::Policy(PolicyError::File(e)) => Failure::Other(format!("~/{}: {}", e.path, e.message)),
+        RunError::Policy(PolicyError::File(e)) => {
+            let message = format!("{}: {}", crate::sandbox::display_path(&e.path), e.message);
+            match e.kind {
+                FileErrorKind::Denied | FileErrorKind::InvalidPath | FileErrorKind::TooLarge => Failure::Policy(format!("policy {policy}: {message}")),
+                FileErrorKind::Io => Failure::Other(message),
+            }
+        }
         RunError::Policy(PolicyError::Other(m)) => Failure::Other(format!("policy {policy}: {m}")),
         RunError::Limit(m) => Failure::Policy(format!("policy {policy} {m}; nothing was written")),
         RunError::Crashed(m) => Failure::Policy(format!("policy {policy} {m}; nothing was written")),
@@ -234,7 +250,7 @@ fn failure_from_run(policy: &str, error: RunError) -> Failure {
 }
 
 /// Delete the tokens a failed run minted, and say how that went.
-async fn undo_tokens(workspace: &mut Workspace, minted: &[TokenInfo]) -> String {
+pub(crate) async fn undo_tokens(workspace: &mut Workspace, minted: &[TokenInfo]) -> String {
     let mut notes = Vec::new();
     for token in minted {
         match workspace.delete_token(&token.token_id).await {
@@ -292,17 +308,8 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
     }
     let mut vault = SecretVault::default();
     let env = policy_env(&opts, &target, &mut vault);
-    let effects = Effects {
-        workspace: target.workspace,
-        host_url: target.host_url.clone(),
-        auth_type: target.auth_type.clone(),
-        files,
-        env,
-        vault,
-        log: PolicyLog { policy: policy.name.clone(), echo_level: opts.echo_level, redactor: redactor.clone(), lines: Vec::new() },
-        minted: Vec::new(),
-        granted_operations: opts.operation_grants.clone(),
-    };
+    let log = PolicyLog { policy: policy.name.clone(), echo_level: opts.echo_level, redactor: redactor.clone(), lines: Vec::new() };
+    let effects = Effects::new(target.workspace, target.host_url.clone(), target.auth_type.clone(), files, env, vault, log, opts.operation_grants.clone());
 
     let (mut effects, stats, result) = runtime.run(&policy, effects, &opts.limits).await;
     let outcome = match result {

@@ -447,24 +447,33 @@ impl Run {
         out
     }
 
+    /// `devbox-auth provision ARGS` in this home, checking its output for secrets.
     pub fn provision(&self, args: &[&str]) -> Outcome {
-        let output = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
-            .arg("provision")
-            .args(args)
-            .env_clear()
-            .envs(&self.env)
-            .current_dir(self.home.path())
-            .output()
-            .unwrap();
-        let outcome = Outcome::from(output);
-        let mut secrets = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
-        if let Some(state) = &self.watched {
-            secrets.extend(state.lock().unwrap().tokens.iter().map(|(v, _)| v.clone()));
-            secrets.extend(state.lock().unwrap().revoked.iter().cloned());
-        }
-        outcome.leaks_none_of(&secrets);
-        outcome
+        let mut full = vec!["provision"];
+        full.extend_from_slice(args);
+        devbox_auth(self, &full)
     }
+}
+
+/// Run the devbox-auth binary with `args` in `run`'s home and environment only, and check that
+/// no secret the emulator knows appears in its output.
+pub fn devbox_auth(run: &Run, args: &[&str]) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .args(args)
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .output()
+        .unwrap();
+    let outcome = Outcome::from(output);
+    let mut secrets = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
+    if let Some(state) = &run.watched {
+        let state = state.lock().unwrap();
+        secrets.extend(state.tokens.iter().map(|(v, _)| v.clone()));
+        secrets.extend(state.revoked.iter().cloned());
+    }
+    outcome.leaks_none_of(&secrets);
+    outcome
 }
 
 #[derive(Debug)]
@@ -512,4 +521,47 @@ impl Outcome {
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().local_addr().unwrap().port()
+}
+
+fn build_components(dir: &Path, args: &[&str], target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(target_dir)
+        .args(args)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env("RUSTC_WRAPPER", "")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building wasm32-wasip2 components in {} failed", dir.display());
+}
+
+/// A fixture guest from tests/guests (built once per test binary), e.g. `hostile`.
+pub fn fixture_guest(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-guests");
+        build_components(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests"), &[], &target);
+        target.join("wasm32-wasip2/release")
+    });
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A shipped policy component (`default` or `strict`), built from guest/ once per test binary.
+pub fn policy_component(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-policies");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // One package per build: the strict policy reuses the default crate without its export.
+        build_components(&root, &["-p", "devbox-policy-default"], &target);
+        build_components(&root, &["-p", "devbox-policy-strict"], &target.join("strict"));
+        target
+    });
+    match name {
+        "default" => dir.join("wasm32-wasip2/release/devbox_policy_default.wasm"),
+        other => dir.join(other).join(format!("wasm32-wasip2/release/devbox_policy_{other}.wasm")),
+    }
 }

@@ -14,35 +14,45 @@ pub const TRANSFORMER_NAME: &str = "databricks-custom";
 
 /// What the policy decided for the Databricks provider.
 pub struct DatabricksProvider<'a> {
-    pub workspace_url: &'a str,
-    pub model: &'a str,
+    /// The full chat URL CCR posts to (it appends nothing).
+    pub api_base_url: String,
+    /// Serving endpoints; the first is the default route.
+    pub models: &'a [String],
     /// The token, as a secret reference the host fills in when it writes the file.
     pub api_key: &'a str,
     /// Absolute path of the transformer plugin.
     pub plugin_path: &'a str,
 }
 
-impl DatabricksProvider<'_> {
-    pub fn api_base_url(&self) -> String {
-        format!("{}/serving-endpoints/{}/invocations", self.workspace_url, self.model)
-    }
+/// One endpoint's own URL, as the original app wrote it.
+pub fn invocations_url(workspace_url: &str, model: &str) -> String {
+    format!("{workspace_url}/serving-endpoints/{model}/invocations")
+}
 
+/// Databricks' OpenAI-compatible chat URL, which serves every endpoint named in `model`.
+pub fn chat_completions_url(workspace_url: &str) -> String {
+    format!("{workspace_url}/serving-endpoints/chat/completions")
+}
+
+impl DatabricksProvider<'_> {
     fn provider(&self) -> Value {
         let chain = json!(["OpenAI", TRANSFORMER_NAME]);
         let mut transformer = Map::new();
         transformer.insert("use".into(), chain.clone());
-        transformer.insert(self.model.into(), json!({ "use": chain }));
+        for model in self.models {
+            transformer.insert(model.clone(), json!({ "use": chain }));
+        }
         json!({
             "name": PROVIDER_NAME,
-            "api_base_url": self.api_base_url(),
+            "api_base_url": self.api_base_url,
             "api_key": self.api_key,
-            "models": [self.model],
+            "models": self.models,
             "transformer": transformer,
         })
     }
 
     fn route(&self) -> String {
-        format!("{PROVIDER_NAME},{}", self.model)
+        format!("{PROVIDER_NAME},{}", self.models.first().map(String::as_str).unwrap_or_default())
     }
 }
 
@@ -103,12 +113,13 @@ pub fn merge(mut config: Map<String, Value>, ours: &DatabricksProvider) -> Value
         None => transformers.push(plugin),
     }
 
+    // Ours replaces the first provider with our name (keeping its place); further copies, which
+    // CCR would resolve unpredictably, are dropped.
     let providers = array_entry(&mut config, "Providers");
     let is_our_provider = |p: &Value| p.get("name").and_then(Value::as_str) == Some(PROVIDER_NAME);
-    match providers.iter().position(is_our_provider) {
-        Some(i) => providers[i] = ours.provider(),
-        None => providers.insert(0, ours.provider()),
-    }
+    let position = providers.iter().position(is_our_provider).unwrap_or(0);
+    providers.retain(|p| !is_our_provider(p));
+    providers.insert(position.min(providers.len()), ours.provider());
 
     let router = config.entry("Router").or_insert_with(|| json!({}));
     if !router.is_object() {

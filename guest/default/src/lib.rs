@@ -24,11 +24,13 @@ pub const DEFAULT_MODEL: &str = "databricks-claude-sonnet-4";
 pub const MAX_LIFETIME_SECONDS: u64 = 730 * 24 * 3600;
 
 const PLUGIN_SOURCE: &str = include_str!("../assets/databricks-claude-transformers.js");
-const SECRET_MODE: u32 = 0o600;
-const PUBLIC_MODE: u32 = 0o644;
+pub const SECRET_MODE: u32 = 0o600;
+pub const PUBLIC_MODE: u32 = 0o644;
 
 pub struct DefaultPolicy;
 
+// Off when another policy reuses this crate's pieces: a component exports one `provision`.
+#[cfg(feature = "export")]
 devbox_policy_sdk::export_policy!(DefaultPolicy);
 
 impl Policy for DefaultPolicy {
@@ -49,17 +51,15 @@ impl Policy for DefaultPolicy {
             ),
         );
 
-        let home = host.home_dir();
-        let plugin_path = format!("{}/{CCR_PLUGIN}", home.trim_end_matches('/'));
+        let plugin_path = plugin_path(&host.home_dir());
+        let models = [model];
         let settings = ccr::DatabricksProvider {
-            workspace_url: &workspace_url,
-            model: &model,
+            api_base_url: ccr::invocations_url(&workspace_url, &models[0]),
+            models: &models,
             api_key: &token.secret_ref,
             plugin_path: &plugin_path,
         };
-        let config = ccr::merge(ccr_existing.unwrap_or_default(), &settings);
-        host.write_file(CCR_PLUGIN, PLUGIN_SOURCE.as_bytes(), PUBLIC_MODE)?;
-        host.write_file(CCR_CONFIG, &pretty_json(&config), SECRET_MODE)?;
+        write_ccr(host, ccr_existing, &settings)?;
 
         let profile = render_databrickscfg(host, cfg_existing, &workspace_url)?;
         host.write_file(DATABRICKSCFG, profile.as_bytes(), SECRET_MODE)?;
@@ -101,6 +101,19 @@ pub fn model_name(raw: Option<&str>) -> Result<String, PolicyError> {
     Ok(name.to_string())
 }
 
+/// Write the CCR plugin and config, merged into the user's existing config.
+pub fn write_ccr(host: &mut impl Host, existing: Option<Map<String, Value>>, provider: &ccr::DatabricksProvider) -> Result<(), PolicyError> {
+    let config = ccr::merge(existing.unwrap_or_default(), provider);
+    host.write_file(CCR_PLUGIN, PLUGIN_SOURCE.as_bytes(), PUBLIC_MODE)?;
+    host.write_file(CCR_CONFIG, &pretty_json(&config), SECRET_MODE)?;
+    Ok(())
+}
+
+/// The plugin's absolute path under `home`, as CCR's `transformers` entry needs it.
+pub fn plugin_path(home: &str) -> String {
+    format!("{}/{CCR_PLUGIN}", home.trim_end_matches('/'))
+}
+
 fn pretty_json(value: &Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("a serde_json::Value always serializes");
     bytes.push(b'\n');
@@ -119,7 +132,7 @@ fn back_up(host: &mut impl Host, path: &str, contents: &[u8], why: &str) -> Resu
 }
 
 /// The existing CCR config as a JSON object; a file that is not one is backed up and replaced.
-fn read_json_object(host: &mut impl Host, path: &str) -> Result<Option<Map<String, Value>>, PolicyError> {
+pub fn read_json_object(host: &mut impl Host, path: &str) -> Result<Option<Map<String, Value>>, PolicyError> {
     let Some(bytes) = host.read_file(path)? else {
         return Ok(None);
     };

@@ -186,3 +186,18 @@ fn pat_deployments_get_only_the_host_in_databrickscfg() {
     DefaultPolicy::provision(&mut host).unwrap();
     assert_eq!(host.file(DATABRICKSCFG), "[DEFAULT]\nhost = https://example.cloud.databricks.com\n");
 }
+
+#[test]
+fn duplicate_databricks_providers_collapse_into_ours() {
+    let existing = json!({ "Providers": [
+        { "name": "a" },
+        { "name": "databricks", "api_key": "old-1" },
+        { "name": "databricks", "api_key": "old-2" },
+        { "name": "b" }
+    ] });
+    let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
+    DefaultPolicy::provision(&mut host).unwrap();
+    let names: Vec<String> = config_json(&host)["Providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["a", "databricks", "b"]);
+    assert_eq!(config_json(&host)["Providers"][1]["api_key"], MOCK_TOKEN_REF);
+}

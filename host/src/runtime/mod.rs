@@ -54,7 +54,20 @@ pub enum RunError {
 #[derive(Debug, Clone, Default)]
 pub struct RunStats {
     pub fuel_used: u64,
+    /// Largest linear memory the policy grew to, in bytes.
+    pub peak_memory: usize,
     pub duration: Duration,
+}
+
+/// The outcome of `policy inspect`.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub sha256: String,
+    pub size: usize,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Why this host cannot run it, if it cannot.
+    pub problem: Option<String>,
 }
 
 pub struct LoadedPolicy {
@@ -120,13 +133,33 @@ impl PolicyRuntime {
             None => Component::new(&self.engine, wasm).map(|c| (c, CacheOutcome::Uncached)),
         }
         .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        let (imports, exports) = self.interface(&component);
+        let pre = self.validate(&component, &imports, &exports)?;
+        Ok(LoadedPolicy { name: name.to_string(), sha256, cache: outcome, load_time: started.elapsed(), imports, exports, pre })
+    }
 
+    /// What a component imports and exports, and whether this host can run it.
+    pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, LoadError> {
+        check_is_component(wasm)?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        let (imports, exports) = self.interface(&component);
+        let problem = self.validate(&component, &imports, &exports).err().map(|e| e.0);
+        Ok(Inspection { sha256: sha256_hex(wasm), size: wasm.len(), imports, exports, problem })
+    }
+
+    fn interface(&self, component: &Component) -> (Vec<String>, Vec<String>) {
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        for import in &imports {
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        (imports, exports)
+    }
+
+    fn validate(&self, component: &Component, imports: &[String], exports: &[String]) -> Result<PolicyPre<PolicyState>, LoadError> {
+        for import in imports {
             check_import(import)?;
         }
+        let ty = component.component_type();
         if !ty.exports(&self.engine).any(|(name, item)| name == "provision" && matches!(item.ty, ComponentItem::ComponentFunc(_))) {
             return Err(LoadError(format!(
                 "does not implement the devbox:auth policy world: it exports [{}], not `provision`",
@@ -135,19 +168,9 @@ impl PolicyRuntime {
         }
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
-        let pre = PolicyPre::new(pre)
-            .map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))?;
-        Ok(LoadedPolicy {
-            name: name.to_string(),
-            sha256,
-            cache: outcome,
-            load_time: started.elapsed(),
-            imports,
-            exports,
-            pre,
-        })
+        PolicyPre::new(pre).map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))
     }
 
     /// Run `provision` once in a fresh store. The effects come back whatever happened, so the
@@ -155,7 +178,7 @@ impl PolicyRuntime {
     pub async fn run(&self, policy: &LoadedPolicy, effects: Effects, limits: &SandboxLimits) -> (Effects, RunStats, Result<(), RunError>) {
         let started = Instant::now();
         let mut store = Store::new(&self.engine, PolicyState::new(effects, limits));
-        store.limiter(|state| &mut state.store_limits);
+        store.limiter(|state| &mut state.limiter);
         let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.set_fuel(limits.fuel).expect("fuel is enabled on this engine");
@@ -166,7 +189,7 @@ impl PolicyRuntime {
         }
         .await;
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let stats = RunStats { fuel_used, duration: started.elapsed() };
+        let stats = RunStats { fuel_used, peak_memory: store.data().limiter.peak, duration: started.elapsed() };
         let result = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(policy_error)) => Err(RunError::Policy(policy_error)),
@@ -215,11 +238,11 @@ fn check_import(import: &str) -> Result<(), LoadError> {
 }
 
 fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxLimits) -> RunError {
-    let panic_line = state.last_stderr_line();
+    let panic_line = state.panic_message();
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunError::Limit(format!("used up its instruction budget ({} fuel)", limits.fuel)),
         Some(Trap::Interrupt) => RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis())),
-        _ if format!("{error:?}").contains("memory") && format!("{error:?}").contains("grow") => {
+        _ if error.downcast_ref::<limits::MemoryLimitExceeded>().is_some() => {
             RunError::Limit(format!("tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20))
         }
         Some(trap) => RunError::Crashed(match panic_line {

@@ -4,13 +4,12 @@
 //! policy should handle come back as WIT errors; nothing here traps on bad input.
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::devbox::auth::{environment, files, log, types, workspace};
 use super::bindings::{ApiError, FileError, FileErrorKind, Level, MintedToken, ServingEndpoint, TokenInfo};
-use super::limits::SandboxLimits;
+use super::limits::{MemoryLimiter, SandboxLimits};
 use crate::databricks;
 use crate::effects::{Effects, LogLevel};
 use crate::sandbox;
@@ -21,7 +20,7 @@ const STDERR_CAPACITY: usize = 64 << 10;
 pub struct PolicyState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) store_limits: StoreLimits,
+    pub(crate) limiter: MemoryLimiter,
     pub effects: Effects,
     pub(crate) stderr: MemoryOutputPipe,
 }
@@ -37,22 +36,21 @@ impl PolicyState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .instances(limits.max_instances)
-            .tables(limits.max_tables)
-            .memories(limits.max_memories)
-            .trap_on_grow_failure(true)
-            .build();
-        Self { wasi, table: ResourceTable::new(), store_limits, effects, stderr }
+        let limiter = MemoryLimiter::new(limits.memory_bytes);
+        Self { wasi, table: ResourceTable::new(), limiter, effects, stderr }
     }
 
-    /// The last line the guest wrote to stderr (a Rust panic message, usually).
-    pub fn last_stderr_line(&self) -> Option<String> {
+    /// The panic message the guest wrote to stderr, if any (Rust prints
+    /// "thread '..' panicked at FILE:LINE:COL:" and the message on the next line).
+    pub fn panic_message(&self) -> Option<String> {
         let bytes = self.stderr.contents();
         let text = String::from_utf8_lossy(&bytes);
-        let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-        Some(self.effects.log.redactor.redact(&databricks::error::one_line(line)))
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
+        let location = lines[at].split("panicked at").nth(1).unwrap_or_default().trim().trim_end_matches(':');
+        let message = lines.get(at + 1).copied().unwrap_or_default();
+        let line = format!("panicked at {location}: {message}");
+        Some(self.effects.log.redactor.redact(&databricks::error::one_line(&line)))
     }
 
     fn not_granted(&mut self, operation: &str) -> Option<ApiError> {
@@ -171,7 +169,12 @@ impl files::Host for PolicyState {
     }
 
     async fn write(&mut self, path: String, contents: Vec<u8>, mode: u32) -> wasmtime::Result<Result<(), FileError>> {
-        let result = self.effects.files.write(&path, contents, mode).map_err(file_error);
+        let result = if mode != 0o600 && self.effects.vault.holds_reference(&contents) {
+            let message = format!("a file holding a secret must be 0600, not {mode:04o}");
+            Err(FileError { kind: FileErrorKind::Denied, path: path.clone(), message })
+        } else {
+            self.effects.files.write(&path, contents, mode).map_err(file_error)
+        };
         if let Err(e) = &result {
             self.effects.log.push(LogLevel::Warn, &format!("write ~/{path} refused: {}", e.message));
         }

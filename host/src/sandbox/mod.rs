@@ -29,9 +29,14 @@ pub struct FileError {
     pub message: String,
 }
 
+/// A policy's path as a person reads it: home-relative paths as `~/...`, others as given.
+pub fn display_path(path: &str) -> String {
+    if path.starts_with('/') { path.to_string() } else { format!("~/{path}") }
+}
+
 impl std::fmt::Display for FileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "~/{}: {}", self.path, self.message)
+        write!(f, "{}: {}", display_path(&self.path), self.message)
     }
 }
 
@@ -107,6 +112,8 @@ pub struct FileSandbox {
     limits: FileLimits,
     grants: PathGrants,
     staged: Vec<StagedFile>,
+    /// Test doubles: the home's files live in memory and nothing is ever committed to disk.
+    in_memory: Option<std::collections::BTreeMap<String, Vec<u8>>>,
 }
 
 impl FileSandbox {
@@ -116,7 +123,13 @@ impl FileSandbox {
         if !home.is_dir() {
             return Err(format!("home directory {} is not a directory", home.display()));
         }
-        Ok(Self { home, limits, grants, staged: Vec::new() })
+        Ok(Self { home, limits, grants, staged: Vec::new(), in_memory: None })
+    }
+
+    /// A home that exists only in memory, for testing policies without a disk. Paths get the
+    /// same lexical checks and grants; there are no symlinks to follow.
+    pub fn in_memory(home: &str, files: std::collections::BTreeMap<String, Vec<u8>>, limits: FileLimits, grants: PathGrants) -> Self {
+        Self { home: PathBuf::from(home), limits, grants, staged: Vec::new(), in_memory: Some(files) }
     }
 
     pub fn home(&self) -> &Path {
@@ -128,7 +141,11 @@ impl FileSandbox {
     }
 
     fn check(&self, rel: &str) -> Result<PathBuf, FileError> {
-        let resolved = paths::resolve(&self.home, rel).map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
+        let resolved = match self.in_memory {
+            Some(_) => paths::check_relative(rel).map(|p| self.home.join(p)),
+            None => paths::resolve(&self.home, rel),
+        }
+        .map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
         if !self.grants.allows(rel) {
             return Err(error(FileErrorKind::Denied, rel, "this deployment does not grant the policy access to this path"));
         }
@@ -140,6 +157,9 @@ impl FileSandbox {
         let resolved = self.check(rel)?;
         if let Some(staged) = self.staged.iter().rev().find(|f| f.path == rel) {
             return Ok(Some(staged.contents.clone()));
+        }
+        if let Some(files) = &self.in_memory {
+            return Ok(files.get(rel).cloned());
         }
         match fs::metadata(&resolved) {
             Ok(meta) if meta.len() > self.limits.max_file_bytes as u64 => {
@@ -179,6 +199,9 @@ impl FileSandbox {
     /// Apply every staged write, or none. `render` turns staged contents into the bytes to
     /// write (the host fills in secrets there). Returns the paths written, relative to home.
     pub fn commit(&self, render: impl Fn(&[u8]) -> Vec<u8>) -> Result<Vec<String>, FileError> {
+        if self.in_memory.is_some() {
+            return Err(error(FileErrorKind::Io, "", "an in-memory home cannot be committed"));
+        }
         let mut plan = Vec::new();
         for file in &self.staged {
             plan.push((file, self.check(&file.path)?));

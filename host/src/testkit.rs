@@ -1,0 +1,470 @@
+//! Test a policy component in isolation: the real sandbox (same linker, limits and import
+//! implementations as production), with test doubles behind every import — a simulated
+//! workspace, an in-memory home, and an environment you choose. No Databricks, no disk.
+//!
+//! Used by `devbox-auth policy test` (cases as JSON files) and, as a library, from a policy
+//! author's own `cargo test`:
+//!
+//! ```no_run
+//! use devbox_auth::testkit::{Case, PolicyHarness};
+//! let harness = PolicyHarness::load("target/wasm32-wasip2/release/my_policy.wasm".as_ref()).unwrap();
+//! let result = harness.run(&Case::default().var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60"));
+//! assert!(result.error.is_none(), "{:?}", result.error);
+//! assert_eq!(result.operations, ["create-token"]);
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
+use crate::effects::{Effects, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy};
+use crate::manifest::WORKSPACE_OPERATIONS;
+use crate::provision::{default_file_grants, default_operation_grants, failure_from_run, undo_tokens};
+use crate::runtime::limits::SandboxLimits;
+use crate::runtime::{LoadedPolicy, PolicyRuntime};
+use crate::sandbox::{FileLimits, FileSandbox, PathGrants};
+use crate::secret::{Redactor, Secret};
+
+/// A simulated workspace error, as a case file writes it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorSpec {
+    pub status: u16,
+    pub error_code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkspaceSpec {
+    pub host: String,
+    pub auth_type: String,
+    /// Operation (`create-token`, ...) -> the error it answers with.
+    pub fail: BTreeMap<String, ErrorSpec>,
+    /// Tokens that exist before the run: `{token_id, comment, creation_time_ms, expiry_time_ms}`.
+    pub tokens: Vec<Value>,
+    /// Serving endpoints: `{name, task, ready, endpoint_type}`.
+    pub endpoints: Vec<Value>,
+}
+
+impl Default for WorkspaceSpec {
+    fn default() -> Self {
+        Self {
+            host: "https://example.cloud.databricks.com".into(),
+            auth_type: "oauth-m2m".into(),
+            fail: BTreeMap::new(),
+            tokens: Vec::new(),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrantsSpec {
+    pub files: Vec<String>,
+    pub workspace: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSpec {
+    pub fuel: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// What one file is expected to hold. Every given check must pass.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileExpect {
+    pub exact: Option<String>,
+    /// The file is JSON and contains this (objects: these keys at least; arrays: same length).
+    pub json: Option<Value>,
+    pub regex: Option<String>,
+    /// Octal, e.g. "0600".
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    /// The run must fail with a message containing this; absent means it must succeed.
+    pub error: Option<String>,
+    /// `invalid-config`, `workspace`, `file`, `other`, `limit` or `crashed`.
+    pub error_kind: Option<String>,
+    /// The workspace operations, in order (the host's undo of a failed run included).
+    pub calls: Option<Vec<String>>,
+    pub files: BTreeMap<String, FileExpect>,
+    /// No file other than those in `files` may be written.
+    pub only_these_files: bool,
+    pub max_fuel: Option<u64>,
+}
+
+/// One test case: the world the policy runs in, and what it should do there.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Case {
+    pub name: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Passed to the policy as `DATABRICKS_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// A fake client secret; the policy sees it only as a secret reference.
+    pub client_secret: Option<String>,
+    pub workspace: WorkspaceSpec,
+    /// Files already in the home directory.
+    pub files: BTreeMap<String, String>,
+    /// Defaults to the built-in grants.
+    pub grants: Option<GrantsSpec>,
+    pub limits: Option<LimitsSpec>,
+    pub expect: Expect,
+}
+
+impl Case {
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn file(mut self, path: &str, contents: &str) -> Self {
+        self.files.insert(path.into(), contents.into());
+        self
+    }
+
+    pub fn client(mut self, id: &str, secret: &str) -> Self {
+        self.client_id = Some(id.into());
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    pub fn fail(mut self, operation: &str, status: u16, error_code: &str, message: &str) -> Self {
+        self.workspace.fail.insert(operation.into(), ErrorSpec { status, error_code: error_code.into(), message: message.into() });
+        self
+    }
+
+    pub fn grants(mut self, files: &[&str], workspace: &[&str]) -> Self {
+        self.grants = Some(GrantsSpec { files: files.iter().map(|s| s.to_string()).collect(), workspace: workspace.iter().map(|s| s.to_string()).collect() });
+        self
+    }
+
+    pub fn limits(mut self, fuel: Option<u64>, memory_mb: Option<u64>, timeout_ms: Option<u64>) -> Self {
+        self.limits = Some(LimitsSpec { fuel, memory_mb, timeout_ms });
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseError {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WrittenFile {
+    pub contents: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub error: Option<CaseError>,
+    pub operations: Vec<String>,
+    /// Each request as it would have gone over the wire.
+    pub requests: Vec<String>,
+    /// Files the run would have written (none when it failed), secrets filled in with the
+    /// case's fake values.
+    pub files: BTreeMap<String, WrittenFile>,
+    pub logs: Vec<(String, String)>,
+    /// Simulated tokens still alive after the run, including any it left behind.
+    pub live_tokens: Vec<String>,
+    pub fuel_used: u64,
+    pub peak_memory: usize,
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+pub struct PolicyHarness {
+    runtime: PolicyRuntime,
+    policy: LoadedPolicy,
+    tokio: tokio::runtime::Runtime,
+}
+
+impl PolicyHarness {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let wasm = std::fs::read(path).map_err(|e| format!("policy {}: cannot read it ({e})", path.display()))?;
+        Self::from_bytes(&path.display().to_string(), &wasm)
+    }
+
+    pub fn from_bytes(name: &str, wasm: &[u8]) -> Result<Self, String> {
+        let runtime = PolicyRuntime::new().map_err(|e| format!("cannot start the policy sandbox: {e}"))?;
+        let policy = runtime.load(name, wasm, None).map_err(|e| format!("policy {name} {e}"))?;
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        Ok(Self { runtime, policy, tokio })
+    }
+
+    pub fn policy(&self) -> &LoadedPolicy {
+        &self.policy
+    }
+
+    pub fn run(&self, case: &Case) -> CaseResult {
+        self.tokio.block_on(self.run_async(case))
+    }
+
+    async fn run_async(&self, case: &Case) -> CaseResult {
+        let redactor = Redactor::default();
+        let mut sim = SimulatedWorkspace::new(1_700_000_000_000);
+        sim.failures = case
+            .workspace
+            .fail
+            .iter()
+            .map(|(op, e)| (op.clone(), ApiError::new(e.status, e.error_code.clone(), e.message.clone())))
+            .collect();
+        sim.tokens = case.workspace.tokens.iter().filter_map(token_info).collect();
+        sim.endpoints = case.workspace.endpoints.iter().filter_map(endpoint).collect();
+
+        let grants = case.grants.clone();
+        let file_grants = grants.as_ref().map(|g| PathGrants::new(g.files.clone())).unwrap_or_else(default_file_grants);
+        let operation_grants = grants.map(|g| g.workspace).unwrap_or_else(default_operation_grants);
+        let files = case.files.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
+        let files = FileSandbox::in_memory("/home/app", files, FileLimits::default(), file_grants);
+
+        let mut vault = SecretVault::default();
+        let mut env = PolicyEnv::default();
+        env.vars = case.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(id) = &case.client_id {
+            env.vars.insert("DATABRICKS_CLIENT_ID".into(), id.clone());
+        }
+        if let Some(secret) = &case.client_secret {
+            env.secret_refs.insert("DATABRICKS_CLIENT_SECRET".into(), vault.issue(Secret::new(secret.clone()), "DATABRICKS_CLIENT_SECRET"));
+        }
+        let log = PolicyLog { policy: self.policy.name.clone(), echo_level: None, redactor, lines: Vec::new() };
+        let effects = Effects::new(
+            Workspace::Simulated(sim),
+            case.workspace.host.clone(),
+            case.workspace.auth_type.clone(),
+            files,
+            env,
+            vault,
+            log,
+            operation_grants,
+        );
+        let limits = case_limits(case.limits.as_ref());
+        let (mut effects, stats, result) = self.runtime.run(&self.policy, effects, &limits).await;
+        let error = match result {
+            Ok(()) => None,
+            Err(error) => {
+                let kind = error_kind(&error);
+                let failure = failure_from_run(&self.policy.name, error);
+                undo_tokens(&mut effects.workspace, &effects.minted).await;
+                Some(CaseError { kind, message: failure.message().to_string() })
+            }
+        };
+        let files = match error {
+            Some(_) => BTreeMap::new(),
+            None => effects
+                .files
+                .staged()
+                .iter()
+                .map(|f| {
+                    let contents = String::from_utf8_lossy(&effects.vault.fill_in(&f.contents)).into_owned();
+                    (f.path.clone(), WrittenFile { contents, mode: f.mode })
+                })
+                .collect(),
+        };
+        let Workspace::Simulated(sim) = effects.workspace else { unreachable!("the harness always simulates") };
+        CaseResult {
+            error,
+            operations: sim.operations,
+            requests: sim.requests,
+            files,
+            logs: effects.log.lines.iter().map(|(l, m)| (format!("{l:?}").to_lowercase(), m.clone())).collect(),
+            live_tokens: sim.tokens.iter().map(|t| t.token_id.clone()).collect(),
+            fuel_used: stats.fuel_used,
+            peak_memory: stats.peak_memory,
+            duration: stats.duration,
+        }
+    }
+}
+
+fn case_limits(spec: Option<&LimitsSpec>) -> SandboxLimits {
+    let mut limits = SandboxLimits::default();
+    if let Some(spec) = spec {
+        limits.fuel = spec.fuel.unwrap_or(limits.fuel);
+        limits.memory_bytes = spec.memory_mb.map(|mb| (mb as usize) << 20).unwrap_or(limits.memory_bytes);
+        limits.deadline = spec.timeout_ms.map(Duration::from_millis).unwrap_or(limits.deadline);
+    }
+    limits
+}
+
+fn error_kind(error: &crate::runtime::RunError) -> String {
+    use crate::runtime::RunError;
+    use crate::runtime::bindings::PolicyError;
+    match error {
+        RunError::Policy(PolicyError::InvalidConfig(_)) => "invalid-config",
+        RunError::Policy(PolicyError::Workspace(_)) => "workspace",
+        RunError::Policy(PolicyError::File(_)) => "file",
+        RunError::Policy(PolicyError::Other(_)) => "other",
+        RunError::Limit(_) => "limit",
+        RunError::Crashed(_) => "crashed",
+    }
+    .to_string()
+}
+
+fn token_info(v: &Value) -> Option<TokenInfo> {
+    Some(TokenInfo {
+        token_id: v.get("token_id")?.as_str()?.to_string(),
+        comment: v.get("comment").and_then(Value::as_str).unwrap_or_default().to_string(),
+        creation_time_ms: v.get("creation_time_ms").and_then(Value::as_i64).unwrap_or(0),
+        expiry_time_ms: v.get("expiry_time_ms").and_then(Value::as_i64).unwrap_or(-1),
+    })
+}
+
+fn endpoint(v: &Value) -> Option<ServingEndpoint> {
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Some(ServingEndpoint {
+        name: v.get("name")?.as_str()?.to_string(),
+        task: text("task"),
+        ready: v.get("ready").and_then(Value::as_bool).unwrap_or(true),
+        endpoint_type: text("endpoint_type"),
+    })
+}
+
+/// `expected` is contained in `actual`: objects by key, arrays element-wise, scalars equal.
+pub fn json_subset(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| json_subset(v, av))),
+        (Value::Array(e), Value::Array(a)) => e.len() == a.len() && e.iter().zip(a).all(|(x, y)| json_subset(x, y)),
+        _ => expected == actual,
+    }
+}
+
+impl Case {
+    /// Check a result against this case's expectations; each problem is one line.
+    pub fn check(&self, result: &CaseResult) -> Vec<String> {
+        let expect = &self.expect;
+        let mut problems = Vec::new();
+        match (&expect.error, &result.error) {
+            (None, Some(e)) => problems.push(format!("expected success, got {}: {}", e.kind, e.message)),
+            (Some(want), None) => problems.push(format!("expected an error containing {want:?}, but the run succeeded")),
+            (Some(want), Some(e)) if !e.message.contains(want.as_str()) => {
+                problems.push(format!("expected an error containing {want:?}, got {}: {}", e.kind, e.message))
+            }
+            _ => {}
+        }
+        if let (Some(kind), Some(e)) = (&expect.error_kind, &result.error) {
+            if &e.kind != kind {
+                problems.push(format!("expected error kind {kind}, got {}", e.kind));
+            }
+        }
+        if let Some(calls) = &expect.calls {
+            if calls != &result.operations {
+                problems.push(format!("expected calls {calls:?}, got {:?}", result.operations));
+            }
+        }
+        for (path, want) in &expect.files {
+            let Some(file) = result.files.get(path) else {
+                problems.push(format!("expected ~/{path} to be written; written: {:?}", result.files.keys().collect::<Vec<_>>()));
+                continue;
+            };
+            if let Some(exact) = &want.exact {
+                if &file.contents != exact {
+                    problems.push(format!("~/{path}: contents differ from `exact`"));
+                }
+            }
+            if let Some(json) = &want.json {
+                match serde_json::from_str::<Value>(&file.contents) {
+                    Ok(actual) if json_subset(json, &actual) => {}
+                    Ok(_) => problems.push(format!("~/{path}: JSON does not contain {json}")),
+                    Err(e) => problems.push(format!("~/{path}: is not JSON ({e})")),
+                }
+            }
+            if let Some(pattern) = &want.regex {
+                match regex_lite::Regex::new(pattern) {
+                    Ok(re) if re.is_match(&file.contents) => {}
+                    Ok(_) => problems.push(format!("~/{path}: does not match /{pattern}/")),
+                    Err(e) => problems.push(format!("~/{path}: bad regex {pattern:?} ({e})")),
+                }
+            }
+            if let Some(mode) = &want.mode {
+                match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
+                    Ok(m) if m == file.mode => {}
+                    Ok(_) => problems.push(format!("~/{path}: mode {:04o}, expected {mode}", file.mode)),
+                    Err(_) => problems.push(format!("~/{path}: bad expected mode {mode:?}")),
+                }
+            }
+        }
+        if expect.only_these_files {
+            for path in result.files.keys().filter(|p| !expect.files.contains_key(*p)) {
+                problems.push(format!("~/{path} was written but is not expected"));
+            }
+        }
+        if let Some(max) = expect.max_fuel {
+            if result.fuel_used > max {
+                problems.push(format!("used {} fuel, more than the expected maximum {max}", result.fuel_used));
+            }
+        }
+        problems
+    }
+
+    /// Reject case files that reference operations that do not exist.
+    pub fn validate(&self) -> Result<(), String> {
+        let unknown = |op: &String| !WORKSPACE_OPERATIONS.contains(&op.as_str());
+        if let Some(op) = self.workspace.fail.keys().find(|op| unknown(op)) {
+            return Err(format!("workspace.fail names unknown operation {op:?}; use any of {}", WORKSPACE_OPERATIONS.join(", ")));
+        }
+        if let Some(op) = self.grants.as_ref().and_then(|g| g.workspace.iter().find(|op| unknown(op))) {
+            return Err(format!("grants.workspace names unknown operation {op:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_subset_is_by_key_and_exact_for_arrays() {
+        let actual = json!({"a": 1, "b": {"c": [1, {"d": 2, "e": 3}]}});
+        assert!(json_subset(&json!({"b": {"c": [1, {"d": 2}]}}), &actual));
+        assert!(!json_subset(&json!({"b": {"c": [1]}}), &actual));
+        assert!(!json_subset(&json!({"a": 2}), &actual));
+        assert!(!json_subset(&json!({"z": null}), &actual));
+    }
+
+    #[test]
+    fn a_case_file_rejects_unknown_fields_and_operations() {
+        assert!(serde_json::from_str::<Case>(r#"{"expect": {"eror": "x"}}"#).is_err());
+        let case: Case = serde_json::from_str(r#"{"workspace": {"fail": {"drop-db": {"status": 500}}}}"#).unwrap();
+        assert!(case.validate().unwrap_err().contains("drop-db"));
+    }
+
+    #[test]
+    fn expectations_report_every_mismatch() {
+        let case: Case = serde_json::from_str(
+            r#"{"expect": {"calls": ["create-token"], "files": {"a": {"exact": "x", "mode": "0600"}, "b": {}}, "only_these_files": true, "max_fuel": 1}}"#,
+        )
+        .unwrap();
+        let mut files = BTreeMap::new();
+        files.insert("a".to_string(), WrittenFile { contents: "y".into(), mode: 0o644 });
+        files.insert("c".to_string(), WrittenFile { contents: "".into(), mode: 0o600 });
+        let result = CaseResult {
+            error: None,
+            operations: vec![],
+            requests: vec![],
+            files,
+            logs: vec![],
+            live_tokens: vec![],
+            fuel_used: 5,
+            peak_memory: 0,
+            duration: Duration::ZERO,
+        };
+        let problems = case.check(&result);
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Per-deployment policies, end to end: swapping them in, refusing what cannot be trusted, and
+//! holding hostile ones inside the sandbox. Hostile guests come from tests/guests (built by
+//! `support::fixture_guest`); each test checks the error names the problem, nothing on disk
+//! changed and no minted token is left alive.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{Emulator, Run, fixture_guest, policy_component};
+
+fn hostile(emulator: &Emulator, behaviour: &str) -> Run {
+    Run::app(emulator).var("DEVBOX_AUTH_POLICY", fixture_guest("hostile").to_str().unwrap()).var("DEVBOX_HOSTILE", behaviour)
+}
+
+/// Run `behaviour`, expect exit `code` with `needle`, and prove nothing changed and no token lives.
+#[track_caller]
+fn contained(behaviour: &str, code: i32, needle: &str) -> Run {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, behaviour);
+    run.write(".claude-code-router/config.json", "{\"keep\": true}");
+    let before = run.snapshot();
+    run.provision(&[]).failure(code, needle);
+    assert_eq!(run.snapshot(), before, "{behaviour} changed the disk");
+    assert!(emulator.live_tokens().is_empty(), "{behaviour} left a token alive");
+    run
+}
+
+fn write_manifest(run: &Run, text: &str) -> PathBuf {
+    let path = run.path("deploy/devbox-auth.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn hostile_infinite_loop_runs_out_of_fuel() {
+    contained("loop", 5, "used up its instruction budget");
+}
+
+#[test]
+fn hostile_infinite_loop_hits_the_deadline_when_fuel_is_plentiful() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "loop");
+    let manifest = write_manifest(&run, "[limits]\nfuel = 1000000000000000\ntimeout_ms = 300\n");
+    let before = run.snapshot();
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).failure(5, "ran past its deadline of 300 ms");
+    assert_eq!(run.snapshot(), before);
+}
+
+#[test]
+fn hostile_memory_bomb_hits_the_memory_cap() {
+    contained("memory", 5, "memory limit of 64 MiB");
+}
+
+#[test]
+fn hostile_parent_dir_write_is_refused() {
+    contained("escape", 5, "`..` is not allowed");
+}
+
+#[test]
+fn hostile_absolute_write_is_refused() {
+    contained("absolute", 5, "absolute paths are not allowed");
+    assert!(!Path::new("/tmp/devbox-hostile-absolute").exists());
+}
+
+#[test]
+fn hostile_write_through_a_symlink_out_of_home_is_refused() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "symlink");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), run.path(".claude-code-router/outside")).unwrap();
+    let before = run.snapshot();
+    run.provision(&[]).failure(5, "outside the home directory");
+    assert_eq!(run.snapshot(), before);
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn hostile_write_outside_the_grants_is_refused() {
+    contained("ungranted-file", 5, "does not grant the policy access");
+}
+
+#[test]
+fn hostile_too_many_files_are_refused() {
+    contained("many-files", 5, "at most 32 files");
+}
+
+#[test]
+fn hostile_oversized_file_is_refused() {
+    contained("big", 5, "over the 1048576-byte limit");
+}
+
+#[test]
+fn hostile_ungranted_workspace_call_is_refused_and_logged() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "ungranted-call");
+    let manifest = write_manifest(&run, "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n");
+    let before = run.snapshot();
+    let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
+    out.failure(1, "does not grant the policy the workspace operation `list-tokens`");
+    assert!(out.stderr.contains("denied:"), "the host logs the denial:\n{}", out.stderr);
+    assert!(emulator.requests_to("GET", "/api/2.0/token/list").is_empty());
+    assert_eq!(run.snapshot(), before);
+}
+
+#[test]
+fn hostile_panic_after_minting_deletes_the_token_again() {
+    let run = contained("panic-after-mint", 5, "panicked at");
+    let _ = run;
+}
+
+#[test]
+fn hostile_error_after_minting_deletes_the_token_again() {
+    contained("error-after-mint", 1, "gives up after minting");
+}
+
+#[test]
+fn a_policy_sees_only_what_the_host_passes() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "snoop").var("DATABRICKS_TOKEN", "dapiSHOULDNOTBESEEN000000000000000").var("DATABRICKS_AUTH_TYPE", "oauth-m2m");
+    run.provision(&[]).success();
+    let seen = run.read(".claude-code-router/seen.txt");
+    for line in [
+        "var DATABRICKS_CLIENT_SECRET=None",
+        "var DATABRICKS_TOKEN=None",
+        "var DATABRICKS_HOST=None",
+        "var HOME=None",
+        "var PATH=None",
+        "std-env=[]",
+        "std-read-dir-root=Err(",
+        "std-read-etc-passwd=Err(",
+    ] {
+        assert!(seen.contains(line), "{line} not in:\n{seen}");
+    }
+    let reversed = seen.lines().find_map(|l| l.strip_prefix("secret-ref-reversed=")).unwrap();
+    let reference: String = reversed.chars().rev().collect();
+    assert!(reference.starts_with("{{devbox-secret:") && reference.len() > 40, "the policy held only a reference: {reference}");
+    assert!(!seen.contains(support::CLIENT_SECRET) && !seen.contains("SHOULDNOTBESEEN"), "{seen}");
+}
+
+#[test]
+fn a_policy_importing_sockets_is_refused_at_load() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let policy = fixture_guest("sockets");
+    run.provision(&["--policy", policy.to_str().unwrap()]).failure(2, "imports `wasi:sockets/");
+    assert!(emulator.requests().is_empty());
+}
+
+#[test]
+fn unusable_policy_files_get_one_line_naming_the_file_and_the_problem() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("policy.txt");
+    std::fs::write(&not_wasm, "not wasm at all").unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let missing = dir.path().join("missing.wasm");
+    let cases = [
+        (missing, "cannot read it"),
+        (not_wasm, "is not a WebAssembly file"),
+        (core_module, "is a core WebAssembly module, not a component"),
+        (fixture_guest("wrong-world"), "does not implement the devbox:auth policy world"),
+        (fixture_guest("future-wit"), "was built against devbox:auth@0.2.0"),
+    ];
+    for (policy, needle) in cases {
+        let before = run.snapshot();
+        let out = run.provision(&["--policy", policy.to_str().unwrap()]);
+        out.failure(2, needle);
+        assert!(out.stderr.contains(&policy.display().to_string()), "names the file:\n{}", out.stderr);
+        assert_eq!(run.snapshot(), before);
+    }
+    assert!(emulator.requests().is_empty(), "nothing is sent for an unusable policy");
+}
+
+#[test]
+fn the_policy_flag_wins_over_the_environment_variable() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_AUTH_POLICY", "/nonexistent/from-env.wasm");
+    let strict = policy_component("strict");
+    run.provision(&["--policy", "/nonexistent/from-flag.wasm"]).failure(2, "from-flag.wasm");
+    let run = run.var("DEVBOX_MODELS", "databricks-claude-sonnet-4");
+    run.provision(&["--policy", strict.to_str().unwrap()]).success();
+    assert!(!run.path(".databrickscfg").exists(), "the strict policy writes only the CCR config");
+}
+
+#[test]
+fn a_manifest_pins_the_policy_hash() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_MODELS", "databricks-claude-sonnet-4");
+    let strict = policy_component("strict");
+    let wrong = "0".repeat(64);
+    let manifest = write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{wrong}\"\n", strict.display().to_string()));
+    let before = run.snapshot();
+    let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
+    out.failure(2, &format!("pins {wrong}"));
+    assert!(out.stderr.contains(&strict.display().to_string()), "{}", out.stderr);
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.requests().is_empty());
+
+    let actual = sha256_of(&strict);
+    let manifest = write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{actual}\"\n", strict.display().to_string()));
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn a_tampered_cache_entry_is_recompiled_not_trusted() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().to_str().unwrap());
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Hit"));
+    let entry = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "cwasm")).unwrap();
+    let good = std::fs::read(&entry).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    std::fs::write(&entry, &bad).unwrap();
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert_eq!(std::fs::read(&entry).unwrap(), good, "the damaged entry was replaced");
+    std::fs::write(&entry, &good[..100]).unwrap();
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+}
+
+#[test]
+fn policy_inspect_reports_world_version_and_compatibility() {
+    let run = Run::new();
+    let strict = policy_component("strict");
+    let out = support::devbox_auth(&run, &["policy", "inspect", strict.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for needle in ["world:      devbox:auth/policy", "wit:        devbox:auth@0.1.0", "exports:    provision", "devbox:auth/workspace@0.1.0", "compatible: yes"] {
+        assert!(out.stdout.contains(needle), "{needle}:\n{}", out.stdout);
+    }
+    let future = fixture_guest("future-wit");
+    let out = support::devbox_auth(&run, &["policy", "inspect", future.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.contains("wit:        devbox:auth@0.2.0"), "{}", out.stdout);
+    assert!(out.stdout.contains("compatible: no"), "{}", out.stdout);
+}
+
+#[test]
+fn secrets_are_only_written_into_private_files() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "leak-into-public-file");
+    let before = run.snapshot();
+    run.provision(&[]).failure(5, "must be 0600");
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.live_tokens().is_empty());
+}
