@@ -259,9 +259,18 @@ impl Document {
         }
     }
 
+    /// Remove the continuation lines of the entry that stood just before `from`. As in
+    /// parsing, comment lines may sit between them; a blank line or anything else ends them.
     fn drop_continuations(&mut self, from: usize) {
-        while matches!(self.lines.get(from), Some(Line::Continuation(_))) {
-            self.lines.remove(from);
+        let mut at = from;
+        loop {
+            match self.lines.get(at) {
+                Some(Line::Continuation(_)) => {
+                    self.lines.remove(at);
+                }
+                Some(Line::Other(raw)) if !raw.trim().is_empty() => at += 1,
+                _ => break,
+            }
         }
     }
 }
@@ -324,6 +333,20 @@ mod tests {
         );
         doc.set("staging", "scopes", "three").unwrap();
         assert!(doc.to_string().ends_with("[staging]\nHost: https://b.cloud.databricks.com\nscopes = three\n"));
+    }
+
+    #[test]
+    fn replacing_a_value_drops_its_continuations_even_past_comments() {
+        // Found by the fuzzer: a continuation after a comment survived and re-attached.
+        let mut doc = parse("[DEFAULT]\nhost = a\n# note\n  more\n\nother = b\n").unwrap();
+        doc.set("DEFAULT", "host", "new").unwrap();
+        let again = parse(&doc.to_string()).unwrap();
+        assert_eq!(again.get("DEFAULT", "host"), Some("new"));
+        assert_eq!(again.get("DEFAULT", "other"), Some("b"));
+        assert!(doc.remove("DEFAULT", "other"));
+        let mut doc = parse("[DEFAULT]\nhost = a\n# note\n  more\n").unwrap();
+        assert!(doc.remove("DEFAULT", "host"));
+        assert_eq!(doc.to_string(), "[DEFAULT]\n# note\n");
     }
 
     #[test]
