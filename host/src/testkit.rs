@@ -99,6 +99,8 @@ pub struct Expect {
     pub error_kind: Option<String>,
     /// The workspace operations, in order (the host's undo of a failed run included).
     pub calls: Option<Vec<String>>,
+    /// Each must appear in some request line, e.g. `"lifetime_seconds":3600`.
+    pub requests_contain: Vec<String>,
     pub files: BTreeMap<String, FileExpect>,
     /// No file other than those in `files` may be written.
     pub only_these_files: bool,
@@ -363,6 +365,11 @@ impl Case {
         if let Some(calls) = &expect.calls {
             if calls != &result.operations {
                 problems.push(format!("expected calls {calls:?}, got {:?}", result.operations));
+            }
+        }
+        for needle in &expect.requests_contain {
+            if !result.requests.iter().any(|r| r.contains(needle.as_str())) {
+                problems.push(format!("no request contains {needle:?}; requests: {:?}", result.requests));
             }
         }
         for (path, want) in &expect.files {
