@@ -62,7 +62,7 @@ fn testkit_limits_apply_per_case() {
 #[test]
 fn strict_policy_through_the_testkit() {
     let harness = PolicyHarness::load(&policy_component("strict")).unwrap();
-    let endpoints = serde_json::json!([{ "name": "databricks-claude-sonnet-4", "ready": true }]);
+    let endpoints = serde_json::json!([{ "name": "databricks-claude-sonnet-4", "state": { "ready": "READY" } }]);
     let mut case = Case::default().var("DEVBOX_MODELS", "databricks-claude-sonnet-4").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "99999");
     case.workspace.endpoints = endpoints.as_array().unwrap().clone();
     let result = harness.run(&case);

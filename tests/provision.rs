@@ -246,3 +246,14 @@ fn a_garbage_token_create_answer_is_a_clear_error_and_nothing_is_written() {
     run.provision(&[]).failure(1, "without a token_value");
     assert_eq!(run.snapshot(), before);
 }
+
+#[test]
+fn host_spellings_that_normalize_are_accepted() {
+    let emulator = Emulator::start();
+    for host in [format!("{}/", emulator.url), emulator.url.replace("http://", "HTTP://"), format!("  {}  ", emulator.url)] {
+        let run = Run::app(&emulator).var("DATABRICKS_HOST", &host);
+        run.provision(&[]).success();
+        let base = config_json(&run)["Providers"][0]["api_base_url"].as_str().unwrap().to_string();
+        assert_eq!(base, format!("{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.url), "{host:?}");
+    }
+}

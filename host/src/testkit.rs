@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
+use crate::databricks::{ApiError, client};
 use crate::effects::{Effects, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy};
 use crate::manifest::WORKSPACE_OPERATIONS;
 use crate::provision::{default_file_grants, default_operation_grants, failure_from_run, undo_tokens};
@@ -45,9 +45,11 @@ pub struct WorkspaceSpec {
     pub auth_type: String,
     /// Operation (`create-token`, ...) -> the error it answers with.
     pub fail: BTreeMap<String, ErrorSpec>,
-    /// Tokens that exist before the run: `{token_id, comment, creation_time_ms, expiry_time_ms}`.
+    /// Tokens that exist before the run, shaped as `GET /api/2.0/token/list` returns them
+    /// (`{token_id, comment, creation_time, expiry_time}`).
     pub tokens: Vec<Value>,
-    /// Serving endpoints: `{name, task, ready, endpoint_type}`.
+    /// Serving endpoints, shaped as `GET /api/2.0/serving-endpoints` returns them
+    /// (`{name, task, endpoint_type, state: {ready: "READY"}}`).
     pub endpoints: Vec<Value>,
 }
 
@@ -225,8 +227,8 @@ impl PolicyHarness {
             .iter()
             .map(|(op, e)| (op.clone(), ApiError::new(e.status, e.error_code.clone(), e.message.clone())))
             .collect();
-        sim.tokens = case.workspace.tokens.iter().filter_map(token_info).collect();
-        sim.endpoints = case.workspace.endpoints.iter().filter_map(endpoint).collect();
+        sim.tokens = case.workspace.tokens.iter().filter_map(client::token_info).collect();
+        sim.endpoints = case.workspace.endpoints.iter().filter_map(client::serving_endpoint).collect();
 
         let grants = case.grants.clone();
         let file_grants = grants.as_ref().map(|g| PathGrants::new(g.files.clone())).unwrap_or_else(default_file_grants);
@@ -314,25 +316,6 @@ fn error_kind(error: &crate::runtime::RunError) -> String {
         RunError::Crashed(_) => "crashed",
     }
     .to_string()
-}
-
-fn token_info(v: &Value) -> Option<TokenInfo> {
-    Some(TokenInfo {
-        token_id: v.get("token_id")?.as_str()?.to_string(),
-        comment: v.get("comment").and_then(Value::as_str).unwrap_or_default().to_string(),
-        creation_time_ms: v.get("creation_time_ms").and_then(Value::as_i64).unwrap_or(0),
-        expiry_time_ms: v.get("expiry_time_ms").and_then(Value::as_i64).unwrap_or(-1),
-    })
-}
-
-fn endpoint(v: &Value) -> Option<ServingEndpoint> {
-    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    Some(ServingEndpoint {
-        name: v.get("name")?.as_str()?.to_string(),
-        task: text("task"),
-        ready: v.get("ready").and_then(Value::as_bool).unwrap_or(true),
-        endpoint_type: text("endpoint_type"),
-    })
 }
 
 /// `expected` is contained in `actual`: objects by key, arrays element-wise, scalars equal.

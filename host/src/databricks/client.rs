@@ -189,7 +189,8 @@ fn is_transient(error: &ApiError) -> bool {
     matches!(error.status, 502 | 503 | 504) || (error.status == 0 && matches!(error.error_code.as_str(), codes::NETWORK | codes::TIMEOUT))
 }
 
-fn token_info(v: &Value) -> Option<TokenInfo> {
+/// A `token_info` / `token_infos[]` entry as the Tokens API returns it.
+pub fn token_info(v: &Value) -> Option<TokenInfo> {
     Some(TokenInfo {
         token_id: v.get("token_id")?.as_str()?.to_string(),
         comment: v.get("comment").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -198,7 +199,8 @@ fn token_info(v: &Value) -> Option<TokenInfo> {
     })
 }
 
-fn serving_endpoint(v: &Value) -> Option<ServingEndpoint> {
+/// An `endpoints[]` entry as `GET /api/2.0/serving-endpoints` returns it.
+pub fn serving_endpoint(v: &Value) -> Option<ServingEndpoint> {
     let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
     Some(ServingEndpoint {
         name: v.get("name")?.as_str()?.to_string(),
