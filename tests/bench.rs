@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use support::{Emulator, Run};
 
 /// Run the binary once; return its wall time and its own peak RSS in KiB (from wait4).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also reports its peak RSS
 fn measure(run: &Run, args: &[&str]) -> (Duration, i64) {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
@@ -48,7 +49,10 @@ fn startup() {
         ("provision --dry-run, warm policy cache", vec!["provision", "--dry-run"], cache.as_str()),
         ("provision --dry-run, no policy cache (compile every start)", vec!["provision", "--dry-run"], "off"),
     ];
-    println!("{runs} runs per scenario on {} cores; medians:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "{runs} runs per scenario on {} cores; medians:",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     println!("{:<62} {:>10} {:>14}", "scenario", "wall", "peak RSS");
     for (name, args, cache_dir) in scenarios {
         let run = Run::app(&emulator).var("DEVBOX_AUTH_CACHE_DIR", cache_dir);

@@ -64,7 +64,12 @@ fn a_lost_create_answer_leaves_no_duplicate_token() {
     let paths: Vec<String> = emulator.requests().iter().skip(3).map(|r| format!("{} {}", r.method, r.path)).collect();
     assert_eq!(
         paths,
-        ["POST /api/2.0/token/create", "GET /api/2.0/token/list", "POST /api/2.0/token/delete", "POST /api/2.0/token/create"]
+        [
+            "POST /api/2.0/token/create",
+            "GET /api/2.0/token/list",
+            "POST /api/2.0/token/delete",
+            "POST /api/2.0/token/create"
+        ]
     );
 }
 
@@ -94,7 +99,9 @@ fn a_slow_workspace_times_out_cleanly() {
 
 #[test]
 fn an_unreachable_workspace_fails_in_seconds() {
-    let run = Run::new().var("DATABRICKS_HOST", &format!("http://127.0.0.1:{}", free_port())).var("DATABRICKS_TOKEN", USER_PAT);
+    let run = Run::new()
+        .var("DATABRICKS_HOST", &format!("http://127.0.0.1:{}", free_port()))
+        .var("DATABRICKS_TOKEN", USER_PAT);
     let started = Instant::now();
     run.provision(&[]).failure(4, "cannot reach");
     // Not a speed assertion: the Python SDK hangs ~300 s here; anything near that is a bug.
@@ -272,7 +279,8 @@ fn run_in(home: &TmpfsHome, emulator: &Emulator) -> Run {
 }
 
 fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<_> = walk(dir).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap_or_default())).collect();
+    let mut out: Vec<_> =
+        walk(dir).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap_or_default())).collect();
     out.sort();
     out
 }
@@ -282,7 +290,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .unwrap()
         .flat_map(|e| {
             let p = e.unwrap().path();
-            if p.is_dir() { let mut v = walk(&p); v.push(p); v } else { vec![p] }
+            if p.is_dir() {
+                let mut v = walk(&p);
+                v.push(p);
+                v
+            } else {
+                vec![p]
+            }
         })
         .collect()
 }

@@ -18,7 +18,8 @@ fn repo(path: &str) -> String {
 #[test]
 fn testkit_runs_the_embedded_default_policy_without_disk_or_workspace() {
     let harness = PolicyHarness::from_bytes("default", DEFAULT_POLICY_WASM).unwrap();
-    let result = harness.run(&Case::default().client("sp", "fake-secret").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60"));
+    let result =
+        harness.run(&Case::default().client("sp", "fake-secret").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60"));
     assert!(result.error.is_none(), "{:?}", result.error);
     assert_eq!(result.operations, ["create-token"]);
     assert!(result.requests[0].contains("\"lifetime_seconds\":60"), "{:?}", result.requests);
@@ -34,7 +35,11 @@ fn testkit_denies_ungranted_files_before_anything_is_minted() {
     let result = harness.run(&case);
     let error = result.error.expect("reading an ungranted file fails");
     assert_eq!(error.kind, "file");
-    assert!(error.message.contains("~/.databrickscfg") && error.message.contains("does not grant"), "{}", error.message);
+    assert!(
+        error.message.contains("~/.databrickscfg") && error.message.contains("does not grant"),
+        "{}",
+        error.message
+    );
     assert!(result.files.is_empty() && result.operations.is_empty());
 }
 
@@ -63,7 +68,9 @@ fn testkit_limits_apply_per_case() {
 fn strict_policy_through_the_testkit() {
     let harness = PolicyHarness::load(&policy_component("strict")).unwrap();
     let endpoints = serde_json::json!([{ "name": "databricks-claude-sonnet-4", "state": { "ready": "READY" } }]);
-    let mut case = Case::default().var("DEVBOX_MODELS", "databricks-claude-sonnet-4").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "99999");
+    let mut case = Case::default()
+        .var("DEVBOX_MODELS", "databricks-claude-sonnet-4")
+        .var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "99999");
     case.workspace.endpoints = endpoints.as_array().unwrap().clone();
     let result = harness.run(&case);
     assert!(result.error.is_none(), "{:?}", result.error);
@@ -76,7 +83,9 @@ fn strict_policy_through_the_testkit() {
 fn policy_test_passes_the_shipped_cases() {
     let run = Run::new();
     let default_wasm = policy_component("default");
-    for (policy, cases) in [(default_wasm, repo("guest/default/cases")), (policy_component("strict"), repo("guest/strict/cases"))] {
+    for (policy, cases) in
+        [(default_wasm, repo("guest/default/cases")), (policy_component("strict"), repo("guest/strict/cases"))]
+    {
         let out = devbox_auth(&run, &["policy", "test", policy.to_str().unwrap(), &cases]);
         assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
         assert!(out.stdout.lines().filter(|l| l.starts_with("PASS")).count() >= 3, "{}", out.stdout);

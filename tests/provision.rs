@@ -133,7 +133,8 @@ fn bare_hostname_over_tls_with_a_corporate_ca_in_ssl_cert_file() {
 
     let run = run.var("SSL_CERT_FILE", ca.to_str().unwrap());
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
-    let base_url = format!("https://localhost:{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.port);
+    let base_url =
+        format!("https://localhost:{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.port);
     assert_eq!(config_json(&run)["Providers"][0]["api_base_url"], base_url);
     assert!(run.read(DATABRICKSCFG).contains(&format!("host = https://localhost:{}\n", emulator.port)));
 }
@@ -193,7 +194,10 @@ fn bad_hosts_are_refused_before_any_request() {
 fn conflicting_or_half_configured_credentials_are_usage_errors() {
     let emulator = Emulator::start();
     Run::app(&emulator).var("DATABRICKS_TOKEN", USER_PAT).provision(&[]).failure(2, "DATABRICKS_AUTH_TYPE");
-    Run::app(&emulator).without("DATABRICKS_CLIENT_SECRET").provision(&[]).failure(2, "DATABRICKS_CLIENT_SECRET is not");
+    Run::app(&emulator)
+        .without("DATABRICKS_CLIENT_SECRET")
+        .provision(&[])
+        .failure(2, "DATABRICKS_CLIENT_SECRET is not");
     assert!(emulator.requests().is_empty());
     // Picking one method makes the same environment work.
     Run::app(&emulator).var("DATABRICKS_TOKEN", USER_PAT).var("DATABRICKS_AUTH_TYPE", "pat").provision(&[]).success();
@@ -202,7 +206,10 @@ fn conflicting_or_half_configured_credentials_are_usage_errors() {
 #[test]
 fn missing_token_permission_is_an_auth_error_with_the_fix_and_nothing_written() {
     let emulator = Emulator::start();
-    emulator.script("POST /api/2.0/token/create", [Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")]);
+    emulator.script(
+        "POST /api/2.0/token/create",
+        [Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")],
+    );
     let run = Run::app(&emulator);
     let before = run.snapshot();
     run.provision(&[]).failure(3, "CAN_USE").leaks_none_of(&emulator.secrets());
@@ -230,7 +237,8 @@ fn a_users_own_ccr_edits_survive_provisioning() {
     assert_eq!(config["PORT"], 4567);
     assert_eq!(config["custom"], true);
     assert_eq!(config["Router"]["think"], "mine,m");
-    let names: Vec<&str> = config["Providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        config["Providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["databricks", "mine"]);
 }
 
@@ -250,10 +258,16 @@ fn a_garbage_token_create_answer_is_a_clear_error_and_nothing_is_written() {
 #[test]
 fn host_spellings_that_normalize_are_accepted() {
     let emulator = Emulator::start();
-    for host in [format!("{}/", emulator.url), emulator.url.replace("http://", "HTTP://"), format!("  {}  ", emulator.url)] {
+    for host in
+        [format!("{}/", emulator.url), emulator.url.replace("http://", "HTTP://"), format!("  {}  ", emulator.url)]
+    {
         let run = Run::app(&emulator).var("DATABRICKS_HOST", &host);
         run.provision(&[]).success();
         let base = config_json(&run)["Providers"][0]["api_base_url"].as_str().unwrap().to_string();
-        assert_eq!(base, format!("{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.url), "{host:?}");
+        assert_eq!(
+            base,
+            format!("{}/serving-endpoints/databricks-claude-sonnet-4/invocations", emulator.url),
+            "{host:?}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use support::{Emulator, Run, fixture_guest, policy_component};
 
 fn hostile(emulator: &Emulator, behaviour: &str) -> Run {
-    Run::app(emulator).var("DEVBOX_AUTH_POLICY", fixture_guest("hostile").to_str().unwrap()).var("DEVBOX_HOSTILE", behaviour)
+    Run::app(emulator)
+        .var("DEVBOX_AUTH_POLICY", fixture_guest("hostile").to_str().unwrap())
+        .var("DEVBOX_HOSTILE", behaviour)
 }
 
 /// Run `behaviour`, expect exit `code` with `needle`, and prove nothing changed and no token lives.
@@ -96,7 +98,8 @@ fn hostile_oversized_file_is_refused() {
 fn hostile_ungranted_workspace_call_is_refused_and_logged() {
     let emulator = Emulator::start();
     let run = hostile(&emulator, "ungranted-call");
-    let manifest = write_manifest(&run, "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n");
+    let manifest =
+        write_manifest(&run, "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n");
     let before = run.snapshot();
     let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
     out.failure(1, "does not grant the policy the workspace operation `list-tokens`");
@@ -119,7 +122,9 @@ fn hostile_error_after_minting_deletes_the_token_again() {
 #[test]
 fn a_policy_sees_only_what_the_host_passes() {
     let emulator = Emulator::start();
-    let run = hostile(&emulator, "snoop").var("DATABRICKS_TOKEN", "dapiSHOULDNOTBESEEN000000000000000").var("DATABRICKS_AUTH_TYPE", "oauth-m2m");
+    let run = hostile(&emulator, "snoop")
+        .var("DATABRICKS_TOKEN", "dapiSHOULDNOTBESEEN000000000000000")
+        .var("DATABRICKS_AUTH_TYPE", "oauth-m2m");
     run.provision(&[]).success();
     let seen = run.read(".claude-code-router/seen.txt");
     for line in [
@@ -136,7 +141,10 @@ fn a_policy_sees_only_what_the_host_passes() {
     }
     let reversed = seen.lines().find_map(|l| l.strip_prefix("secret-ref-reversed=")).unwrap();
     let reference: String = reversed.chars().rev().collect();
-    assert!(reference.starts_with("{{devbox-secret:") && reference.len() > 40, "the policy held only a reference: {reference}");
+    assert!(
+        reference.starts_with("{{devbox-secret:") && reference.len() > 40,
+        "the policy held only a reference: {reference}"
+    );
     assert!(!seen.contains(support::CLIENT_SECRET) && !seen.contains("SHOULDNOTBESEEN"), "{seen}");
 }
 
@@ -193,7 +201,8 @@ fn a_manifest_pins_the_policy_hash() {
     let run = Run::app(&emulator).var("DEVBOX_MODELS", "databricks-claude-sonnet-4");
     let strict = policy_component("strict");
     let wrong = "0".repeat(64);
-    let manifest = write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{wrong}\"\n", strict.display().to_string()));
+    let manifest =
+        write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{wrong}\"\n", strict.display().to_string()));
     let before = run.snapshot();
     let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
     out.failure(2, &format!("pins {wrong}"));
@@ -202,7 +211,8 @@ fn a_manifest_pins_the_policy_hash() {
     assert!(emulator.requests().is_empty());
 
     let actual = sha256_of(&strict);
-    let manifest = write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{actual}\"\n", strict.display().to_string()));
+    let manifest =
+        write_manifest(&run, &format!("[policy]\nfile = {:?}\nsha256 = \"{actual}\"\n", strict.display().to_string()));
     run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
 }
 
@@ -218,7 +228,11 @@ fn a_tampered_cache_entry_is_recompiled_not_trusted() {
     let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().to_str().unwrap());
     assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
     assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Hit"));
-    let entry = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "cwasm")).unwrap();
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
     let good = std::fs::read(&entry).unwrap();
     let mut bad = good.clone();
     let middle = bad.len() / 2;
@@ -236,7 +250,13 @@ fn policy_inspect_reports_world_version_and_compatibility() {
     let strict = policy_component("strict");
     let out = support::devbox_auth(&run, &["policy", "inspect", strict.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    for needle in ["world:      devbox:auth/policy", "wit:        devbox:auth@0.1.0", "exports:    provision", "devbox:auth/workspace@0.1.0", "compatible: yes"] {
+    for needle in [
+        "world:      devbox:auth/policy",
+        "wit:        devbox:auth@0.1.0",
+        "exports:    provision",
+        "devbox:auth/workspace@0.1.0",
+        "compatible: yes",
+    ] {
         assert!(out.stdout.contains(needle), "{needle}:\n{}", out.stdout);
     }
     let future = fixture_guest("future-wit");

@@ -42,8 +42,15 @@ impl std::error::Error for EditError {}
 enum Line {
     /// Blank line or comment.
     Other(String),
-    Section { name: String, raw: String },
-    Entry { key: String, value: String, raw: String },
+    Section {
+        name: String,
+        raw: String,
+    },
+    Entry {
+        key: String,
+        value: String,
+        raw: String,
+    },
     /// Indented line continuing the previous entry's value.
     Continuation(String),
 }
@@ -96,9 +103,7 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
             if !last_was_entry {
                 return Err(err("indented line does not continue a `key = value` entry".into()));
             }
-            if let Some(Line::Entry { value, .. }) =
-                lines.iter_mut().rev().find(|l| matches!(l, Line::Entry { .. }))
-            {
+            if let Some(Line::Entry { value, .. }) = lines.iter_mut().rev().find(|l| matches!(l, Line::Entry { .. })) {
                 value.push('\n');
                 value.push_str(content.trim());
             }
@@ -124,10 +129,7 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
             continue;
         }
         let Some(split) = trimmed.find(['=', ':']) else {
-            return Err(err(format!(
-                "expected `[profile]` or `key = value`, found `{}`",
-                first_word(trimmed)
-            )));
+            return Err(err(format!("expected `[profile]` or `key = value`, found `{}`", first_word(trimmed))));
         };
         let key = trimmed[..split].trim().to_lowercase();
         let value = trimmed[split + 1..].trim().to_string();
@@ -174,10 +176,7 @@ impl Document {
 
     /// Index range of the lines belonging to `section` (header included), if present.
     fn section_range(&self, section: &str) -> Option<(usize, usize)> {
-        let start = self
-            .lines
-            .iter()
-            .position(|l| matches!(l, Line::Section { name, .. } if name == section))?;
+        let start = self.lines.iter().position(|l| matches!(l, Line::Section { name, .. } if name == section))?;
         let end = self.lines[start + 1..]
             .iter()
             .position(|l| matches!(l, Line::Section { .. }))
@@ -232,11 +231,8 @@ impl Document {
             self.drop_continuations(at + 1);
         } else {
             // Insert after the section's last entry (or header), before trailing blanks/comments.
-            let at = (start..end)
-                .rev()
-                .find(|&i| !matches!(self.lines[i], Line::Other(_)))
-                .map(|i| i + 1)
-                .unwrap_or(end);
+            let at =
+                (start..end).rev().find(|&i| !matches!(self.lines[i], Line::Other(_))).map(|i| i + 1).unwrap_or(end);
             self.lines.insert(at, entry);
         }
         self.trailing_newline = true;

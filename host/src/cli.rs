@@ -13,7 +13,11 @@ use crate::effects::LogLevel;
 use crate::provision::{self, Failure, Outcome, PolicyChoice, ProvisionOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "devbox-auth", version, about = "Mint a short-lived Databricks token and write the coding assistants' configs.")]
+#[command(
+    name = "devbox-auth",
+    version,
+    about = "Mint a short-lived Databricks token and write the coding assistants' configs."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,9 +48,7 @@ enum PolicyCommand {
     },
     /// Print a policy's world, WIT version, imports and exports, and whether this host can run
     /// it (exit 2 when it cannot).
-    Inspect {
-        policy: PathBuf,
-    },
+    Inspect { policy: PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,7 +82,9 @@ fn env_snapshot() -> crate::databricks::config::Env {
 
 fn default_cache_dir(env: &crate::databricks::config::Env) -> Option<PathBuf> {
     let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    non_empty("XDG_CACHE_HOME").map(|d| d.join("devbox-auth")).or_else(|| non_empty("HOME").map(|h| h.join(".cache/devbox-auth")))
+    non_empty("XDG_CACHE_HOME")
+        .map(|d| d.join("devbox-auth"))
+        .or_else(|| non_empty("HOME").map(|h| h.join(".cache/devbox-auth")))
 }
 
 fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
@@ -125,7 +129,13 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
 fn print_outcome(outcome: &Outcome, dry_run: bool) {
     if dry_run {
         println!("devbox-auth provision --dry-run: nothing was sent and nothing was written.");
-        println!("policy:    {} (sha256 {}, loaded in {} ms, cache: {:?})", outcome.policy, &outcome.policy_sha256[..12], outcome.load_time.as_millis(), outcome.cache);
+        println!(
+            "policy:    {} (sha256 {}, loaded in {} ms, cache: {:?})",
+            outcome.policy,
+            &outcome.policy_sha256[..12],
+            outcome.load_time.as_millis(),
+            outcome.cache
+        );
         println!("workspace: {}", outcome.workspace);
         println!("auth:      {}", outcome.auth);
         for note in &outcome.notes {
@@ -171,7 +181,9 @@ pub fn main() -> ExitCode {
     };
     let args = match cli.command {
         Command::Provision(args) => args,
-        Command::Policy(PolicyCommand::Test { policy, cases, json }) => return crate::policy_commands::test(&policy, &cases, json),
+        Command::Policy(PolicyCommand::Test { policy, cases, json }) => {
+            return crate::policy_commands::test(&policy, &cases, json);
+        }
         Command::Policy(PolicyCommand::Inspect { policy }) => return crate::policy_commands::inspect(&policy),
     };
     let dry_run = args.dry_run;

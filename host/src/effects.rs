@@ -74,7 +74,9 @@ impl Workspace {
     pub async fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
         match self {
             Workspace::Live(client) => client.list_tokens().await,
-            Workspace::Simulated(sim) => sim.answer("list-tokens", "GET /api/2.0/token/list".into(), |sim| sim.tokens.clone()),
+            Workspace::Simulated(sim) => {
+                sim.answer("list-tokens", "GET /api/2.0/token/list".into(), |sim| sim.tokens.clone())
+            }
         }
     }
 
@@ -94,7 +96,9 @@ impl Workspace {
         match self {
             Workspace::Live(client) => client.list_serving_endpoints().await,
             Workspace::Simulated(sim) => {
-                sim.answer("list-serving-endpoints", "GET /api/2.0/serving-endpoints".into(), |sim| sim.endpoints.clone())
+                sim.answer("list-serving-endpoints", "GET /api/2.0/serving-endpoints".into(), |sim| {
+                    sim.endpoints.clone()
+                })
             }
         }
     }
@@ -130,7 +134,9 @@ impl SecretVault {
 
     /// Whether `contents` holds any reference this vault issued.
     pub fn holds_reference(&self, contents: &[u8]) -> bool {
-        self.entries.iter().any(|(reference, _, _)| contents.windows(reference.len()).any(|w| w == reference.as_bytes()))
+        self.entries
+            .iter()
+            .any(|(reference, _, _)| contents.windows(reference.len()).any(|w| w == reference.as_bytes()))
     }
 
     /// Text to show a person: every reference replaced by a mask naming the secret.
@@ -182,12 +188,8 @@ pub struct PolicyEnv {
 /// anything named `DEVBOX_*` (deployment-specific policy settings) except the host's own
 /// `DEVBOX_AUTH_*`.
 pub fn is_passed_to_policy(name: &str) -> bool {
-    const PASSED: &[&str] = &[
-        "CLAUDE_CODE_TOKEN_EXPIRY_SECONDS",
-        "DATABRICKS_APP_NAME",
-        "DATABRICKS_APP_PORT",
-        "DATABRICKS_WORKSPACE_ID",
-    ];
+    const PASSED: &[&str] =
+        &["CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "DATABRICKS_APP_NAME", "DATABRICKS_APP_PORT", "DATABRICKS_WORKSPACE_ID"];
     PASSED.contains(&name) || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_"))
 }
 
@@ -236,7 +238,16 @@ pub struct Effects {
 impl Effects {
     /// Effects with no tokens minted yet.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(workspace: Workspace, host_url: String, auth_type: String, files: FileSandbox, env: PolicyEnv, vault: SecretVault, log: PolicyLog, granted_operations: Vec<String>) -> Self {
+    pub fn new(
+        workspace: Workspace,
+        host_url: String,
+        auth_type: String,
+        files: FileSandbox,
+        env: PolicyEnv,
+        vault: SecretVault,
+        log: PolicyLog,
+        granted_operations: Vec<String>,
+    ) -> Self {
         Self { workspace, host_url, auth_type, files, env, vault, log, minted: Vec::new(), granted_operations }
     }
 
@@ -258,7 +269,10 @@ mod tests {
         assert!(a.len() > 40);
         let text = format!("key={a} other={b} again={a}");
         assert_eq!(vault.fill_in(text.as_bytes()), b"key=dapi-aaaaaaaa other=client-secret again=dapi-aaaaaaaa");
-        assert_eq!(vault.mask(&text), "key=****(minted token) other=****(DATABRICKS_CLIENT_SECRET) again=****(minted token)");
+        assert_eq!(
+            vault.mask(&text),
+            "key=****(minted token) other=****(DATABRICKS_CLIENT_SECRET) again=****(minted token)"
+        );
     }
 
     #[test]

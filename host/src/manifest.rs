@@ -68,7 +68,7 @@ pub struct LimitsSection {
 }
 
 /// The manifest, checked and with paths resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Deployment {
     pub policy_file: Option<PathBuf>,
     pub sha256: Option<String>,
@@ -78,20 +78,11 @@ pub struct Deployment {
     pub file_limits: FileLimits,
 }
 
-impl Default for Deployment {
-    fn default() -> Self {
-        Self {
-            policy_file: None,
-            sha256: None,
-            file_grants: None,
-            operation_grants: None,
-            limits: SandboxLimits::default(),
-            file_limits: FileLimits::default(),
-        }
-    }
-}
-
-fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(value: Option<T>, name: &str, max: T) -> Result<Option<T>, String> {
+fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
+    value: Option<T>,
+    name: &str,
+    max: T,
+) -> Result<Option<T>, String> {
     match value {
         Some(v) if v <= T::default() || v > max => Err(format!("limits.{name} = {v} is out of range; use 1..={max}")),
         other => Ok(other),
@@ -101,9 +92,11 @@ fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(value: Option<T>
 pub fn load(path: &Path) -> Result<Deployment, String> {
     let at = |why: String| format!("manifest {}: {why}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read it ({e})")))?;
-    let manifest: Manifest = toml::from_str(&text).map_err(|e| at(crate::databricks::error::one_line(&e.to_string())))?;
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|e| at(crate::databricks::error::one_line(&e.to_string())))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut deployment = Deployment { policy_file: manifest.policy.file.map(|f| base.join(f)), ..Deployment::default() };
+    let mut deployment =
+        Deployment { policy_file: manifest.policy.file.map(|f| base.join(f)), ..Deployment::default() };
     if let Some(sha) = manifest.policy.sha256 {
         let sha = sha.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -118,7 +111,10 @@ pub fn load(path: &Path) -> Result<Deployment, String> {
         }
         for op in &grants.workspace {
             if !WORKSPACE_OPERATIONS.contains(&op.as_str()) {
-                return Err(at(format!("grants.workspace entry {op:?} is unknown; use any of {}", WORKSPACE_OPERATIONS.join(", "))));
+                return Err(at(format!(
+                    "grants.workspace entry {op:?} is unknown; use any of {}",
+                    WORKSPACE_OPERATIONS.join(", ")
+                )));
             }
         }
         deployment.file_grants = Some(PathGrants::new(grants.files));
@@ -157,9 +153,7 @@ mod tests {
 
     #[test]
     fn a_full_manifest_is_applied() {
-        let (dir, path) = write(
-            "[policy]\nfile = \"p.wasm\"\nsha256 = \"AB\"\n",
-        );
+        let (dir, path) = write("[policy]\nfile = \"p.wasm\"\nsha256 = \"AB\"\n");
         assert!(load(&path).unwrap_err().contains("not a SHA-256"));
         let sha = "a".repeat(64);
         std::fs::write(&path, format!(

@@ -70,11 +70,14 @@ struct TestReport {
 
 pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
     let files = match case_files(cases) {
-        Ok(files) if files.is_empty() => return tool_error("no case files found (give .json files or folders holding them)".into()),
+        Ok(files) if files.is_empty() => {
+            return tool_error("no case files found (give .json files or folders holding them)".into());
+        }
         Ok(files) => files,
         Err(e) => return tool_error(e),
     };
-    let loaded: Result<Vec<(PathBuf, Case)>, String> = files.into_iter().map(|f| load_case(&f).map(|c| (f, c))).collect();
+    let loaded: Result<Vec<(PathBuf, Case)>, String> =
+        files.into_iter().map(|f| load_case(&f).map(|c| (f, c))).collect();
     let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return tool_error(e),
@@ -149,7 +152,14 @@ pub fn inspect(policy: &Path) -> ExitCode {
         .collect();
     println!("policy:     {} ({} bytes, sha256 {})", policy.display(), inspection.size, inspection.sha256);
     println!("world:      {WIT_PACKAGE}/policy (this host implements {WIT_PACKAGE}@{WIT_VERSION})");
-    println!("wit:        {}", if versions.is_empty() { "none of devbox:auth".to_string() } else { versions.into_iter().collect::<Vec<_>>().join(", ") });
+    println!(
+        "wit:        {}",
+        if versions.is_empty() {
+            "none of devbox:auth".to_string()
+        } else {
+            versions.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    );
     println!("exports:    {}", inspection.exports.join(", "));
     println!("imports:");
     for import in &inspection.imports {

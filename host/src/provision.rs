@@ -12,7 +12,9 @@ use crate::databricks::config::{self, Env};
 use crate::databricks::error::ErrorClass;
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{ApiError, TokenInfo, WorkspaceClient};
-use crate::effects::{Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy};
+use crate::effects::{
+    Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy,
+};
 use crate::runtime::bindings::{FileErrorKind, PolicyError};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
@@ -139,7 +141,9 @@ fn live_target(opts: &ProvisionOptions, redactor: &Redactor) -> Result<Target, F
     let resolved = config::resolve(&opts.env, &opts.home).map_err(|e| Failure::Usage(e.0))?;
     let transport = Transport::new(opts.http.clone()).map_err(Failure::Usage)?;
     let (client_id, client_secret) = match &resolved.credentials {
-        config::Credentials::OAuthM2m { client_id, client_secret } => (Some(client_id.clone()), Some(client_secret.clone())),
+        config::Credentials::OAuthM2m { client_id, client_secret } => {
+            (Some(client_id.clone()), Some(client_secret.clone()))
+        }
         config::Credentials::Pat(_) => (None, None),
     };
     let auth_type = resolved.credentials.auth_type().as_str().to_string();
@@ -175,10 +179,10 @@ fn simulated_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
             ("oauth-m2m".to_string(), "none configured (simulating oauth-m2m)".to_string())
         }
     };
-    let client_secret = attrs.client_secret.clone().or_else(|| {
-        attrs.client_id.as_ref().map(|_| Secret::new("(client secret)"))
-    });
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let client_secret =
+        attrs.client_secret.clone().or_else(|| attrs.client_id.as_ref().map(|_| Secret::new("(client secret)")));
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Ok(Target {
         workspace: Workspace::Simulated(SimulatedWorkspace::new(now_ms)),
         host_url,
@@ -207,8 +211,12 @@ fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<Loade
     let (name, wasm) = match &opts.policy {
         PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.to_vec()),
         PolicyChoice::File(path) => {
-            let wasm = std::fs::read(path)
-                .map_err(|e| Failure::Usage(format!("policy {}: cannot read it ({e}); fix --policy or DEVBOX_AUTH_POLICY", path.display())))?;
+            let wasm = std::fs::read(path).map_err(|e| {
+                Failure::Usage(format!(
+                    "policy {}: cannot read it ({e}); fix --policy or DEVBOX_AUTH_POLICY",
+                    path.display()
+                ))
+            })?;
             (path.display().to_string(), wasm)
         }
     };
@@ -239,7 +247,9 @@ pub(crate) fn failure_from_run(policy: &str, error: RunError) -> Failure {
         RunError::Policy(PolicyError::File(e)) => {
             let message = format!("{}: {}", crate::sandbox::display_path(&e.path), e.message);
             match e.kind {
-                FileErrorKind::Denied | FileErrorKind::InvalidPath | FileErrorKind::TooLarge => Failure::Policy(format!("policy {policy}: {message}")),
+                FileErrorKind::Denied | FileErrorKind::InvalidPath | FileErrorKind::TooLarge => {
+                    Failure::Policy(format!("policy {policy}: {message}"))
+                }
                 FileErrorKind::Io => Failure::Other(message),
             }
         }
@@ -272,8 +282,14 @@ fn mask_sensitive_values(text: &str) -> String {
             let Some(split) = line.find([':', '=']) else { return line.to_string() };
             let key = line[..split].trim().trim_matches('"').to_ascii_lowercase();
             let value = line[split + 1..].trim().trim_end_matches(',').trim_matches('"');
-            if SENSITIVE.iter().any(|s| key.contains(s)) && !value.is_empty() && !value.starts_with(crate::secret::MASK) {
-                format!("{}{} \"****\"{}", &line[..split], &line[split..split + 1], if line.trim_end().ends_with(',') { "," } else { "" })
+            if SENSITIVE.iter().any(|s| key.contains(s)) && !value.is_empty() && !value.starts_with(crate::secret::MASK)
+            {
+                format!(
+                    "{}{} \"****\"{}",
+                    &line[..split],
+                    &line[split..split + 1],
+                    if line.trim_end().ends_with(',') { "," } else { "" }
+                )
             } else {
                 line.to_string()
             }
@@ -296,7 +312,8 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
     let redactor = Redactor::default();
     let runtime = PolicyRuntime::new().map_err(|e| Failure::Other(format!("cannot start the policy sandbox: {e}")))?;
     let policy = load_policy(&runtime, &opts)?;
-    let files = FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
+    let files =
+        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts, &redactor)? };
     // Held until this function returns: minting, committing and undoing happen under it.
     let _lock = match opts.dry_run {
@@ -308,8 +325,22 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
     }
     let mut vault = SecretVault::default();
     let env = policy_env(&opts, &target, &mut vault);
-    let log = PolicyLog { policy: policy.name.clone(), echo_level: opts.echo_level, redactor: redactor.clone(), lines: Vec::new() };
-    let effects = Effects::new(target.workspace, target.host_url.clone(), target.auth_type.clone(), files, env, vault, log, opts.operation_grants.clone());
+    let log = PolicyLog {
+        policy: policy.name.clone(),
+        echo_level: opts.echo_level,
+        redactor: redactor.clone(),
+        lines: Vec::new(),
+    };
+    let effects = Effects::new(
+        target.workspace,
+        target.host_url.clone(),
+        target.auth_type.clone(),
+        files,
+        env,
+        vault,
+        log,
+        opts.operation_grants.clone(),
+    );
 
     let (mut effects, stats, result) = runtime.run(&policy, effects, &opts.limits).await;
     let outcome = match result {
@@ -317,9 +348,10 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
             true => Ok(Vec::new()),
             false => {
                 let vault = &effects.vault;
-                effects.files.commit(|bytes| vault.fill_in(bytes)).map_err(|e| {
-                    Failure::Other(format!("{e}; no file was changed"))
-                })
+                effects
+                    .files
+                    .commit(|bytes| vault.fill_in(bytes))
+                    .map_err(|e| Failure::Other(format!("{e}; no file was changed")))
             }
         },
         Err(error) => Err(failure_from_run(&policy.name, error)),

@@ -146,12 +146,17 @@ impl Case {
     }
 
     pub fn fail(mut self, operation: &str, status: u16, error_code: &str, message: &str) -> Self {
-        self.workspace.fail.insert(operation.into(), ErrorSpec { status, error_code: error_code.into(), message: message.into() });
+        self.workspace
+            .fail
+            .insert(operation.into(), ErrorSpec { status, error_code: error_code.into(), message: message.into() });
         self
     }
 
     pub fn grants(mut self, files: &[&str], workspace: &[&str]) -> Self {
-        self.grants = Some(GrantsSpec { files: files.iter().map(|s| s.to_string()).collect(), workspace: workspace.iter().map(|s| s.to_string()).collect() });
+        self.grants = Some(GrantsSpec {
+            files: files.iter().map(|s| s.to_string()).collect(),
+            workspace: workspace.iter().map(|s| s.to_string()).collect(),
+        });
         self
     }
 
@@ -238,12 +243,16 @@ impl PolicyHarness {
 
         let mut vault = SecretVault::default();
         let mut env = PolicyEnv::default();
-        env.vars = case.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.vars =
+            case.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(id) = &case.client_id {
             env.vars.insert("DATABRICKS_CLIENT_ID".into(), id.clone());
         }
         if let Some(secret) = &case.client_secret {
-            env.secret_refs.insert("DATABRICKS_CLIENT_SECRET".into(), vault.issue(Secret::new(secret.clone()), "DATABRICKS_CLIENT_SECRET"));
+            env.secret_refs.insert(
+                "DATABRICKS_CLIENT_SECRET".into(),
+                vault.issue(Secret::new(secret.clone()), "DATABRICKS_CLIENT_SECRET"),
+            );
         }
         let log = PolicyLog { policy: self.policy.name.clone(), echo_level: None, redactor, lines: Vec::new() };
         let effects = Effects::new(
@@ -334,21 +343,23 @@ impl Case {
         let mut problems = Vec::new();
         match (&expect.error, &result.error) {
             (None, Some(e)) => problems.push(format!("expected success, got {}: {}", e.kind, e.message)),
-            (Some(want), None) => problems.push(format!("expected an error containing {want:?}, but the run succeeded")),
+            (Some(want), None) => {
+                problems.push(format!("expected an error containing {want:?}, but the run succeeded"))
+            }
             (Some(want), Some(e)) if !e.message.contains(want.as_str()) => {
                 problems.push(format!("expected an error containing {want:?}, got {}: {}", e.kind, e.message))
             }
             _ => {}
         }
-        if let (Some(kind), Some(e)) = (&expect.error_kind, &result.error) {
-            if &e.kind != kind {
-                problems.push(format!("expected error kind {kind}, got {}", e.kind));
-            }
+        if let (Some(kind), Some(e)) = (&expect.error_kind, &result.error)
+            && &e.kind != kind
+        {
+            problems.push(format!("expected error kind {kind}, got {}", e.kind));
         }
-        if let Some(calls) = &expect.calls {
-            if calls != &result.operations {
-                problems.push(format!("expected calls {calls:?}, got {:?}", result.operations));
-            }
+        if let Some(calls) = &expect.calls
+            && calls != &result.operations
+        {
+            problems.push(format!("expected calls {calls:?}, got {:?}", result.operations));
         }
         for needle in &expect.requests_contain {
             if !result.requests.iter().any(|r| r.contains(needle.as_str())) {
@@ -357,13 +368,16 @@ impl Case {
         }
         for (path, want) in &expect.files {
             let Some(file) = result.files.get(path) else {
-                problems.push(format!("expected ~/{path} to be written; written: {:?}", result.files.keys().collect::<Vec<_>>()));
+                problems.push(format!(
+                    "expected ~/{path} to be written; written: {:?}",
+                    result.files.keys().collect::<Vec<_>>()
+                ));
                 continue;
             };
-            if let Some(exact) = &want.exact {
-                if &file.contents != exact {
-                    problems.push(format!("~/{path}: contents differ from `exact`"));
-                }
+            if let Some(exact) = &want.exact
+                && &file.contents != exact
+            {
+                problems.push(format!("~/{path}: contents differ from `exact`"));
             }
             if let Some(json) = &want.json {
                 match serde_json::from_str::<Value>(&file.contents) {
@@ -392,10 +406,10 @@ impl Case {
                 problems.push(format!("~/{path} was written but is not expected"));
             }
         }
-        if let Some(max) = expect.max_fuel {
-            if result.fuel_used > max {
-                problems.push(format!("used {} fuel, more than the expected maximum {max}", result.fuel_used));
-            }
+        if let Some(max) = expect.max_fuel
+            && result.fuel_used > max
+        {
+            problems.push(format!("used {} fuel, more than the expected maximum {max}", result.fuel_used));
         }
         problems
     }
@@ -404,7 +418,10 @@ impl Case {
     pub fn validate(&self) -> Result<(), String> {
         let unknown = |op: &String| !WORKSPACE_OPERATIONS.contains(&op.as_str());
         if let Some(op) = self.workspace.fail.keys().find(|op| unknown(op)) {
-            return Err(format!("workspace.fail names unknown operation {op:?}; use any of {}", WORKSPACE_OPERATIONS.join(", ")));
+            return Err(format!(
+                "workspace.fail names unknown operation {op:?}; use any of {}",
+                WORKSPACE_OPERATIONS.join(", ")
+            ));
         }
         if let Some(op) = self.grants.as_ref().and_then(|g| g.workspace.iter().find(|op| unknown(op))) {
             return Err(format!("grants.workspace names unknown operation {op:?}"));

@@ -132,7 +132,8 @@ impl Emulator {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
         let url = if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
-        let state = Arc::new(Mutex::new(State { base_url: url.clone(), serve_host_metadata: true, ..State::default() }));
+        let state =
+            Arc::new(Mutex::new(State { base_url: url.clone(), serve_host_metadata: true, ..State::default() }));
         let (acceptor, ca_pem) = if tls {
             let (acceptor, ca) = tls_acceptor();
             (Some(acceptor), Some(ca))
@@ -264,11 +265,20 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
             json!({ "authorization_endpoint": format!("{base}/oidc/v1/authorize"), "token_endpoint": format!("{base}/oidc/v1/token") }),
         ),
         ("POST", "/oidc/v1/token") => {
-            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+            );
             if req.header("authorization") != Some(expected.as_str()) {
-                return reply(401, json!({ "error": "invalid_client", "error_description": "Client authentication failed" }));
+                return reply(
+                    401,
+                    json!({ "error": "invalid_client", "error_description": "Client authentication failed" }),
+                );
             }
-            reply(200, json!({ "access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis" }))
+            reply(
+                200,
+                json!({ "access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis" }),
+            )
         }
         (_, path) if path.starts_with("/api/") || path.starts_with("/serving-endpoints/") => {
             let token = bearer(req).unwrap_or_default();
@@ -344,7 +354,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_string()))
         .collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let recorded = Recorded { at: std::time::Instant::now(), method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+    let recorded = Recorded {
+        at: std::time::Instant::now(),
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
     let canned = {
         let mut state = state.lock().unwrap();
         state.requests.push(recorded.clone());
@@ -504,7 +520,12 @@ impl Outcome {
     pub fn failure(&self, code: i32, needle: &str) -> &Self {
         assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
-        assert_eq!(self.stderr.trim().lines().filter(|l| l.starts_with("devbox-auth: error")).count(), 1, "one error line:\n{}", self.stderr);
+        assert_eq!(
+            self.stderr.trim().lines().filter(|l| l.starts_with("devbox-auth: error")).count(),
+            1,
+            "one error line:\n{}",
+            self.stderr
+        );
         self
     }
 
@@ -512,7 +533,12 @@ impl Outcome {
     #[track_caller]
     pub fn leaks_none_of(&self, secrets: &[String]) -> &Self {
         for secret in secrets {
-            assert!(!self.stdout.contains(secret.as_str()) && !self.stderr.contains(secret.as_str()), "a secret leaked:\n{}\n{}", self.stdout, self.stderr);
+            assert!(
+                !self.stdout.contains(secret.as_str()) && !self.stderr.contains(secret.as_str()),
+                "a secret leaked:\n{}\n{}",
+                self.stdout,
+                self.stderr
+            );
         }
         self
     }

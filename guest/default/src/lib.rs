@@ -45,10 +45,7 @@ impl Policy for DefaultPolicy {
         let token = host.create_token(&comment, lifetime_seconds)?;
         host.log(
             Level::Info,
-            &format!(
-                "minted token {} ({comment}), valid for {lifetime_seconds} s",
-                token.info.token_id
-            ),
+            &format!("minted token {} ({comment}), valid for {lifetime_seconds} s", token.info.token_id),
         );
 
         let plugin_path = plugin_path(&host.home_dir());
@@ -102,7 +99,11 @@ pub fn model_name(raw: Option<&str>) -> Result<String, PolicyError> {
 }
 
 /// Write the CCR plugin and config, merged into the user's existing config.
-pub fn write_ccr(host: &mut impl Host, existing: Option<Map<String, Value>>, provider: &ccr::DatabricksProvider) -> Result<(), PolicyError> {
+pub fn write_ccr(
+    host: &mut impl Host,
+    existing: Option<Map<String, Value>>,
+    provider: &ccr::DatabricksProvider,
+) -> Result<(), PolicyError> {
     let config = ccr::merge(existing.unwrap_or_default(), provider);
     host.write_file(CCR_PLUGIN, PLUGIN_SOURCE.as_bytes(), PUBLIC_MODE)?;
     host.write_file(CCR_CONFIG, &pretty_json(&config), SECRET_MODE)?;
@@ -185,7 +186,12 @@ fn render_databrickscfg(
         // A second auth method in the same profile makes every Databricks SDK refuse it.
         for other in ["token", "auth_type"] {
             if doc.remove("DEFAULT", other) {
-                host.log(Level::Warn, &format!("removed `{other}` from [DEFAULT] in ~/.databrickscfg: it conflicts with the client credentials"));
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "removed `{other}` from [DEFAULT] in ~/.databrickscfg: it conflicts with the client credentials"
+                    ),
+                );
             }
         }
     }

@@ -197,7 +197,12 @@ fn duplicate_databricks_providers_collapse_into_ours() {
     ] });
     let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
     DefaultPolicy::provision(&mut host).unwrap();
-    let names: Vec<String> = config_json(&host)["Providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = config_json(&host)["Providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, ["a", "databricks", "b"]);
     assert_eq!(config_json(&host)["Providers"][1]["api_key"], MOCK_TOKEN_REF);
 }

@@ -98,10 +98,7 @@ impl Host for WasmHost {
         bindings::devbox::auth::log::log(level, message)
     }
     fn now_unix_nanos(&self) -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     }
 }
 
@@ -118,7 +115,7 @@ macro_rules! export_policy {
                     <$policy as $crate::Policy>::provision(&mut $crate::WasmHost)
                 }
             }
-            $crate::bindings::export!(DevboxPolicyExport with_types_in $crate::bindings);
+    $crate::bindings::export!(DevboxPolicyExport with_types_in $crate::bindings);
         };
     };
 }

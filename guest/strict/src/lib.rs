@@ -8,7 +8,7 @@
 //! - It renders only the Claude Code Router config and its plugin: no `~/.databrickscfg`, so the
 //!   app's client secret never lands on disk.
 
-use devbox_policy_default::{ccr, model_name, plugin_path, read_json_object, token_lifetime, write_ccr, LIFETIME_VAR};
+use devbox_policy_default::{LIFETIME_VAR, ccr, model_name, plugin_path, read_json_object, token_lifetime, write_ccr};
 use devbox_policy_sdk::{Host, Level, Policy, PolicyError};
 
 pub const MODELS_VAR: &str = "DEVBOX_MODELS";
@@ -23,7 +23,10 @@ impl Policy for StrictPolicy {
         let requested = token_lifetime(host.var(LIFETIME_VAR).as_deref())?;
         let lifetime = requested.min(MAX_LIFETIME_SECONDS);
         if lifetime < requested {
-            host.log(Level::Warn, &format!("{LIFETIME_VAR}={requested} is above this deployment's cap; using {MAX_LIFETIME_SECONDS} s"));
+            host.log(
+                Level::Warn,
+                &format!("{LIFETIME_VAR}={requested} is above this deployment's cap; using {MAX_LIFETIME_SECONDS} s"),
+            );
         }
         let models = model_list(host.var(MODELS_VAR).as_deref())?;
         check_models_are_served(host, &models)?;
@@ -83,12 +86,21 @@ mod tests {
     use devbox_policy_sdk::mock::{Call, MockHost};
 
     fn endpoint(name: &str, ready: bool) -> ServingEndpoint {
-        ServingEndpoint { name: name.into(), task: "llm/v1/chat".into(), ready, endpoint_type: "FOUNDATION_MODEL_API".into() }
+        ServingEndpoint {
+            name: name.into(),
+            task: "llm/v1/chat".into(),
+            ready,
+            endpoint_type: "FOUNDATION_MODEL_API".into(),
+        }
     }
 
     fn host(models: &str) -> MockHost {
         let mut host = MockHost::default().with_var(MODELS_VAR, models);
-        host.endpoints = vec![endpoint("databricks-claude-sonnet-4", true), endpoint("databricks-claude-opus-4-6", true), endpoint("cold", false)];
+        host.endpoints = vec![
+            endpoint("databricks-claude-sonnet-4", true),
+            endpoint("databricks-claude-opus-4-6", true),
+            endpoint("cold", false),
+        ];
         host
     }
 
@@ -99,8 +111,14 @@ mod tests {
         assert_eq!(h.created_tokens()[0].1, MAX_LIFETIME_SECONDS);
         assert!(h.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("cap")));
         let config: serde_json::Value = serde_json_from(h.file(devbox_policy_default::CCR_CONFIG));
-        assert_eq!(config["Providers"][0]["api_base_url"], "https://example.cloud.databricks.com/serving-endpoints/chat/completions");
-        assert_eq!(config["Providers"][0]["models"], serde_json::json!(["databricks-claude-sonnet-4", "databricks-claude-opus-4-6"]));
+        assert_eq!(
+            config["Providers"][0]["api_base_url"],
+            "https://example.cloud.databricks.com/serving-endpoints/chat/completions"
+        );
+        assert_eq!(
+            config["Providers"][0]["models"],
+            serde_json::json!(["databricks-claude-sonnet-4", "databricks-claude-opus-4-6"])
+        );
         assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4");
     }
 

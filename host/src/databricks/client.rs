@@ -65,7 +65,8 @@ impl WorkspaceClient {
         };
         let mut cached = self.access_token.lock().await;
         // Refresh 40 s early, as the SDKs do: the backend rejects tokens about to expire.
-        let fresh = cached.as_ref().filter(|t| t.expires_at > std::time::Instant::now() + std::time::Duration::from_secs(40));
+        let fresh =
+            cached.as_ref().filter(|t| t.expires_at > std::time::Instant::now() + std::time::Duration::from_secs(40));
         if let Some(token) = fresh {
             return Ok(token.token.clone());
         }
@@ -135,17 +136,14 @@ impl WorkspaceClient {
     }
 
     fn parse_minted(&self, answer: &Value) -> Result<MintedToken, ApiError> {
-        let value = answer
-            .get("token_value")
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(Secret::new)
-            .ok_or_else(|| ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a token_value"))?;
+        let value =
+            answer.get("token_value").and_then(Value::as_str).filter(|v| !v.is_empty()).map(Secret::new).ok_or_else(
+                || ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a token_value"),
+            )?;
         self.redactor.register(&value);
-        let info = answer
-            .get("token_info")
-            .and_then(token_info)
-            .ok_or_else(|| ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a valid token_info"))?;
+        let info = answer.get("token_info").and_then(token_info).ok_or_else(|| {
+            ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a valid token_info")
+        })?;
         Ok(MintedToken { info, value })
     }
 
@@ -186,7 +184,8 @@ fn may_have_minted(error: &ApiError) -> bool {
 
 /// Failures worth another attempt.
 fn is_transient(error: &ApiError) -> bool {
-    matches!(error.status, 502 | 503 | 504) || (error.status == 0 && matches!(error.error_code.as_str(), codes::NETWORK | codes::TIMEOUT))
+    matches!(error.status, 502..=504)
+        || (error.status == 0 && matches!(error.error_code.as_str(), codes::NETWORK | codes::TIMEOUT))
 }
 
 /// A `token_info` / `token_infos[]` entry as the Tokens API returns it.

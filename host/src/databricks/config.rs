@@ -110,9 +110,8 @@ pub fn attributes(env: &Env, home: &Path) -> Result<Attributes, ConfigError> {
             )));
         }
     };
-    let doc = databrickscfg::parse(&text).map_err(|e| {
-        ConfigError(format!("{} is not a valid .databrickscfg: {e}; fix that line", file.display()))
-    })?;
+    let doc = databrickscfg::parse(&text)
+        .map_err(|e| ConfigError(format!("{} is not a valid .databrickscfg: {e}; fix that line", file.display())))?;
     let chosen = match profile {
         Some(name) if doc.has_section(&name) => Some(name),
         Some(name) => {
@@ -171,7 +170,9 @@ impl Attributes {
             }
         };
         let oauth = match (&self.client_id, &self.client_secret) {
-            (Some(id), Some(secret)) => Some(Credentials::OAuthM2m { client_id: id.clone(), client_secret: secret.clone() }),
+            (Some(id), Some(secret)) => {
+                Some(Credentials::OAuthM2m { client_id: id.clone(), client_secret: secret.clone() })
+            }
             (Some(_), None) if wanted != Some(AuthType::Pat) => {
                 return Err(ConfigError(format!(
                     "DATABRICKS_CLIENT_ID is set but DATABRICKS_CLIENT_SECRET is not (from {}); set both for OAuth M2M",
@@ -232,7 +233,11 @@ mod tests {
     #[test]
     fn app_environment_means_oauth_m2m() {
         let home = tempfile::tempdir().unwrap();
-        let e = env(&[("DATABRICKS_HOST", "x.cloud.databricks.com"), ("DATABRICKS_CLIENT_ID", "id"), ("DATABRICKS_CLIENT_SECRET", "s3cret")]);
+        let e = env(&[
+            ("DATABRICKS_HOST", "x.cloud.databricks.com"),
+            ("DATABRICKS_CLIENT_ID", "id"),
+            ("DATABRICKS_CLIENT_SECRET", "s3cret"),
+        ]);
         let c = resolve(&e, home.path()).unwrap();
         assert_eq!(c.host.as_str(), "https://x.cloud.databricks.com");
         assert!(matches!(c.credentials, Credentials::OAuthM2m { ref client_id, .. } if client_id == "id"));
@@ -247,7 +252,9 @@ mod tests {
 
     #[test]
     fn profile_fills_in_when_named_or_env_is_empty() {
-        let home = home_with_cfg("[DEFAULT]\nhost = a.com\ntoken = dapi-default\n\n[other]\nhost = b.com\nclient_id = i\nclient_secret = s\n");
+        let home = home_with_cfg(
+            "[DEFAULT]\nhost = a.com\ntoken = dapi-default\n\n[other]\nhost = b.com\nclient_id = i\nclient_secret = s\n",
+        );
         let c = resolve(&Env::new(), home.path()).unwrap();
         assert_eq!(c.host.as_str(), "https://a.com");
         assert_eq!(c.credentials.auth_type(), AuthType::Pat);
@@ -268,9 +275,17 @@ mod tests {
     #[test]
     fn two_methods_need_an_explicit_auth_type() {
         let home = tempfile::tempdir().unwrap();
-        let both = [("DATABRICKS_HOST", "h"), ("DATABRICKS_TOKEN", "t"), ("DATABRICKS_CLIENT_ID", "i"), ("DATABRICKS_CLIENT_SECRET", "s")];
+        let both = [
+            ("DATABRICKS_HOST", "h"),
+            ("DATABRICKS_TOKEN", "t"),
+            ("DATABRICKS_CLIENT_ID", "i"),
+            ("DATABRICKS_CLIENT_SECRET", "s"),
+        ];
         let err = resolve(&env(&both), home.path()).unwrap_err();
-        assert!(err.0.contains("more than one authorization method") && err.0.contains("DATABRICKS_AUTH_TYPE"), "{err}");
+        assert!(
+            err.0.contains("more than one authorization method") && err.0.contains("DATABRICKS_AUTH_TYPE"),
+            "{err}"
+        );
         let mut e = env(&both);
         e.insert("DATABRICKS_AUTH_TYPE".into(), "pat".into());
         assert_eq!(resolve(&e, home.path()).unwrap().credentials.auth_type(), AuthType::Pat);

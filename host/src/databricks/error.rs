@@ -46,7 +46,9 @@ impl ApiError {
     pub fn class(&self) -> ErrorClass {
         match (self.status, self.error_code.as_str()) {
             (401 | 403, _) | (_, "PERMISSION_DENIED" | "UNAUTHENTICATED" | codes::OAUTH) => ErrorClass::Auth,
-            (0, codes::NETWORK | codes::DNS | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => ErrorClass::Transient,
+            (0, codes::NETWORK | codes::DNS | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => {
+                ErrorClass::Transient
+            }
             _ => ErrorClass::Other,
         }
     }
@@ -59,14 +61,18 @@ impl ApiError {
             (_, codes::NETWORK) => "check DATABRICKS_HOST and that this machine can reach it (HTTPS_PROXY is honoured)",
             (_, codes::DNS) => "check the host name in DATABRICKS_HOST",
             (_, codes::TIMEOUT) => "the workspace did not answer in time; check DATABRICKS_HOST and the network",
-            (_, "QUOTA_EXCEEDED") => "the principal has too many live tokens (600 max): delete unused ones with `databricks tokens list/delete`",
+            (_, "QUOTA_EXCEEDED") => {
+                "the principal has too many live tokens (600 max): delete unused ones with `databricks tokens list/delete`"
+            }
             (403, _) if message.contains("permission to use tokens") || message.contains("tokens") => {
                 "a workspace admin must enable personal access tokens and grant this principal CAN_USE on tokens (Settings > Advanced > Personal Access Tokens > Permissions)"
             }
             (_, "INVALID_PARAMETER_VALUE") if message.contains("lifetime") => {
                 "ask for a shorter lifetime: lower CLAUDE_CODE_TOKEN_EXPIRY_SECONDS below the workspace's maxTokenLifetimeDays"
             }
-            (401, _) => "the credentials were rejected: check DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET or DATABRICKS_TOKEN",
+            (401, _) => {
+                "the credentials were rejected: check DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET or DATABRICKS_TOKEN"
+            }
             (403, _) => "the principal lacks a permission this call needs",
             (429 | 503, _) => "the workspace is busy; try again shortly",
             _ => return None,

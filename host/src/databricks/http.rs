@@ -111,8 +111,9 @@ impl Transport {
             .timeout(settings.request_timeout)
             .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
         if let Some(file) = &settings.extra_ca_file {
-            let pem = std::fs::read(file)
-                .map_err(|e| format!("SSL_CERT_FILE={} cannot be read ({e}); point it at a PEM CA bundle", file.display()))?;
+            let pem = std::fs::read(file).map_err(|e| {
+                format!("SSL_CERT_FILE={} cannot be read ({e}); point it at a PEM CA bundle", file.display())
+            })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("SSL_CERT_FILE={} is not a PEM CA bundle ({e})", file.display()))?;
             if certs.is_empty() {
@@ -147,7 +148,11 @@ impl Transport {
                     _ => None,
                 },
                 // TLS and DNS failures are configuration problems: retrying only delays the error.
-                Err(e) if request.retry == Retry::Idempotent && retryable_transport(e) && attempt < MAX_TRANSPORT_ATTEMPTS => {
+                Err(e)
+                    if request.retry == Retry::Idempotent
+                        && retryable_transport(e)
+                        && attempt < MAX_TRANSPORT_ATTEMPTS =>
+                {
                     Some(backoff(attempt))
                 }
                 Err(_) => None,
@@ -197,7 +202,11 @@ impl Transport {
                 return Err(ApiError::new(
                     status.as_u16(),
                     codes::BAD_RESPONSE,
-                    format!("{} answered with more than {} bytes; is DATABRICKS_HOST a Databricks workspace?", path_of(&request.url), self.settings.max_body_bytes),
+                    format!(
+                        "{} answered with more than {} bytes; is DATABRICKS_HOST a Databricks workspace?",
+                        path_of(&request.url),
+                        self.settings.max_body_bytes
+                    ),
                 ));
             }
             body.extend_from_slice(&chunk);

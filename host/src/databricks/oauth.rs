@@ -45,7 +45,11 @@ pub async fn token_endpoint(transport: &Transport, host: &WorkspaceUrl) -> Resul
     };
     let metadata = transport.send(get(discovery)).await.map_err(|e| {
         if e.status == 404 {
-            ApiError::new(404, codes::OAUTH, format!("{} does not offer OAuth (no authorization server metadata); check DATABRICKS_HOST", host))
+            ApiError::new(
+                404,
+                codes::OAUTH,
+                format!("{} does not offer OAuth (no authorization server metadata); check DATABRICKS_HOST", host),
+            )
         } else {
             e
         }

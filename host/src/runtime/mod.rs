@@ -26,7 +26,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Interfaces a policy may import: ours, and the WASI that Rust's std pulls in (all linked to
 /// an empty context).
-const ALLOWED_IMPORT_PREFIXES: &[&str] = &["devbox:auth/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+const ALLOWED_IMPORT_PREFIXES: &[&str] =
+    &["devbox:auth/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
 
 /// Why a policy could not be loaded. The message names the problem; callers add the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +136,15 @@ impl PolicyRuntime {
         .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
         let (imports, exports) = self.interface(&component);
         let pre = self.validate(&component, &imports, &exports)?;
-        Ok(LoadedPolicy { name: name.to_string(), sha256, cache: outcome, load_time: started.elapsed(), imports, exports, pre })
+        Ok(LoadedPolicy {
+            name: name.to_string(),
+            sha256,
+            cache: outcome,
+            load_time: started.elapsed(),
+            imports,
+            exports,
+            pre,
+        })
     }
 
     /// What a component imports and exports, and whether this host can run it.
@@ -155,12 +164,20 @@ impl PolicyRuntime {
         (imports, exports)
     }
 
-    fn validate(&self, component: &Component, imports: &[String], exports: &[String]) -> Result<PolicyPre<PolicyState>, LoadError> {
+    fn validate(
+        &self,
+        component: &Component,
+        imports: &[String],
+        exports: &[String],
+    ) -> Result<PolicyPre<PolicyState>, LoadError> {
         for import in imports {
             check_import(import)?;
         }
         let ty = component.component_type();
-        if !ty.exports(&self.engine).any(|(name, item)| name == "provision" && matches!(item.ty, ComponentItem::ComponentFunc(_))) {
+        if !ty
+            .exports(&self.engine)
+            .any(|(name, item)| name == "provision" && matches!(item.ty, ComponentItem::ComponentFunc(_)))
+        {
             return Err(LoadError(format!(
                 "does not implement the devbox:auth policy world: it exports [{}], not `provision`",
                 exports.join(", ")
@@ -170,12 +187,18 @@ impl PolicyRuntime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
-        PolicyPre::new(pre).map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))
+        PolicyPre::new(pre)
+            .map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))
     }
 
     /// Run `provision` once in a fresh store. The effects come back whatever happened, so the
     /// caller can commit or undo them.
-    pub async fn run(&self, policy: &LoadedPolicy, effects: Effects, limits: &SandboxLimits) -> (Effects, RunStats, Result<(), RunError>) {
+    pub async fn run(
+        &self,
+        policy: &LoadedPolicy,
+        effects: Effects,
+        limits: &SandboxLimits,
+    ) -> (Effects, RunStats, Result<(), RunError>) {
         let started = Instant::now();
         let mut store = Store::new(&self.engine, PolicyState::new(effects, limits));
         store.limiter(|state| &mut state.limiter);
@@ -241,7 +264,9 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
     let panic_line = state.panic_message();
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunError::Limit(format!("used up its instruction budget ({} fuel)", limits.fuel)),
-        Some(Trap::Interrupt) => RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis())),
+        Some(Trap::Interrupt) => {
+            RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis()))
+        }
         _ if error.downcast_ref::<limits::MemoryLimitExceeded>().is_some() => {
             RunError::Limit(format!("tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20))
         }

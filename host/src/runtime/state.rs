@@ -104,13 +104,21 @@ impl workspace::Host for PolicyState {
         Ok(self.effects.auth_type.clone())
     }
 
-    async fn create_token(&mut self, comment: String, lifetime_seconds: u64) -> wasmtime::Result<Result<MintedToken, ApiError>> {
+    async fn create_token(
+        &mut self,
+        comment: String,
+        lifetime_seconds: u64,
+    ) -> wasmtime::Result<Result<MintedToken, ApiError>> {
         if let Some(denied) = self.not_granted("create-token") {
             return Ok(Err(denied));
         }
         if lifetime_seconds == 0 || comment.len() > 1000 {
             let message = "create-token needs a positive lifetime (0 could mean a token that never expires) and a comment under 1000 bytes";
-            return Ok(Err(ApiError { status: 0, error_code: "INVALID_PARAMETER_VALUE".into(), message: message.into() }));
+            return Ok(Err(ApiError {
+                status: 0,
+                error_code: "INVALID_PARAMETER_VALUE".into(),
+                message: message.into(),
+            }));
         }
         let minted = match self.effects.workspace.create_token(&comment, lifetime_seconds).await {
             Ok(minted) => minted,
@@ -126,7 +134,13 @@ impl workspace::Host for PolicyState {
         if let Some(denied) = self.not_granted("list-tokens") {
             return Ok(Err(denied));
         }
-        Ok(self.effects.workspace.list_tokens().await.map(|l| l.into_iter().map(token_info).collect()).map_err(api_error))
+        Ok(self
+            .effects
+            .workspace
+            .list_tokens()
+            .await
+            .map(|l| l.into_iter().map(token_info).collect())
+            .map_err(api_error))
     }
 
     async fn delete_token(&mut self, token_id: String) -> wasmtime::Result<Result<(), ApiError>> {
@@ -148,7 +162,12 @@ impl workspace::Host for PolicyState {
         Ok(result
             .map(|list| {
                 list.into_iter()
-                    .map(|e| ServingEndpoint { name: e.name, task: e.task, ready: e.ready, endpoint_type: e.endpoint_type })
+                    .map(|e| ServingEndpoint {
+                        name: e.name,
+                        task: e.task,
+                        ready: e.ready,
+                        endpoint_type: e.endpoint_type,
+                    })
                     .collect()
             })
             .map_err(api_error))
@@ -163,7 +182,9 @@ impl files::Host for PolicyState {
     async fn read(&mut self, path: String) -> wasmtime::Result<Result<Option<Vec<u8>>, FileError>> {
         let result = self.effects.files.read(&path).map_err(file_error);
         if let Err(e) = &result {
-            self.effects.log.push(LogLevel::Debug, &format!("read ~/{path} refused: {}", e.message));
+            // A grant denial is worth an operator's attention; a missing file is not an error.
+            let level = if e.kind == FileErrorKind::Denied { LogLevel::Warn } else { LogLevel::Debug };
+            self.effects.log.push(level, &format!("read {} refused: {}", sandbox::display_path(&path), e.message));
         }
         Ok(result)
     }
@@ -176,7 +197,9 @@ impl files::Host for PolicyState {
             self.effects.files.write(&path, contents, mode).map_err(file_error)
         };
         if let Err(e) = &result {
-            self.effects.log.push(LogLevel::Warn, &format!("write ~/{path} refused: {}", e.message));
+            self.effects
+                .log
+                .push(LogLevel::Warn, &format!("write {} refused: {}", sandbox::display_path(&path), e.message));
         }
         Ok(result)
     }

@@ -22,7 +22,9 @@ impl HomeLock {
         loop {
             match dir.try_lock() {
                 Ok(()) => return Ok(Self { _dir: dir }),
-                Err(TryLockError::Error(e)) => return Err(format!("cannot lock home directory {} ({e})", home.display())),
+                Err(TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock home directory {} ({e})", home.display()));
+                }
                 Err(TryLockError::WouldBlock) if Instant::now() >= deadline => {
                     return Err(format!(
                         "another devbox-auth run is still provisioning {} after {} s; let it finish or stop it, then try again",
@@ -32,7 +34,10 @@ impl HomeLock {
                 }
                 Err(TryLockError::WouldBlock) => {
                     if !announced {
-                        eprintln!("devbox-auth: another devbox-auth run is provisioning {}; waiting for it", home.display());
+                        eprintln!(
+                            "devbox-auth: another devbox-auth run is provisioning {}; waiting for it",
+                            home.display()
+                        );
                         announced = true;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -80,9 +80,8 @@ impl PathGrants {
 fn glob_match(pattern: &str, path: &str) -> bool {
     let pattern_parts: Vec<&str> = pattern.split('/').collect();
     let path_parts: Vec<&str> = path.split('/').collect();
-    let matches = |n: usize| {
-        pattern_parts[..n].iter().zip(&path_parts).all(|(p, s)| component_match(p.as_bytes(), s.as_bytes()))
-    };
+    let matches =
+        |n: usize| pattern_parts[..n].iter().zip(&path_parts).all(|(p, s)| component_match(p.as_bytes(), s.as_bytes()));
     match pattern_parts.split_last() {
         // `dir/**`: anything strictly below the directory.
         Some((&"**", prefix)) => path_parts.len() > prefix.len() && matches(prefix.len()),
@@ -118,8 +117,9 @@ pub struct FileSandbox {
 
 impl FileSandbox {
     pub fn new(home: &Path, limits: FileLimits, grants: PathGrants) -> Result<Self, String> {
-        let home = fs::canonicalize(home)
-            .map_err(|e| format!("home directory {} is not usable ({e}); create it or pass --home DIR", home.display()))?;
+        let home = fs::canonicalize(home).map_err(|e| {
+            format!("home directory {} is not usable ({e}); create it or pass --home DIR", home.display())
+        })?;
         if !home.is_dir() {
             return Err(format!("home directory {} is not a directory", home.display()));
         }
@@ -128,7 +128,12 @@ impl FileSandbox {
 
     /// A home that exists only in memory, for testing policies without a disk. Paths get the
     /// same lexical checks and grants; there are no symlinks to follow.
-    pub fn in_memory(home: &str, files: std::collections::BTreeMap<String, Vec<u8>>, limits: FileLimits, grants: PathGrants) -> Self {
+    pub fn in_memory(
+        home: &str,
+        files: std::collections::BTreeMap<String, Vec<u8>>,
+        limits: FileLimits,
+        grants: PathGrants,
+    ) -> Self {
         Self { home: PathBuf::from(home), limits, grants, staged: Vec::new(), in_memory: Some(files) }
     }
 
@@ -147,7 +152,11 @@ impl FileSandbox {
         }
         .map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
         if !self.grants.allows(rel) {
-            return Err(error(FileErrorKind::Denied, rel, "this deployment does not grant the policy access to this path"));
+            return Err(error(
+                FileErrorKind::Denied,
+                rel,
+                "this deployment does not grant the policy access to this path",
+            ));
         }
         Ok(resolved)
     }
@@ -163,7 +172,11 @@ impl FileSandbox {
         }
         match fs::metadata(&resolved) {
             Ok(meta) if meta.len() > self.limits.max_file_bytes as u64 => {
-                return Err(error(FileErrorKind::TooLarge, rel, format!("larger than {} bytes", self.limits.max_file_bytes)));
+                return Err(error(
+                    FileErrorKind::TooLarge,
+                    rel,
+                    format!("larger than {} bytes", self.limits.max_file_bytes),
+                ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -179,18 +192,34 @@ impl FileSandbox {
             return Err(error(FileErrorKind::InvalidPath, rel, format!("mode {mode:#o} has bits beyond rwxrwxrwx")));
         }
         if mode & 0o022 != 0 {
-            return Err(error(FileErrorKind::Denied, rel, format!("mode {mode:#o} would let other users change the file; use 0o600 or 0o644")));
+            return Err(error(
+                FileErrorKind::Denied,
+                rel,
+                format!("mode {mode:#o} would let other users change the file; use 0o600 or 0o644"),
+            ));
         }
         if contents.len() > self.limits.max_file_bytes {
-            return Err(error(FileErrorKind::TooLarge, rel, format!("{} bytes is over the {}-byte limit per file", contents.len(), self.limits.max_file_bytes)));
+            return Err(error(
+                FileErrorKind::TooLarge,
+                rel,
+                format!("{} bytes is over the {}-byte limit per file", contents.len(), self.limits.max_file_bytes),
+            ));
         }
         self.staged.retain(|f| f.path != rel);
         if self.staged.len() + 1 > self.limits.max_files {
-            return Err(error(FileErrorKind::TooLarge, rel, format!("the policy may write at most {} files", self.limits.max_files)));
+            return Err(error(
+                FileErrorKind::TooLarge,
+                rel,
+                format!("the policy may write at most {} files", self.limits.max_files),
+            ));
         }
         let total: usize = self.staged.iter().map(|f| f.contents.len()).sum::<usize>() + contents.len();
         if total > self.limits.max_total_bytes {
-            return Err(error(FileErrorKind::TooLarge, rel, format!("the policy may write at most {} bytes in all", self.limits.max_total_bytes)));
+            return Err(error(
+                FileErrorKind::TooLarge,
+                rel,
+                format!("the policy may write at most {} bytes in all", self.limits.max_total_bytes),
+            ));
         }
         self.staged.push(StagedFile { path: rel.to_string(), contents, mode });
         Ok(())
@@ -217,12 +246,15 @@ impl FileSandbox {
     }
 }
 
+/// A file's contents and permission bits before a commit replaced it.
+type Previous = Option<(Vec<u8>, u32)>;
+
 /// What a commit changed so far, so it can be undone.
 #[derive(Default)]
 struct Transaction {
     created_dirs: Vec<PathBuf>,
-    /// Target and its previous contents and mode (`None`: it did not exist).
-    replaced: Vec<(PathBuf, Option<(Vec<u8>, u32)>)>,
+    /// Target and what it held before (`None`: it did not exist).
+    replaced: Vec<(PathBuf, Previous)>,
 }
 
 impl Transaction {
@@ -238,7 +270,9 @@ impl Transaction {
                 .prefix(".devbox-auth-")
                 .tempfile_in(parent)
                 .map_err(|e| io(file, "create a temp file", e))?;
-            temp.as_file().set_permissions(fs::Permissions::from_mode(file.mode)).map_err(|e| io(file, "set its mode", e))?;
+            temp.as_file()
+                .set_permissions(fs::Permissions::from_mode(file.mode))
+                .map_err(|e| io(file, "set its mode", e))?;
             temp.write_all(&render(&file.contents)).map_err(|e| io(file, "write", e))?;
             temp.as_file().sync_all().map_err(|e| io(file, "flush to disk", e))?;
             temps.push(temp);

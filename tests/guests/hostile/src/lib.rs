@@ -59,11 +59,18 @@ impl Policy for Hostile {
                 }
                 // Reversed, so the host does not fill the reference in: the test sees what the
                 // policy held.
-                let reference: String = host.secret_ref("DATABRICKS_CLIENT_SECRET").unwrap_or_default().chars().rev().collect();
+                let reference: String =
+                    host.secret_ref("DATABRICKS_CLIENT_SECRET").unwrap_or_default().chars().rev().collect();
                 seen.push_str(&format!("secret-ref-reversed={reference}\n"));
                 seen.push_str(&format!("std-env={:?}\n", std::env::vars().collect::<Vec<_>>()));
-                seen.push_str(&format!("std-read-dir-root={:?}\n", std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind())));
-                seen.push_str(&format!("std-read-etc-passwd={:?}\n", std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.kind())));
+                seen.push_str(&format!(
+                    "std-read-dir-root={:?}\n",
+                    std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind())
+                ));
+                seen.push_str(&format!(
+                    "std-read-etc-passwd={:?}\n",
+                    std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.kind())
+                ));
                 host.write_file(".claude-code-router/seen.txt", seen.as_bytes(), 0o600)?;
             }
             other => return Err(PolicyError::InvalidConfig(format!("set DEVBOX_HOSTILE (got {other:?})"))),
