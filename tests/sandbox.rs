@@ -15,17 +15,27 @@ fn hostile(emulator: &Emulator, behaviour: &str) -> Run {
         .var("DEVBOX_HOSTILE", behaviour)
 }
 
-/// Run `behaviour`, expect exit `code` with `needle`, and prove nothing changed and no token lives.
+/// Run `behaviour` (under `manifest`, if given), expect exit `code` with `needle`, and prove
+/// nothing on disk changed and no minted token is alive. Returns the run's output.
 #[track_caller]
-fn contained(behaviour: &str, code: i32, needle: &str) -> Run {
+fn contained_with(behaviour: &str, manifest: Option<&str>, code: i32, needle: &str) -> support::Outcome {
     let emulator = Emulator::start();
     let run = hostile(&emulator, behaviour);
     run.write(".claude-code-router/config.json", "{\"keep\": true}");
+    let manifest = manifest.map(|text| write_manifest(&run, text).display().to_string());
+    let args: Vec<&str> = manifest.iter().flat_map(|m| ["--manifest", m.as_str()]).collect();
     let before = run.snapshot();
-    run.provision(&[]).failure(code, needle);
+    let out = run.provision(&args);
+    out.failure(code, needle);
     assert_eq!(run.snapshot(), before, "{behaviour} changed the disk");
     assert!(emulator.live_tokens().is_empty(), "{behaviour} left a token alive");
-    run
+    assert!(emulator.requests_to("GET", "/api/2.0/token/list").is_empty(), "{behaviour} listed tokens");
+    out
+}
+
+#[track_caller]
+fn contained(behaviour: &str, code: i32, needle: &str) -> support::Outcome {
+    contained_with(behaviour, None, code, needle)
 }
 
 fn write_manifest(run: &Run, text: &str) -> PathBuf {
@@ -42,12 +52,8 @@ fn hostile_infinite_loop_runs_out_of_fuel() {
 
 #[test]
 fn hostile_infinite_loop_hits_the_deadline_when_fuel_is_plentiful() {
-    let emulator = Emulator::start();
-    let run = hostile(&emulator, "loop");
-    let manifest = write_manifest(&run, "[limits]\nfuel = 1000000000000000\ntimeout_ms = 300\n");
-    let before = run.snapshot();
-    run.provision(&["--manifest", manifest.to_str().unwrap()]).failure(5, "ran past its deadline of 300 ms");
-    assert_eq!(run.snapshot(), before);
+    let manifest = "[limits]\nfuel = 1000000000000000\ntimeout_ms = 300\n";
+    contained_with("loop", Some(manifest), 5, "ran past its deadline of 300 ms");
 }
 
 #[test]
@@ -96,22 +102,20 @@ fn hostile_oversized_file_is_refused() {
 
 #[test]
 fn hostile_ungranted_workspace_call_is_refused_and_logged() {
-    let emulator = Emulator::start();
-    let run = hostile(&emulator, "ungranted-call");
-    let manifest =
-        write_manifest(&run, "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n");
-    let before = run.snapshot();
-    let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
-    out.failure(1, "does not grant the policy the workspace operation `list-tokens`");
+    let manifest = "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n";
+    let out = contained_with(
+        "ungranted-call",
+        Some(manifest),
+        1,
+        "does not grant the policy the workspace operation `list-tokens`",
+    );
     assert!(out.stderr.contains("denied:"), "the host logs the denial:\n{}", out.stderr);
-    assert!(emulator.requests_to("GET", "/api/2.0/token/list").is_empty());
-    assert_eq!(run.snapshot(), before);
 }
 
 #[test]
 fn hostile_panic_after_minting_deletes_the_token_again() {
-    let run = contained("panic-after-mint", 5, "panicked at");
-    let _ = run;
+    contained("panic-after-mint", 5, "crashed: panicked at hostile/src/lib.rs");
+    contained("panic-after-mint", 5, "hostile policy panics after minting");
 }
 
 #[test]

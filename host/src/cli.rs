@@ -128,9 +128,9 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
 
 fn print_outcome(outcome: &Outcome, dry_run: bool) {
     if dry_run {
-        println!("devbox-auth provision --dry-run: nothing was sent and nothing was written.");
+        println!("devbox-auth provision --dry-run: nothing was sent and no config file was written.");
         println!(
-            "policy:    {} (sha256 {}, loaded in {} ms, cache: {:?})",
+            "policy:    {}, sha256 {}, loaded in {} ms (cache: {:?})",
             outcome.policy,
             &outcome.policy_sha256[..12],
             outcome.load_time.as_millis(),
@@ -200,7 +200,8 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            eprintln!("devbox-auth: error: {}", crate::databricks::error::one_line(failure.message()));
+            // One line; not truncated here: the parts (server messages) are bounded at the source.
+            eprintln!("devbox-auth: error: {}", failure.message().split_whitespace().collect::<Vec<_>>().join(" "));
             ExitCode::from(failure.exit_code())
         }
     }

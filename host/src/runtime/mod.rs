@@ -271,7 +271,7 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
             RunError::Limit(format!("tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20))
         }
         Some(trap) => RunError::Crashed(match panic_line {
-            Some(line) => format!("crashed ({trap}): {line}"),
+            Some(line) => format!("crashed: {line}"),
             None => format!("crashed ({trap})"),
         }),
         None => RunError::Crashed(format!("failed: {}", first_line(error))),
