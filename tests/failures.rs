@@ -165,6 +165,23 @@ fn http_proxy_is_honoured() {
 }
 
 #[test]
+fn https_proxy_is_honoured() {
+    let workspace = Emulator::start_tls();
+    let proxy = support::ConnectProxy::start();
+    let run = Run::new()
+        .watching(&workspace)
+        .var("DATABRICKS_HOST", &format!("localhost:{}", workspace.port))
+        .var("DATABRICKS_TOKEN", USER_PAT)
+        .var("HTTPS_PROXY", &proxy.url);
+    let ca = run.path("ca.pem");
+    std::fs::write(&ca, workspace.ca_pem.as_ref().unwrap()).unwrap();
+    let run = run.var("SSL_CERT_FILE", ca.to_str().unwrap());
+    run.provision(&[]).success();
+    assert_eq!(*proxy.tunnels.lock().unwrap(), [format!("localhost:{}", workspace.port)]);
+    assert_eq!(workspace.requests_to("POST", "/api/2.0/token/create").len(), 1);
+}
+
+#[test]
 fn concurrent_runs_on_one_home_take_turns() {
     let emulator = Emulator::start();
     let slow = || Canned::error(200, "", "").delayed(Duration::from_millis(1500));

@@ -591,3 +591,58 @@ pub fn policy_component(name: &str) -> PathBuf {
         other => dir.join(other).join(format!("wasm32-wasip2/release/devbox_policy_{other}.wasm")),
     }
 }
+
+/// A minimal HTTP CONNECT proxy on 127.0.0.1 that records each tunnel's target, for proving
+/// `HTTPS_PROXY` is honoured. Tunnels only to loopback.
+pub struct ConnectProxy {
+    pub url: String,
+    pub tunnels: Arc<Mutex<Vec<String>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl ConnectProxy {
+    pub fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let tunnels = Arc::new(Mutex::new(Vec::new()));
+        let seen = tunnels.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                        if client.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()).unwrap_or("");
+                    let port = target.rsplit(':').next().unwrap_or("");
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    seen.lock().unwrap().push(target.to_string());
+                    if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self { url, tunnels, runtime: Some(runtime) }
+    }
+}
