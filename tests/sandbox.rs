@@ -106,7 +106,7 @@ fn hostile_ungranted_workspace_call_is_refused_and_logged() {
     let out = contained_with(
         "ungranted-call",
         Some(manifest),
-        1,
+        5,
         "does not grant the policy the workspace operation `list-tokens`",
     );
     assert!(out.stderr.contains("denied:"), "the host logs the denial:\n{}", out.stderr);

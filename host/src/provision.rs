@@ -238,6 +238,9 @@ pub(crate) fn failure_from_run(policy: &str, error: RunError) -> Failure {
         RunError::Policy(PolicyError::Workspace(e)) => {
             // The host already wrote the status, code and fix into the message.
             let api = ApiError { status: e.status, error_code: e.error_code, message: e.message };
+            if api.error_code == crate::databricks::error::codes::NOT_GRANTED {
+                return Failure::Policy(format!("policy {policy}: {}", api.message));
+            }
             match api.class() {
                 ErrorClass::Auth => Failure::Auth(api.message),
                 ErrorClass::Transient => Failure::Transient(api.message),
