@@ -184,6 +184,29 @@ pub struct PolicyEnv {
     pub secret_refs: BTreeMap<String, String>,
 }
 
+impl PolicyEnv {
+    /// The variables from `env` that policies may see, the resolved client id, and the client
+    /// secret as a reference issued by `vault`.
+    pub fn new(
+        env: &BTreeMap<String, String>,
+        client_id: Option<&str>,
+        client_secret: Option<&Secret>,
+        vault: &mut SecretVault,
+    ) -> Self {
+        let mut vars: BTreeMap<String, String> =
+            env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(id) = client_id {
+            vars.insert("DATABRICKS_CLIENT_ID".into(), id.to_string());
+        }
+        let mut secret_refs = BTreeMap::new();
+        if let Some(secret) = client_secret {
+            secret_refs
+                .insert("DATABRICKS_CLIENT_SECRET".into(), vault.issue(secret.clone(), "DATABRICKS_CLIENT_SECRET"));
+        }
+        Self { vars, secret_refs }
+    }
+}
+
 /// Plain variables passed to policies: the documented settings, the App's identity, and
 /// anything named `DEVBOX_*` (deployment-specific policy settings) except the host's own
 /// `DEVBOX_AUTH_*`.
@@ -252,7 +275,7 @@ impl Effects {
     }
 
     pub fn operation_granted(&self, operation: &str) -> bool {
-        self.granted_operations.iter().any(|g| g == operation || g == "*")
+        self.granted_operations.iter().any(|g| g == operation)
     }
 }
 

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runtime::limits::SandboxLimits;
 use crate::sandbox::{FileLimits, PathGrants, paths};
@@ -48,7 +48,7 @@ pub struct PolicySection {
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsSection {
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct GrantsSection {
     pub workspace: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub fuel: Option<u64>,
@@ -76,6 +76,47 @@ pub struct Deployment {
     pub operation_grants: Option<Vec<String>>,
     pub limits: SandboxLimits,
     pub file_limits: FileLimits,
+}
+
+impl GrantsSection {
+    /// Validate the patterns and operation names; shared by manifests and test cases.
+    pub fn check(&self) -> Result<(PathGrants, Vec<String>), String> {
+        for pattern in &self.files {
+            let shape = pattern.replace("**", "x").replace('*', "x");
+            paths::check_relative(&shape).map_err(|e| format!("grants.files entry {pattern:?}: {}", e.0))?;
+        }
+        if let Some(op) = self.workspace.iter().find(|op| !WORKSPACE_OPERATIONS.contains(&op.as_str())) {
+            return Err(format!(
+                "grants.workspace entry {op:?} is unknown; use any of {}",
+                WORKSPACE_OPERATIONS.join(", ")
+            ));
+        }
+        Ok((PathGrants::new(self.files.clone()), self.workspace.clone()))
+    }
+}
+
+impl LimitsSection {
+    /// Override the given defaults with every limit set here, after range checks; shared by
+    /// manifests and test cases.
+    pub fn apply(&self, limits: &mut SandboxLimits, files: &mut FileLimits) -> Result<(), String> {
+        if let Some(fuel) = positive(self.fuel, "fuel", u64::MAX / 2)? {
+            limits.fuel = fuel;
+        }
+        if let Some(mb) = positive(self.memory_mb, "memory_mb", 4096)? {
+            limits.memory_bytes = (mb as usize) << 20;
+        }
+        if let Some(ms) = positive(self.timeout_ms, "timeout_ms", 3_600_000)? {
+            limits.deadline = Duration::from_millis(ms);
+        }
+        if let Some(n) = positive(self.max_files, "max_files", 10_000)? {
+            files.max_files = n;
+        }
+        if let Some(n) = positive(self.max_file_bytes, "max_file_bytes", 64 << 20)? {
+            files.max_file_bytes = n;
+            files.max_total_bytes = files.max_total_bytes.max(n);
+        }
+        Ok(())
+    }
 }
 
 fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
@@ -105,38 +146,11 @@ pub fn load(path: &Path) -> Result<Deployment, String> {
         deployment.sha256 = Some(sha);
     }
     if let Some(grants) = manifest.grants {
-        for pattern in &grants.files {
-            let shape = pattern.replace("**", "x").replace('*', "x");
-            paths::check_relative(&shape).map_err(|e| at(format!("grants.files entry {pattern:?}: {}", e.0)))?;
-        }
-        for op in &grants.workspace {
-            if !WORKSPACE_OPERATIONS.contains(&op.as_str()) {
-                return Err(at(format!(
-                    "grants.workspace entry {op:?} is unknown; use any of {}",
-                    WORKSPACE_OPERATIONS.join(", ")
-                )));
-            }
-        }
-        deployment.file_grants = Some(PathGrants::new(grants.files));
-        deployment.operation_grants = Some(grants.workspace);
+        let (files, workspace) = grants.check().map_err(at)?;
+        deployment.file_grants = Some(files);
+        deployment.operation_grants = Some(workspace);
     }
-    let limits = manifest.limits;
-    if let Some(fuel) = positive(limits.fuel, "fuel", u64::MAX / 2).map_err(at)? {
-        deployment.limits.fuel = fuel;
-    }
-    if let Some(mb) = positive(limits.memory_mb, "memory_mb", 4096).map_err(at)? {
-        deployment.limits.memory_bytes = (mb as usize) << 20;
-    }
-    if let Some(ms) = positive(limits.timeout_ms, "timeout_ms", 3_600_000).map_err(at)? {
-        deployment.limits.deadline = Duration::from_millis(ms);
-    }
-    if let Some(n) = positive(limits.max_files, "max_files", 10_000).map_err(at)? {
-        deployment.file_limits.max_files = n;
-    }
-    if let Some(n) = positive(limits.max_file_bytes, "max_file_bytes", 64 << 20).map_err(at)? {
-        deployment.file_limits.max_file_bytes = n;
-        deployment.file_limits.max_total_bytes = deployment.file_limits.max_total_bytes.max(n);
-    }
+    manifest.limits.apply(&mut deployment.limits, &mut deployment.file_limits).map_err(at)?;
     Ok(deployment)
 }
 

@@ -12,9 +12,7 @@ use crate::databricks::config::{self, Env};
 use crate::databricks::error::ErrorClass;
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{ApiError, TokenInfo, WorkspaceClient};
-use crate::effects::{
-    Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy,
-};
+use crate::effects::{Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace};
 use crate::runtime::bindings::{FileErrorKind, PolicyError};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
@@ -194,19 +192,6 @@ fn simulated_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     })
 }
 
-fn policy_env(opts: &ProvisionOptions, target: &Target, vault: &mut SecretVault) -> PolicyEnv {
-    let mut env = PolicyEnv::default();
-    env.vars = opts.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    if let Some(id) = &target.client_id {
-        env.vars.insert("DATABRICKS_CLIENT_ID".into(), id.clone());
-    }
-    if let Some(secret) = &target.client_secret {
-        let reference = vault.issue(secret.clone(), "DATABRICKS_CLIENT_SECRET");
-        env.secret_refs.insert("DATABRICKS_CLIENT_SECRET".into(), reference);
-    }
-    env
-}
-
 fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<LoadedPolicy, Failure> {
     let (name, wasm) = match &opts.policy {
         PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.to_vec()),
@@ -327,7 +312,7 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
         redactor.register(secret);
     }
     let mut vault = SecretVault::default();
-    let env = policy_env(&opts, &target, &mut vault);
+    let env = PolicyEnv::new(&opts.env, target.client_id.as_deref(), target.client_secret.as_ref(), &mut vault);
     let log = PolicyLog {
         policy: policy.name.clone(),
         echo_level: opts.echo_level,

@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::databricks::{ApiError, client};
-use crate::effects::{Effects, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace, is_passed_to_policy};
-use crate::manifest::WORKSPACE_OPERATIONS;
+use crate::effects::{Effects, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace};
+use crate::manifest::{GrantsSection, LimitsSection, WORKSPACE_OPERATIONS};
 use crate::provision::{default_file_grants, default_operation_grants, failure_from_run, undo_tokens};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::{LoadedPolicy, PolicyRuntime};
-use crate::sandbox::{FileLimits, FileSandbox, PathGrants};
+use crate::sandbox::{FileLimits, FileSandbox};
 use crate::secret::{Redactor, Secret};
 
 /// A simulated workspace error, as a case file writes it.
@@ -63,21 +63,6 @@ impl Default for WorkspaceSpec {
             endpoints: Vec::new(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GrantsSpec {
-    pub files: Vec<String>,
-    pub workspace: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsSpec {
-    pub fuel: Option<u64>,
-    pub memory_mb: Option<u64>,
-    pub timeout_ms: Option<u64>,
 }
 
 /// What one file is expected to hold. Every given check must pass.
@@ -122,9 +107,10 @@ pub struct Case {
     pub workspace: WorkspaceSpec,
     /// Files already in the home directory.
     pub files: BTreeMap<String, String>,
-    /// Defaults to the built-in grants.
-    pub grants: Option<GrantsSpec>,
-    pub limits: Option<LimitsSpec>,
+    /// Defaults to the built-in grants. Same form as a deployment manifest's `[grants]`.
+    pub grants: Option<GrantsSection>,
+    /// Same form as a deployment manifest's `[limits]`.
+    pub limits: Option<LimitsSection>,
     pub expect: Expect,
 }
 
@@ -153,7 +139,7 @@ impl Case {
     }
 
     pub fn grants(mut self, files: &[&str], workspace: &[&str]) -> Self {
-        self.grants = Some(GrantsSpec {
+        self.grants = Some(GrantsSection {
             files: files.iter().map(|s| s.to_string()).collect(),
             workspace: workspace.iter().map(|s| s.to_string()).collect(),
         });
@@ -161,7 +147,7 @@ impl Case {
     }
 
     pub fn limits(mut self, fuel: Option<u64>, memory_mb: Option<u64>, timeout_ms: Option<u64>) -> Self {
-        self.limits = Some(LimitsSpec { fuel, memory_mb, timeout_ms });
+        self.limits = Some(LimitsSection { fuel, memory_mb, timeout_ms, ..LimitsSection::default() });
         self
     }
 }
@@ -194,6 +180,23 @@ pub struct CaseResult {
     pub peak_memory: usize,
     #[serde(skip)]
     pub duration: Duration,
+}
+
+impl CaseResult {
+    /// A case that could not run because it is malformed.
+    fn invalid(message: String) -> Self {
+        Self {
+            error: Some(CaseError { kind: "invalid-case".into(), message }),
+            operations: Vec::new(),
+            requests: Vec::new(),
+            files: BTreeMap::new(),
+            logs: Vec::new(),
+            live_tokens: Vec::new(),
+            fuel_used: 0,
+            peak_memory: 0,
+            duration: Duration::ZERO,
+        }
+    }
 }
 
 pub struct PolicyHarness {
@@ -235,25 +238,21 @@ impl PolicyHarness {
         sim.tokens = case.workspace.tokens.iter().filter_map(client::token_info).collect();
         sim.endpoints = case.workspace.endpoints.iter().filter_map(client::serving_endpoint).collect();
 
-        let grants = case.grants.clone();
-        let file_grants = grants.as_ref().map(|g| PathGrants::new(g.files.clone())).unwrap_or_else(default_file_grants);
-        let operation_grants = grants.map(|g| g.workspace).unwrap_or_else(default_operation_grants);
+        let (file_grants, operation_grants) = match case.grants.as_ref().map(GrantsSection::check).transpose() {
+            Ok(Some(grants)) => grants,
+            Ok(None) => (default_file_grants(), default_operation_grants()),
+            Err(e) => return CaseResult::invalid(e),
+        };
+        let (mut limits, mut file_limits) = (SandboxLimits::default(), FileLimits::default());
+        if let Some(Err(e)) = case.limits.as_ref().map(|l| l.apply(&mut limits, &mut file_limits)) {
+            return CaseResult::invalid(e);
+        }
         let files = case.files.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
-        let files = FileSandbox::in_memory("/home/app", files, FileLimits::default(), file_grants);
+        let files = FileSandbox::in_memory("/home/app", files, file_limits, file_grants);
 
         let mut vault = SecretVault::default();
-        let mut env = PolicyEnv::default();
-        env.vars =
-            case.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        if let Some(id) = &case.client_id {
-            env.vars.insert("DATABRICKS_CLIENT_ID".into(), id.clone());
-        }
-        if let Some(secret) = &case.client_secret {
-            env.secret_refs.insert(
-                "DATABRICKS_CLIENT_SECRET".into(),
-                vault.issue(Secret::new(secret.clone()), "DATABRICKS_CLIENT_SECRET"),
-            );
-        }
+        let client_secret = case.client_secret.clone().map(Secret::new);
+        let env = PolicyEnv::new(&case.env, case.client_id.as_deref(), client_secret.as_ref(), &mut vault);
         let log = PolicyLog { policy: self.policy.name.clone(), echo_level: None, redactor, lines: Vec::new() };
         let effects = Effects::new(
             Workspace::Simulated(sim),
@@ -265,7 +264,6 @@ impl PolicyHarness {
             log,
             operation_grants,
         );
-        let limits = case_limits(case.limits.as_ref());
         let (mut effects, stats, result) = self.runtime.run(&self.policy, effects, &limits).await;
         let error = match result {
             Ok(()) => None,
@@ -301,16 +299,6 @@ impl PolicyHarness {
             duration: stats.duration,
         }
     }
-}
-
-fn case_limits(spec: Option<&LimitsSpec>) -> SandboxLimits {
-    let mut limits = SandboxLimits::default();
-    if let Some(spec) = spec {
-        limits.fuel = spec.fuel.unwrap_or(limits.fuel);
-        limits.memory_bytes = spec.memory_mb.map(|mb| (mb as usize) << 20).unwrap_or(limits.memory_bytes);
-        limits.deadline = spec.timeout_ms.map(Duration::from_millis).unwrap_or(limits.deadline);
-    }
-    limits
 }
 
 fn error_kind(error: &crate::runtime::RunError) -> String {
@@ -414,17 +402,19 @@ impl Case {
         problems
     }
 
-    /// Reject case files that reference operations that do not exist.
+    /// Reject case files that name operations that do not exist or hold bad grants or limits.
     pub fn validate(&self) -> Result<(), String> {
-        let unknown = |op: &String| !WORKSPACE_OPERATIONS.contains(&op.as_str());
-        if let Some(op) = self.workspace.fail.keys().find(|op| unknown(op)) {
+        if let Some(op) = self.workspace.fail.keys().find(|op| !WORKSPACE_OPERATIONS.contains(&op.as_str())) {
             return Err(format!(
                 "workspace.fail names unknown operation {op:?}; use any of {}",
                 WORKSPACE_OPERATIONS.join(", ")
             ));
         }
-        if let Some(op) = self.grants.as_ref().and_then(|g| g.workspace.iter().find(|op| unknown(op))) {
-            return Err(format!("grants.workspace names unknown operation {op:?}"));
+        if let Some(grants) = &self.grants {
+            grants.check()?;
+        }
+        if let Some(limits) = &self.limits {
+            limits.apply(&mut SandboxLimits::default(), &mut FileLimits::default())?;
         }
         Ok(())
     }

@@ -193,10 +193,19 @@ impl Emulator {
 
     /// Every secret this emulator handed out or accepted.
     pub fn secrets(&self) -> Vec<String> {
-        let mut all = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
-        all.extend(self.state.lock().unwrap().tokens.iter().map(|(v, _)| v.clone()));
-        all
+        known_secrets(Some(&self.state))
     }
+}
+
+/// The fixed test credentials, plus every token `state` minted (live or since deleted).
+fn known_secrets(state: Option<&Arc<Mutex<State>>>) -> Vec<String> {
+    let mut all = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
+    if let Some(state) = state {
+        let state = state.lock().unwrap();
+        all.extend(state.tokens.iter().map(|(v, _)| v.clone()));
+        all.extend(state.revoked.iter().cloned());
+    }
+    all
 }
 
 fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
@@ -482,13 +491,7 @@ pub fn devbox_auth(run: &Run, args: &[&str]) -> Outcome {
         .output()
         .unwrap();
     let outcome = Outcome::from(output);
-    let mut secrets = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
-    if let Some(state) = &run.watched {
-        let state = state.lock().unwrap();
-        secrets.extend(state.tokens.iter().map(|(v, _)| v.clone()));
-        secrets.extend(state.revoked.iter().cloned());
-    }
-    outcome.leaks_none_of(&secrets);
+    outcome.leaks_none_of(&known_secrets(run.watched.as_ref()));
     outcome
 }
 

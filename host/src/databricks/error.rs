@@ -64,7 +64,7 @@ impl ApiError {
             (_, "QUOTA_EXCEEDED") => {
                 "the principal has too many live tokens (600 max): delete unused ones with `databricks tokens list/delete`"
             }
-            (403, _) if message.contains("permission to use tokens") || message.contains("tokens") => {
+            (403, _) if message.contains("tokens") => {
                 "a workspace admin must enable personal access tokens and grant this principal CAN_USE on tokens (Settings > Advanced > Personal Access Tokens > Permissions)"
             }
             (_, "INVALID_PARAMETER_VALUE") if message.contains("lifetime") => {
