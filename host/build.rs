@@ -23,11 +23,28 @@ fn main() {
 
     // Escape hatch for packagers who build the guest themselves.
     let wasm = match env::var_os("DEVBOX_AUTH_DEFAULT_POLICY_WASM") {
-        Some(prebuilt) => PathBuf::from(prebuilt),
+        Some(prebuilt) => {
+            let prebuilt = PathBuf::from(prebuilt);
+            println!("cargo:rerun-if-changed={}", prebuilt.display());
+            prebuilt
+        }
         None => build_guest(&root, &out_dir),
     };
+    let bytes =
+        std::fs::read(&wasm).unwrap_or_else(|e| panic!("cannot read the default policy {}: {e}", wasm.display()));
+    // The component-model binary header: `\0asm`, then version 0x0d and layer 1.
+    if !bytes.starts_with(b"\0asm\x0d\x00\x01\x00") {
+        panic!(
+            "{} is not a WebAssembly component (build the policy for {TARGET}); refusing to embed it",
+            wasm.display()
+        );
+    }
+    // Written, not copied: the source may be this very file (a packager pointing
+    // DEVBOX_AUTH_DEFAULT_POLICY_WASM into OUT_DIR), and a copy onto itself truncates it.
     let embedded = out_dir.join("default_policy.wasm");
-    std::fs::copy(&wasm, &embedded).unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+    if std::fs::read(&embedded).ok().as_deref() != Some(bytes.as_slice()) {
+        std::fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", embedded.display()));
+    }
 }
 
 fn rustc() -> String {

@@ -33,6 +33,61 @@ fn rate_limited_create_waits_for_retry_after_then_succeeds() {
 }
 
 #[test]
+fn an_unavailable_create_honours_retry_after_and_reconciles_first() {
+    let emulator = Emulator::start();
+    emulator.script(
+        "POST /api/2.0/token/create",
+        [Canned::error(503, "TEMPORARILY_UNAVAILABLE", "busy").with_header("Retry-After", "2").after_acting()],
+    );
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let creates = emulator.requests_to("POST", "/api/2.0/token/create");
+    assert_eq!(creates.len(), 2);
+    assert!(creates[1].at - creates[0].at >= Duration::from_millis(1950), "{:?}", creates[1].at - creates[0].at);
+    assert_eq!(emulator.live_tokens().len(), 1, "the token minted behind the 503 was deleted");
+}
+
+#[test]
+fn a_retry_after_beyond_the_budget_fails_at_once_and_says_so() {
+    let emulator = Emulator::start();
+    emulator.script(
+        "POST /api/2.0/token/create",
+        [Canned::error(429, "REQUEST_LIMIT_EXCEEDED", "slow down").with_header("Retry-After", "40")],
+    );
+    let started = Instant::now();
+    Run::app(&emulator).provision(&["--timeout", "5"]).failure(4, "asked to retry after 40 s");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_client_id_with_a_newline_is_a_usage_error_before_anything_is_minted() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DATABRICKS_CLIENT_ID", "sp-id\ninjected = 1");
+    run.provision(&[]).failure(2, "DATABRICKS_CLIENT_ID (from environment) contains whitespace");
+    assert!(emulator.requests().is_empty());
+}
+
+#[test]
+fn a_closed_stdout_ends_a_dry_run_quietly() {
+    use std::io::Read;
+    let run = Run::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .args(["provision", "--dry-run"])
+        .env_clear()
+        .envs(&run.env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take()); // like `| head -c 8`
+    let out = support::Outcome::from(child.wait_with_output().unwrap());
+    assert!(out.code == 0 || out.code == 141, "{out:?}");
+    assert!(!out.stderr.contains("internal error"), "{}", out.stderr);
+}
+
+#[test]
 fn unavailable_token_endpoint_is_retried() {
     let emulator = Emulator::start();
     emulator.script("POST /oidc/v1/token", [Canned::raw(503, "upstream unavailable"), Canned::raw(503, "")]);
@@ -183,23 +238,22 @@ fn https_proxy_is_honoured() {
 
 #[test]
 fn concurrent_runs_on_one_home_take_turns() {
+    // Each run reads a file, waits, then writes it back with its own line added. Without the
+    // home lock the second run would read before the first one's commit and drop its line.
     let emulator = Emulator::start();
-    let slow = || Canned::error(200, "", "").delayed(Duration::from_millis(1500));
-    // Each run's create is slow, so the runs overlap unless they serialize.
-    emulator.script("GET /.well-known/databricks-config", [slow(), slow()]);
-    let run = Run::app(&emulator);
+    let run = Run::app(&emulator)
+        .var("DEVBOX_AUTH_POLICY", support::fixture_guest("hostile").to_str().unwrap())
+        .var("DEVBOX_HOSTILE", "append");
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| run.provision(&[]));
+        let a = s.spawn(|| support::devbox_auth(&run.clone_with("DEVBOX_HOSTILE_ID", "first"), &["provision"]));
         std::thread::sleep(Duration::from_millis(200));
-        let b = s.spawn(|| run.provision(&[]));
+        let b = s.spawn(|| support::devbox_auth(&run.clone_with("DEVBOX_HOSTILE_ID", "second"), &["provision"]));
         (a.join().unwrap(), b.join().unwrap())
     });
     a.success();
     b.success();
     assert!(b.stderr.contains("waiting for it") || a.stderr.contains("waiting for it"), "{}\n{}", a.stderr, b.stderr);
-    let live: Vec<String> = emulator.live_tokens().into_iter().map(|(v, _)| v).collect();
-    assert_eq!(live.len(), 2);
-    assert!(live.contains(&config_api_key(&run)));
+    assert_eq!(run.read(".claude-code-router/log.txt"), "first\nsecond\n", "both runs' effects are merged, in order");
 }
 
 #[test]
@@ -238,17 +292,29 @@ fn a_config_symlinked_out_of_home_is_refused_before_minting() {
 }
 
 #[test]
-fn a_config_symlinked_inside_home_is_updated_through_the_link() {
+fn a_config_symlinked_within_the_grants_is_updated_through_the_link() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.write(".claude-code-router/profiles/work.json", "{\"mine\": 1}");
+    std::os::unix::fs::symlink("profiles/work.json", run.path(CCR_CONFIG)).unwrap();
+    run.provision(&[]).success();
+    assert!(std::fs::symlink_metadata(run.path(CCR_CONFIG)).unwrap().file_type().is_symlink());
+    let config: Value = serde_json::from_str(&run.read(".claude-code-router/profiles/work.json")).unwrap();
+    assert_eq!(config["mine"], 1);
+    assert_eq!(config["Providers"][0]["api_key"], emulator.live_tokens()[0].0.as_str());
+}
+
+#[test]
+fn a_config_symlinked_outside_the_grants_is_refused_before_minting() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator);
     run.write("dotfiles/ccr.json", "{\"mine\": 1}");
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink(run.path("dotfiles/ccr.json"), run.path(CCR_CONFIG)).unwrap();
-    run.provision(&[]).success();
-    assert!(std::fs::symlink_metadata(run.path(CCR_CONFIG)).unwrap().file_type().is_symlink());
-    let config: Value = serde_json::from_str(&run.read("dotfiles/ccr.json")).unwrap();
-    assert_eq!(config["mine"], 1);
-    assert_eq!(config["Providers"][0]["api_key"], emulator.live_tokens()[0].0.as_str());
+    let before = run.snapshot();
+    run.provision(&[]).failure(5, "symlink to ~/dotfiles/ccr.json");
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
 }
 
 #[test]
@@ -273,6 +339,7 @@ impl TmpfsHome {
             .stderr(std::process::Stdio::null())
             .status();
         if !status.is_ok_and(|s| s.success()) {
+            assert!(!support::must_not_skip(), "cannot mount a tmpfs here (needs root); in CI this is a failure");
             eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
             return None;
         }

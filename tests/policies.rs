@@ -31,7 +31,7 @@ fn testkit_runs_the_embedded_default_policy_without_disk_or_workspace() {
 #[test]
 fn testkit_denies_ungranted_files_before_anything_is_minted() {
     let harness = PolicyHarness::from_bytes("default", DEFAULT_POLICY_WASM).unwrap();
-    let case = Case::default().grants(&[".claude-code-router/**"], &["create-token"]);
+    let case = Case::default().grants(&[".claude-code-router/**"], &[devbox_auth::effects::Operation::CreateToken]);
     let result = harness.run(&case);
     let error = result.error.expect("reading an ungranted file fails");
     assert_eq!(error.kind, "file");

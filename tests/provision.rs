@@ -51,9 +51,13 @@ fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() 
     assert_eq!(create.header("authorization"), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
     let body = create.json();
     assert_eq!(body["lifetime_seconds"], 3600);
+    // The policy's comment, then the host's marker: deployment id / unguessable run nonce - call.
     let comment = body["comment"].as_str().unwrap();
-    let nanos = comment.strip_prefix("sdk-").expect("comment is sdk-<ns>");
+    let (policy_part, marker) = comment.split_once(" (devbox-auth ").expect("the host's marker");
+    let nanos = policy_part.strip_prefix("sdk-").expect("comment is sdk-<ns>");
     assert!(nanos.len() >= 18 && nanos.bytes().all(|b| b.is_ascii_digit()), "{comment}");
+    let (deployment, nonce) = marker.trim_end_matches(")").split_once("/").unwrap();
+    assert!(deployment.len() == 12 && nonce.len() == 18 && nonce.ends_with("-1"), "{comment}");
 
     let (token_value, info) = minted(&emulator);
     let config = config_json(&run);

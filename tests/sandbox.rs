@@ -226,7 +226,7 @@ fn sha256_of(path: &Path) -> String {
 }
 
 #[test]
-fn a_tampered_cache_entry_is_recompiled_not_trusted() {
+fn a_damaged_or_untrusted_cache_entry_is_recompiled_not_deserialized() {
     let run = Run::new();
     let cache = tempfile::tempdir().unwrap();
     let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().to_str().unwrap());
@@ -245,6 +245,14 @@ fn a_tampered_cache_entry_is_recompiled_not_trusted() {
     assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
     assert_eq!(std::fs::read(&entry).unwrap(), good, "the damaged entry was replaced");
     std::fs::write(&entry, &good[..100]).unwrap();
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+
+    // Intact, but writable by others: someone else could have put it there.
+    use std::os::unix::fs::PermissionsExt;
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Hit"));
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
 }
 
@@ -278,4 +286,128 @@ fn secrets_are_only_written_into_private_files() {
     run.provision(&[]).failure(5, "must be 0600");
     assert_eq!(run.snapshot(), before);
     assert!(emulator.live_tokens().is_empty());
+}
+
+#[test]
+fn grants_are_checked_against_where_a_symlink_leads() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "ssh");
+    run.write(".ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n");
+    std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
+    std::os::unix::fs::symlink("../.ssh", run.path(".claude-code-router/keys")).unwrap();
+    let before = run.snapshot();
+    run.provision(&[]).failure(5, "symlink to ~/.ssh/id_ed25519");
+    assert_eq!(run.snapshot(), before);
+    assert!(!run.path(".ssh/authorized_keys").exists());
+}
+
+#[test]
+fn no_grant_reaches_the_hosts_own_cache() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "cache");
+    let cache = run.path(".cache/devbox-auth");
+    let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.to_str().unwrap());
+    let manifest = write_manifest(&run, "[grants]\nfiles = [\".cache/**\", \".claude-code-router/**\"]\n");
+    let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
+    out.failure(5, "belongs to devbox-auth itself");
+    assert!(!cache.join("evil.cwasm").exists());
+}
+
+#[test]
+fn the_deadline_bounds_time_spent_waiting_in_host_calls() {
+    for behaviour in ["sleep", "sleep-forever"] {
+        let started = std::time::Instant::now();
+        contained_with(behaviour, Some("[limits]\ntimeout_ms = 1000\n"), 5, "ran past its deadline of 1000 ms");
+        // Not a speed assertion: the policy asked to sleep 6 s (or forever); it must not get to.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{behaviour}: {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "read-fifo");
+    std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
+    let fifo = std::ffi::CString::new(run.path(".claude-code-router/fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    run.provision(&["--manifest", write_manifest(&run, "[limits]\ntimeout_ms = 20000\n").to_str().unwrap()])
+        .failure(5, "not a regular file");
+}
+
+#[test]
+fn sigterm_during_a_run_deletes_what_it_minted_and_says_so() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "mint-then-sleep");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("provision")
+        .env_clear()
+        .envs(&run.env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while emulator.live_tokens().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the policy never minted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = support::Outcome::from(child.wait_with_output().unwrap());
+    out.failure(143, "stopped by SIGTERM").leaks_none_of(&emulator.secrets());
+    assert!(out.stderr.contains("deleted again"), "{}", out.stderr);
+    assert!(emulator.live_tokens().is_empty(), "{:?}", emulator.live_tokens());
+}
+
+#[test]
+fn log_lines_over_the_budget_are_dropped_with_a_count_not_killed() {
+    let emulator = Emulator::start();
+    let out = hostile(&emulator, "log-flood").provision(&[]);
+    out.success();
+    assert!(out.stderr.lines().count() <= 205, "{} lines", out.stderr.lines().count());
+    assert!(
+        out.stderr.contains("199800 log lines dropped (over the budget of 200 lines"),
+        "{}",
+        out.stderr.lines().last().unwrap()
+    );
+}
+
+#[test]
+fn one_token_per_run_and_only_lifetimes_in_range() {
+    contained("mint-twice", 5, "asked for more than 1 token(s) in one run");
+    contained("mint-forever", 5, "asked for a token lifetime of 18446744073709551615 s, outside 1..=63072000 s");
+}
+
+#[test]
+fn by_default_a_policy_cannot_list_or_delete_tokens() {
+    let emulator = Emulator::start();
+    let foreign = emulator.add_foreign_token("a person's own token");
+    let out = hostile(&emulator, "delete-all").provision(&[]);
+    out.failure(5, "does not grant the policy the workspace operation `list-tokens`");
+    assert_eq!(emulator.live_tokens().iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(), [foreign]);
+    assert!(emulator.requests_to("POST", "/api/2.0/token/delete").is_empty());
+}
+
+#[test]
+fn reads_have_a_budget() {
+    contained("read-many", 5, "read more than 64 files in one run");
+}
+
+#[test]
+fn policy_text_in_output_is_bounded_escaped_and_attributed() {
+    let out = contained("long-error", 1, "gave up: «xxxx");
+    let line = out.stderr.lines().find(|l| l.starts_with("devbox-auth: error")).unwrap();
+    assert!(line.len() < 1000 && line.contains("more bytes)"), "{} bytes", line.len());
+
+    let out = contained("ansi", 1, "gave up: «\\u{1b}[31mred\\u{a}forged");
+    assert!(!out.stderr.contains('\x1b') && !out.stderr.contains('\u{202e}'), "{:?}", out.stderr);
+    assert!(!out.stderr.lines().any(|l| l.starts_with("forged")), "{}", out.stderr);
+
+    let out = contained(
+        "newline-path",
+        5,
+        "~/.databrickscfg.bak-1\\u{a}devbox-auth: forged line: the path contains a control character",
+    );
+    assert!(!out.stderr.lines().any(|l| l.starts_with("devbox-auth: forged")), "{}", out.stderr);
 }

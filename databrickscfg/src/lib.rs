@@ -113,14 +113,14 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
         let trimmed = content.trim();
         if let Some(rest) = trimmed.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {
-                return Err(err(format!("section header `{trimmed}` has no closing `]`")));
+                return Err(err("a section header has no closing `]`".into()));
             };
             let name = name.trim().to_string();
             if name.is_empty() {
                 return Err(err("empty section name `[]`".into()));
             }
             if sections.contains(&name) {
-                return Err(err(format!("profile [{name}] appears twice")));
+                return Err(err(format!("profile {} appears twice", describe(&name, "a profile"))));
             }
             sections.push(name.clone());
             keys_in_section.clear();
@@ -129,7 +129,7 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
             continue;
         }
         let Some(split) = trimmed.find(['=', ':']) else {
-            return Err(err(format!("expected `[profile]` or `key = value`, found `{}`", first_word(trimmed))));
+            return Err(err("expected `[profile]` or `key = value`".into()));
         };
         let key = trimmed[..split].trim().to_lowercase();
         let value = trimmed[split + 1..].trim().to_string();
@@ -137,12 +137,14 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
             return Err(err("entry has an empty key".into()));
         }
         if sections.is_empty() {
-            return Err(err(format!("`{key}` appears before any [profile] header")));
+            return Err(err(format!("{} appears before any [profile] header", describe(&key, "an entry"))));
         }
         if keys_in_section.contains(&key) {
+            let section = sections.last().map(String::as_str).unwrap_or_default();
             return Err(err(format!(
-                "`{key}` appears twice in profile [{}]",
-                sections.last().map(String::as_str).unwrap_or_default()
+                "{} appears twice in profile {}",
+                describe(&key, "an entry"),
+                describe(section, "[...]")
             )));
         }
         keys_in_section.push(key.clone());
@@ -152,10 +154,13 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
     Ok(Document { lines, trailing_newline })
 }
 
-/// Errors quote the first word only: a malformed line may hold a secret.
-fn first_word(s: &str) -> String {
-    let word: String = s.chars().take_while(|c| !c.is_whitespace()).take(24).collect();
-    if word.len() < s.len() { format!("{word}...") } else { word }
+/// How an error names a key or profile: quoted when it looks like a name, otherwise only by
+/// what it is — a malformed line may be a pasted secret, and errors never show content.
+fn describe(name: &str, what: &str) -> String {
+    let looks_like_a_name = name.len() <= 40
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.chars().filter(char::is_ascii_digit).count() < 6;
+    if looks_like_a_name { format!("`{name}`") } else { what.to_string() }
 }
 
 impl Document {
@@ -356,20 +361,26 @@ mod tests {
     }
 
     #[test]
-    fn malformed_files_name_the_line_and_never_echo_a_whole_line() {
+    fn malformed_files_name_the_line_and_key_never_the_content() {
+        // The secret stands where a careless paste puts it: first on its line.
+        let secret = "dapi0123456789abcdef0123456789abcdef";
         let cases = [
-            ("host = x\n", 1, "before any [profile]"),
-            ("[a\n", 1, "no closing"),
-            ("[a]\nthis line has no separator dapiSECRETVALUE\n", 2, "expected `[profile]`"),
-            ("[a]\n[a]\n", 2, "appears twice"),
-            ("[a]\nk=1\nK=2\n", 3, "appears twice"),
-            ("  indented\n", 1, "indented line"),
+            ("host = x\n".to_string(), 1, "`host` appears before any [profile]"),
+            (format!("{secret} = x\n"), 1, "an entry appears before any [profile]"),
+            ("[a\n".to_string(), 1, "no closing"),
+            (format!("[{secret}\n"), 1, "no closing"),
+            (format!("[a]\n{secret}\n"), 2, "expected `[profile]`"),
+            (format!("[a]\n{secret} and more\n"), 2, "expected `[profile]`"),
+            ("[a]\n[a]\n".to_string(), 2, "`a` appears twice"),
+            (format!("[{secret}]\n[{secret}]\n"), 2, "a profile appears twice"),
+            ("[a]\nk=1\nK=2\n".to_string(), 3, "`k` appears twice in profile `a`"),
+            (format!("  {secret}\n"), 1, "indented line"),
         ];
         for (text, line, needle) in cases {
-            let err = parse(text).unwrap_err();
+            let err = parse(&text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}");
             assert!(err.message.contains(needle), "{text:?}: {err}");
-            assert!(!err.to_string().contains("SECRETVALUE"), "{err}");
+            assert!(!err.to_string().contains("0123456"), "{err}");
         }
     }
 

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::databricks::http::HttpSettings;
 use crate::effects::LogLevel;
-use crate::provision::{self, Failure, Outcome, PolicyChoice, ProvisionOptions};
+use crate::failure::Failure;
+use crate::output::{self, policy_text};
+use crate::provision::{self, Outcome, PolicyChoice, ProvisionOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,6 +116,7 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
         home,
         policy: args.policy.or(deployment.policy_file).map(PolicyChoice::File).unwrap_or(PolicyChoice::Embedded),
         pinned_sha256: deployment.sha256,
+        manifest: args.manifest,
         dry_run: args.dry_run,
         env,
         http,
@@ -128,46 +131,69 @@ fn options(args: ProvisionArgs) -> Result<ProvisionOptions, Failure> {
 
 fn print_outcome(outcome: &Outcome, dry_run: bool) {
     if dry_run {
-        println!("devbox-auth provision --dry-run: nothing was sent and no config file was written.");
-        println!(
+        output::out("devbox-auth provision --dry-run: nothing was sent and no config file was written.");
+        output::out(&format!(
             "policy:    {}, sha256 {}, loaded in {} ms (cache: {:?})",
             outcome.policy,
             &outcome.policy_sha256[..12],
             outcome.load_time.as_millis(),
             outcome.cache
-        );
-        println!("workspace: {}", outcome.workspace);
-        println!("auth:      {}", outcome.auth);
+        ));
+        output::out(&format!("workspace: {}", outcome.workspace));
+        output::out(&format!("auth:      {}", outcome.auth));
         for note in &outcome.notes {
-            println!("note:      {note}");
+            output::out(&format!("note:      {note}"));
         }
-        println!("would send:");
+        output::out("would send:");
         for request in &outcome.requests {
-            println!("  {request}");
+            output::out(&format!("  {request}"));
         }
-        println!("would write:");
+        output::out("would write:");
         for file in &outcome.files {
-            println!("  ~/{} (mode {:04o}, {} bytes)", file.path, file.mode, file.bytes);
+            output::out(&format!("  ~/{} (mode {:04o}, {} bytes)", file.path, file.mode, file.bytes));
             for line in file.masked_contents.as_deref().unwrap_or_default().lines() {
-                println!("    | {line}");
+                output::out(&format!("    | {line}"));
             }
         }
         return;
     }
     for token in &outcome.minted {
-        let lifetime = (token.expiry_time_ms - token.creation_time_ms) / 1000;
-        println!("devbox-auth: minted token {} ({}), valid for {lifetime} s", token.token_id, token.comment);
+        let lifetime = token.expiry_time_ms.saturating_sub(token.creation_time_ms) / 1000;
+        output::out(&format!(
+            "devbox-auth: minted token {} {}, valid for {lifetime} s",
+            token.token_id,
+            policy_text(&token.comment)
+        ));
     }
     let paths: Vec<String> = outcome.files.iter().map(|f| format!("~/{}", f.path)).collect();
-    println!("devbox-auth: wrote {}", if paths.is_empty() { "nothing".to_string() } else { paths.join(", ") });
+    output::out(&format!(
+        "devbox-auth: wrote {}",
+        if paths.is_empty() { "nothing".to_string() } else { paths.join(", ") }
+    ));
 }
 
 /// Panics are bugs; their messages could still carry data, so print only where it happened.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("devbox-auth: internal error{at}; please report it (details withheld: they may contain credentials)");
+        output::err(&format!(
+            "devbox-auth: internal error{at}; please report it (details withheld: they may contain credentials)"
+        ));
     }));
+}
+
+/// Resolves with the signal's name when SIGTERM or SIGINT arrives. Listening starts at the
+/// first poll; until then the default action (exit) applies, which is safe while nothing is
+/// minted.
+pub async fn stop_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".to_string(),
+        _ = int.recv() => "SIGINT".to_string(),
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -192,7 +218,7 @@ pub fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))?;
-        runtime.block_on(provision::provision(opts))
+        runtime.block_on(provision::provision(opts, stop_signal()))
     });
     match result {
         Ok(outcome) => {
@@ -200,8 +226,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            // One line; not truncated here: the parts (server messages) are bounded at the source.
-            eprintln!("devbox-auth: error: {}", failure.message().split_whitespace().collect::<Vec<_>>().join(" "));
+            output::err(&format!("devbox-auth: error: {}", failure.message()));
             ExitCode::from(failure.exit_code())
         }
     }

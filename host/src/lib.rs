@@ -7,11 +7,13 @@
 pub mod cli;
 pub mod databricks;
 pub mod effects;
+pub mod failure;
 pub mod manifest;
+pub mod output;
+pub mod pipeline;
 pub mod policy_commands;
 pub mod provision;
 pub mod runtime;
 pub mod sandbox;
-pub mod secret;
+pub mod secrets;
 pub mod testkit;
-pub mod workspace_url;

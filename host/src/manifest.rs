@@ -12,24 +12,32 @@
 //!
 //! [limits]
 //! fuel = 500000000
-//! memory_mb = 32
-//! timeout_ms = 30000
+//! memory_mb = 32              # all memories and tables together
+//! timeout_ms = 30000          # wall clock, host calls included
 //! max_files = 8
 //! max_file_bytes = 262144
+//! log_lines = 200             # more are dropped (and counted)
+//! log_bytes = 65536
+//! token_creates = 1           # create-token calls per run
+//! min_token_lifetime = 60     # seconds
+//! max_token_lifetime = 28800
+//! file_reads = 64
+//! read_bytes = 8388608
 //! ```
 //!
 //! Anything not granted is denied. A section left out keeps the built-in defaults, which grant
-//! exactly what the default policy needs.
+//! exactly what the default policy needs. No grant reaches devbox-auth's own files (its cache,
+//! state, the manifest or the policy).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::effects::Operation;
 use crate::runtime::limits::SandboxLimits;
 use crate::sandbox::{FileLimits, PathGrants, paths};
-
-pub const WORKSPACE_OPERATIONS: &[&str] = &["create-token", "list-tokens", "delete-token", "list-serving-endpoints"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +62,7 @@ pub struct GrantsSection {
     #[serde(default)]
     pub files: Vec<String>,
     #[serde(default)]
-    pub workspace: Vec<String>,
+    pub workspace: Vec<Operation>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -65,6 +73,13 @@ pub struct LimitsSection {
     pub timeout_ms: Option<u64>,
     pub max_files: Option<usize>,
     pub max_file_bytes: Option<usize>,
+    pub log_lines: Option<usize>,
+    pub log_bytes: Option<usize>,
+    pub token_creates: Option<u32>,
+    pub min_token_lifetime: Option<u64>,
+    pub max_token_lifetime: Option<u64>,
+    pub file_reads: Option<u32>,
+    pub read_bytes: Option<usize>,
 }
 
 /// The manifest, checked and with paths resolved.
@@ -73,25 +88,21 @@ pub struct Deployment {
     pub policy_file: Option<PathBuf>,
     pub sha256: Option<String>,
     pub file_grants: Option<PathGrants>,
-    pub operation_grants: Option<Vec<String>>,
+    pub operation_grants: Option<BTreeSet<Operation>>,
     pub limits: SandboxLimits,
     pub file_limits: FileLimits,
 }
 
 impl GrantsSection {
-    /// Validate the patterns and operation names; shared by manifests and test cases.
-    pub fn check(&self) -> Result<(PathGrants, Vec<String>), String> {
+    /// Validate the patterns; shared by manifests and test cases. (Operation names are
+    /// checked when parsing: an unknown one does not deserialize.)
+    pub fn check(&self) -> Result<(PathGrants, BTreeSet<Operation>), String> {
         for pattern in &self.files {
-            let shape = pattern.replace("**", "x").replace('*', "x");
+            let shape = pattern.replace("**", "x").replace(['*', '?', '[', ']'], "x");
             paths::check_relative(&shape).map_err(|e| format!("grants.files entry {pattern:?}: {}", e.0))?;
         }
-        if let Some(op) = self.workspace.iter().find(|op| !WORKSPACE_OPERATIONS.contains(&op.as_str())) {
-            return Err(format!(
-                "grants.workspace entry {op:?} is unknown; use any of {}",
-                WORKSPACE_OPERATIONS.join(", ")
-            ));
-        }
-        Ok((PathGrants::new(self.files.clone()), self.workspace.clone()))
+        let grants = PathGrants::new(self.files.clone()).map_err(|e| format!("grants.files: {e}"))?;
+        Ok((grants, self.workspace.iter().copied().collect()))
     }
 }
 
@@ -114,6 +125,34 @@ impl LimitsSection {
         if let Some(n) = positive(self.max_file_bytes, "max_file_bytes", 64 << 20)? {
             files.max_file_bytes = n;
             files.max_total_bytes = files.max_total_bytes.max(n);
+        }
+        if let Some(n) = positive(self.log_lines, "log_lines", 100_000)? {
+            limits.log_lines = n;
+        }
+        if let Some(n) = positive(self.log_bytes, "log_bytes", 64 << 20)? {
+            limits.log_bytes = n;
+        }
+        if let Some(n) = positive(self.token_creates, "token_creates", 100)? {
+            limits.token_creates = n;
+        }
+        let max_lifetime = crate::runtime::limits::MAX_PAT_LIFETIME_SECONDS;
+        if let Some(n) = positive(self.min_token_lifetime, "min_token_lifetime", max_lifetime)? {
+            limits.min_token_lifetime = n;
+        }
+        if let Some(n) = positive(self.max_token_lifetime, "max_token_lifetime", max_lifetime)? {
+            limits.max_token_lifetime = n;
+        }
+        if limits.min_token_lifetime > limits.max_token_lifetime {
+            return Err(format!(
+                "limits.min_token_lifetime ({}) is above limits.max_token_lifetime ({})",
+                limits.min_token_lifetime, limits.max_token_lifetime
+            ));
+        }
+        if let Some(n) = positive(self.file_reads, "file_reads", 100_000)? {
+            limits.file_reads = n;
+        }
+        if let Some(n) = positive(self.read_bytes, "read_bytes", 1 << 30)? {
+            limits.read_bytes = n;
         }
         Ok(())
     }
@@ -177,7 +216,7 @@ mod tests {
         assert_eq!(d.policy_file.unwrap(), dir.path().join("p.wasm"));
         assert_eq!(d.sha256.unwrap(), sha);
         assert!(d.file_grants.unwrap().allows(".claude-code-router/config.json"));
-        assert_eq!(d.operation_grants.unwrap(), ["create-token"]);
+        assert_eq!(d.operation_grants.unwrap(), BTreeSet::from([Operation::CreateToken]));
         assert_eq!((d.limits.fuel, d.limits.memory_bytes, d.limits.deadline), (10, 2 << 20, Duration::from_millis(5)));
         assert_eq!(d.file_limits.max_files, 3);
     }
@@ -185,7 +224,9 @@ mod tests {
     #[test]
     fn mistakes_are_one_line_errors_naming_the_file() {
         for (text, needle) in [
-            ("[grants]\nworkspace = [\"drop-tables\"]\n", "unknown"),
+            ("[grants]\nworkspace = [\"drop-tables\"]\n", "unknown variant"),
+            ("[grants]\nfiles = [\"a/[b\"]\n", "not a valid pattern"),
+            ("[limits]\nmin_token_lifetime = 100\nmax_token_lifetime = 10\n", "above"),
             ("[grants]\nfiles = [\"../x\"]\n", "`..`"),
             ("[grants]\nfiles = [\"/etc/*\"]\n", "absolute"),
             ("[limits]\nfuel = 0\n", "out of range"),

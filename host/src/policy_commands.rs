@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use crate::output;
 use crate::runtime::PolicyRuntime;
 use crate::runtime::bindings::{WIT_PACKAGE, WIT_VERSION};
 use crate::testkit::{Case, PolicyHarness};
 
 fn tool_error(message: String) -> ExitCode {
-    eprintln!("devbox-auth: error: {}", crate::databricks::error::one_line(&message));
+    output::err(&format!("devbox-auth: error: {}", crate::databricks::error::one_line(&message)));
     ExitCode::from(1)
 }
 
@@ -101,15 +102,15 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
         };
         if !json {
             let status = if report.passed { "PASS" } else { "FAIL" };
-            println!(
+            output::out(&format!(
                 "{status}  {}  (fuel {}, peak memory {:.1} MiB, {} ms)",
                 report.name,
                 report.fuel_used,
                 report.peak_memory_bytes as f64 / (1 << 20) as f64,
                 report.duration_ms
-            );
+            ));
             for problem in &report.problems {
-                println!("      {problem}");
+                output::out(&format!("      {problem}"));
             }
         }
         reports.push(report);
@@ -124,9 +125,11 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
             failed,
             cases: reports,
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+        for line in serde_json::to_string_pretty(&report).expect("reports serialize").lines() {
+            output::out(line);
+        }
     } else {
-        println!("{passed} passed, {failed} failed");
+        output::out(&format!("{passed} passed, {failed} failed"));
     }
     ExitCode::from(if failed == 0 { 0 } else { 2 })
 }
@@ -150,28 +153,28 @@ pub fn inspect(policy: &Path) -> ExitCode {
         .filter_map(|i| i.strip_prefix(&format!("{WIT_PACKAGE}/")))
         .map(|rest| format!("{WIT_PACKAGE}@{}", rest.split_once('@').map(|(_, v)| v).unwrap_or("(unversioned)")))
         .collect();
-    println!("policy:     {} ({} bytes, sha256 {})", policy.display(), inspection.size, inspection.sha256);
-    println!("world:      {WIT_PACKAGE}/policy (this host implements {WIT_PACKAGE}@{WIT_VERSION})");
-    println!(
+    output::out(&format!("policy:     {} ({} bytes, sha256 {})", policy.display(), inspection.size, inspection.sha256));
+    output::out(&format!("world:      {WIT_PACKAGE}/policy (this host implements {WIT_PACKAGE}@{WIT_VERSION})"));
+    output::out(&format!(
         "wit:        {}",
         if versions.is_empty() {
             "none of devbox:auth".to_string()
         } else {
             versions.into_iter().collect::<Vec<_>>().join(", ")
         }
-    );
-    println!("exports:    {}", inspection.exports.join(", "));
-    println!("imports:");
+    ));
+    output::out(&format!("exports:    {}", inspection.exports.join(", ")));
+    output::out("imports:");
     for import in &inspection.imports {
-        println!("  {import}");
+        output::out(&format!("  {import}"));
     }
     match inspection.problem {
         None => {
-            println!("compatible: yes");
+            output::out("compatible: yes");
             ExitCode::SUCCESS
         }
         Some(problem) => {
-            println!("compatible: no — it {problem}");
+            output::out(&format!("compatible: no — it {problem}"));
             ExitCode::from(2)
         }
     }

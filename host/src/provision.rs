@@ -1,25 +1,29 @@
 //! `devbox-auth provision`: load the policy, sign in, run the policy against the workspace and
 //! the home directory, then commit its file writes — or undo everything.
 //!
-//! Order matters for "a failure changes nothing": the policy's writes are staged while it runs;
-//! only when it returns success are they applied (atomically, all or none). If the policy fails,
-//! traps, hits a limit, or the commit fails, every token minted during the run is deleted again.
+//! Order matters for "a failure changes nothing": configuration is checked before anything is
+//! minted; the policy's writes are staged while it runs; only when it returns success are they
+//! applied (atomically, all or none). If the policy fails, traps, hits a limit, is stopped by a
+//! signal, or the commit fails, every token minted during the run is deleted again.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::databricks::config::{self, Env};
-use crate::databricks::error::ErrorClass;
 use crate::databricks::http::{HttpSettings, Transport};
-use crate::databricks::{ApiError, TokenInfo, WorkspaceClient};
-use crate::effects::{Effects, LogLevel, PolicyEnv, PolicyLog, SecretVault, SimulatedWorkspace, Workspace};
-use crate::runtime::bindings::{FileErrorKind, PolicyError};
+use crate::databricks::{TokenInfo, WorkspaceClient};
+use crate::effects::{LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
+use crate::failure::Failure;
+use crate::pipeline::{self, RunInputs};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
-use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, PolicyRuntime, RunError, RunStats};
+use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, PolicyRuntime, RunStats};
 use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
-use crate::secret::{Redactor, Secret};
+use crate::secrets::{Secret, SecretVault, redactor};
 
 /// Which policy to run.
 #[derive(Debug, Clone)]
@@ -30,11 +34,13 @@ pub enum PolicyChoice {
 
 /// What the default policy needs; a deployment manifest can widen or narrow it.
 pub fn default_file_grants() -> PathGrants {
-    PathGrants::new([".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-*"])
+    PathGrants::new([".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-[0-9]*"])
+        .expect("the built-in grants are valid patterns")
 }
 
-pub fn default_operation_grants() -> Vec<String> {
-    ["create-token", "list-tokens", "delete-token", "list-serving-endpoints"].map(String::from).to_vec()
+/// Only what the shipped policies call.
+pub fn default_operation_grants() -> BTreeSet<Operation> {
+    BTreeSet::from([Operation::CreateToken, Operation::ListServingEndpoints])
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub struct ProvisionOptions {
     pub policy: PolicyChoice,
     /// Refuse to run a policy whose SHA-256 differs (from the deployment manifest).
     pub pinned_sha256: Option<String>,
+    /// The deployment manifest, kept out of the policy's reach.
+    pub manifest: Option<PathBuf>,
     pub dry_run: bool,
     pub env: Env,
     pub http: HttpSettings,
@@ -50,7 +58,7 @@ pub struct ProvisionOptions {
     pub limits: SandboxLimits,
     pub file_limits: FileLimits,
     pub file_grants: PathGrants,
-    pub operation_grants: Vec<String>,
+    pub operation_grants: BTreeSet<Operation>,
     /// Echo policy log lines at or above this level to stderr.
     pub echo_level: Option<LogLevel>,
 }
@@ -81,49 +89,6 @@ pub struct Outcome {
     pub files: Vec<FileReport>,
 }
 
-/// Why provisioning failed; each kind has its own exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Bad flags, settings, environment or policy file: a person must fix the input.
-    Usage(String),
-    /// Credentials rejected or a permission missing.
-    Auth(String),
-    /// Network, TLS, timeouts, rate limits: may work later.
-    Transient(String),
-    /// The policy broke a sandbox limit or crashed.
-    Policy(String),
-    Other(String),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Other(_) => 1,
-            Failure::Usage(_) => 2,
-            Failure::Auth(_) => 3,
-            Failure::Transient(_) => 4,
-            Failure::Policy(_) => 5,
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            Failure::Usage(m) | Failure::Auth(m) | Failure::Transient(m) | Failure::Policy(m) | Failure::Other(m) => m,
-        }
-    }
-
-    fn with_suffix(self, suffix: &str) -> Self {
-        let add = |m: String| format!("{m}{suffix}");
-        match self {
-            Failure::Usage(m) => Failure::Usage(add(m)),
-            Failure::Auth(m) => Failure::Auth(add(m)),
-            Failure::Transient(m) => Failure::Transient(add(m)),
-            Failure::Policy(m) => Failure::Policy(add(m)),
-            Failure::Other(m) => Failure::Other(add(m)),
-        }
-    }
-}
-
 /// The pieces of configuration a run needs, live or simulated.
 struct Target {
     workspace: Workspace,
@@ -132,17 +97,19 @@ struct Target {
     auth_type: String,
     client_id: Option<String>,
     client_secret: Option<Secret>,
+    /// Who the tokens belong to, for the deployment marker.
+    principal: String,
     notes: Vec<String>,
 }
 
-fn live_target(opts: &ProvisionOptions, redactor: &Redactor) -> Result<Target, Failure> {
+fn live_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     let resolved = config::resolve(&opts.env, &opts.home).map_err(|e| Failure::Usage(e.0))?;
     let transport = Transport::new(opts.http.clone()).map_err(Failure::Usage)?;
-    let (client_id, client_secret) = match &resolved.credentials {
+    let (client_id, client_secret, principal) = match &resolved.credentials {
         config::Credentials::OAuthM2m { client_id, client_secret } => {
-            (Some(client_id.clone()), Some(client_secret.clone()))
+            (Some(client_id.clone()), Some(client_secret.clone()), format!("sp:{client_id}"))
         }
-        config::Credentials::Pat(_) => (None, None),
+        config::Credentials::Pat(token) => (None, None, format!("pat:{:x}", Sha256::digest(token.expose().as_bytes()))),
     };
     let auth_type = resolved.credentials.auth_type().as_str().to_string();
     Ok(Target {
@@ -151,8 +118,9 @@ fn live_target(opts: &ProvisionOptions, redactor: &Redactor) -> Result<Target, F
         auth_type,
         client_id,
         client_secret,
+        principal,
         notes: Vec::new(),
-        workspace: Workspace::Live(WorkspaceClient::new(transport, resolved, redactor.clone())),
+        workspace: Workspace::Live(WorkspaceClient::new(transport, resolved)),
     })
 }
 
@@ -186,13 +154,21 @@ fn simulated_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
         host_url,
         auth,
         auth_type,
+        principal: attrs.client_id.clone().map(|id| format!("sp:{id}")).unwrap_or_else(|| "dry-run".into()),
         client_id: attrs.client_id,
         client_secret,
         notes,
     })
 }
 
-fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<LoadedPolicy, Failure> {
+/// The deployment this run belongs to: workspace, principal, app and home. Tokens carry it in
+/// their comment, so later runs recognise this deployment's own tokens and no one else's.
+pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>, home: &std::path::Path) -> String {
+    let key = format!("{host_url}\n{principal}\n{}\n{}", app_name.unwrap_or_default(), home.display());
+    format!("{:x}", Sha256::digest(key.as_bytes()))[..12].to_string()
+}
+
+pub fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<LoadedPolicy, Failure> {
     let (name, wasm) = match &opts.policy {
         PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.to_vec()),
         PolicyChoice::File(path) => {
@@ -217,148 +193,82 @@ fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<Loade
     runtime.load(&name, &wasm, cache.as_ref()).map_err(|e| Failure::Usage(format!("policy {name} {e}")))
 }
 
-pub(crate) fn failure_from_run(policy: &str, error: RunError) -> Failure {
-    match error {
-        RunError::Policy(PolicyError::InvalidConfig(m)) => Failure::Usage(m),
-        RunError::Policy(PolicyError::Workspace(e)) => {
-            // The host already wrote the status, code and fix into the message.
-            let api = ApiError { status: e.status, error_code: e.error_code, message: e.message };
-            if api.error_code == crate::databricks::error::codes::NOT_GRANTED {
-                return Failure::Policy(format!("policy {policy}: {}", api.message));
-            }
-            match api.class() {
-                ErrorClass::Auth => Failure::Auth(api.message),
-                ErrorClass::Transient => Failure::Transient(api.message),
-                ErrorClass::Other => Failure::Other(api.message),
-            }
-        }
-        RunError::Policy(PolicyError::File(e)) => {
-            let message = format!("{}: {}", crate::sandbox::display_path(&e.path), e.message);
-            match e.kind {
-                FileErrorKind::Denied | FileErrorKind::InvalidPath | FileErrorKind::TooLarge => {
-                    Failure::Policy(format!("policy {policy}: {message}"))
-                }
-                FileErrorKind::Io => Failure::Other(message),
-            }
-        }
-        RunError::Policy(PolicyError::Other(m)) => Failure::Other(format!("policy {policy}: {m}")),
-        RunError::Limit(m) => Failure::Policy(format!("policy {policy} {m}; nothing was written")),
-        RunError::Crashed(m) => Failure::Policy(format!("policy {policy} {m}; nothing was written")),
-    }
-}
-
-/// Delete the tokens a failed run minted, and say how that went.
-pub(crate) async fn undo_tokens(workspace: &mut Workspace, minted: &[TokenInfo]) -> String {
-    let mut notes = Vec::new();
-    for token in minted {
-        match workspace.delete_token(&token.token_id).await {
-            Ok(()) => notes.push(format!("token {} minted by this run was deleted again", token.token_id)),
-            Err(e) => notes.push(format!(
-                "token {} minted by this run could not be deleted ({e}); delete it with `databricks tokens delete {}`",
-                token.token_id, token.token_id
-            )),
-        }
-    }
-    if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) }
-}
-
-/// Hide values of secret-looking keys (a user's other API keys) in dry-run output.
-fn mask_sensitive_values(text: &str) -> String {
-    const SENSITIVE: &[&str] = &["key", "token", "secret", "password"];
-    text.lines()
-        .map(|line| {
-            let Some(split) = line.find([':', '=']) else { return line.to_string() };
-            let key = line[..split].trim().trim_matches('"').to_ascii_lowercase();
-            let value = line[split + 1..].trim().trim_end_matches(',').trim_matches('"');
-            if SENSITIVE.iter().any(|s| key.contains(s)) && !value.is_empty() && !value.starts_with(crate::secret::MASK)
-            {
-                format!(
-                    "{}{} \"****\"{}",
-                    &line[..split],
-                    &line[split..split + 1],
-                    if line.trim_end().ends_with(',') { "," } else { "" }
-                )
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Dry runs show each file's contents with secrets masked, except long files holding no
 /// secret (the plugin source), which would drown the plan.
-fn report(file: &StagedFile, vault: &SecretVault, redactor: &Redactor, dry_run: bool) -> FileReport {
+fn report(file: &StagedFile, vault: &SecretVault, dry_run: bool) -> FileReport {
     let text = String::from_utf8_lossy(&file.contents);
     let masked = vault.mask(&text);
     let worth_showing = masked != text || file.contents.len() <= 1024;
-    let masked_contents = (dry_run && worth_showing).then(|| mask_sensitive_values(&redactor.redact(&masked)));
+    let masked_contents = (dry_run && worth_showing).then(|| redactor().redact(&masked));
     FileReport { path: file.path.clone(), mode: file.mode, bytes: vault.fill_in(&file.contents).len(), masked_contents }
 }
 
-pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
-    let redactor = Redactor::default();
+/// A file sandbox rooted at home that keeps the policy away from the host's own files.
+fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
+    let mut files =
+        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
+    for own in [opts.cache_dir.clone(), opts.manifest.clone()].into_iter().flatten() {
+        files.protect(&own);
+    }
+    if let PolicyChoice::File(path) = &opts.policy {
+        files.protect(path);
+    }
+    Ok(files)
+}
+
+pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String>) -> Result<Outcome, Failure> {
     let runtime = PolicyRuntime::new().map_err(|e| Failure::Other(format!("cannot start the policy sandbox: {e}")))?;
     let policy = load_policy(&runtime, &opts)?;
-    let files =
-        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
-    let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts, &redactor)? };
+    let files = file_sandbox(&opts)?;
+    let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };
     // Held until this function returns: minting, committing and undoing happen under it.
     let _lock = match opts.dry_run {
         true => None,
         false => Some(HomeLock::acquire(files.home(), opts.http.retry_budget).await.map_err(Failure::Transient)?),
     };
     if let Some(secret) = &target.client_secret {
-        redactor.register(secret);
+        redactor().register(secret);
     }
-    let mut vault = SecretVault::default();
-    let env = PolicyEnv::new(&opts.env, target.client_id.as_deref(), target.client_secret.as_ref(), &mut vault);
-    let log = PolicyLog {
-        policy: policy.name.clone(),
-        echo_level: opts.echo_level,
-        redactor: redactor.clone(),
-        lines: Vec::new(),
-    };
-    let effects = Effects::new(
-        target.workspace,
-        target.host_url.clone(),
-        target.auth_type.clone(),
-        files,
-        env,
-        vault,
-        log,
-        opts.operation_grants.clone(),
+    let deployment = deployment_id(
+        &target.host_url,
+        &target.principal,
+        opts.env.get("DATABRICKS_APP_NAME").map(String::as_str),
+        files.home(),
     );
-
-    let (mut effects, stats, result) = runtime.run(&policy, effects, &opts.limits).await;
-    let outcome = match result {
-        Ok(()) => match opts.dry_run {
-            true => Ok(Vec::new()),
-            false => {
-                let vault = &effects.vault;
-                effects
-                    .files
-                    .commit(|bytes| vault.fill_in(bytes))
-                    .map_err(|e| Failure::Other(format!("{e}; no file was changed")))
-            }
-        },
-        Err(error) => Err(failure_from_run(&policy.name, error)),
+    let inputs = RunInputs {
+        workspace: target.workspace,
+        identity: RunIdentity { host_url: target.host_url.clone(), auth_type: target.auth_type.clone(), deployment },
+        files,
+        env: &opts.env,
+        client_id: target.client_id.as_deref(),
+        client_secret: target.client_secret.as_ref(),
+        limits: opts.limits.clone(),
+        grants: opts.operation_grants.clone(),
+        echo_level: opts.echo_level,
     };
-    if let Err(failure) = outcome {
-        let undone = undo_tokens(&mut effects.workspace, &effects.minted).await;
-        return Err(failure.with_suffix(&redactor.redact(&undone)));
+    let mut ran = pipeline::run(&runtime, &policy, inputs, stop).await;
+    if let Some((failure, _)) = ran.failure {
+        return Err(failure);
+    }
+    let effects = &mut ran.effects;
+    if !opts.dry_run {
+        let vault = &effects.vault;
+        if let Err(e) = effects.files.commit(|bytes| vault.fill_in(bytes)) {
+            let undone = effects.undo_tokens().await;
+            return Err(Failure::Other(format!("{e}{undone}")));
+        }
     }
     let requests = match &effects.workspace {
         Workspace::Simulated(sim) => sim.requests.iter().map(|r| format!("{} {r}", target.host_url)).collect(),
         Workspace::Live(_) => Vec::new(),
     };
-    let files = effects.files.staged().iter().map(|f| report(f, &effects.vault, &redactor, opts.dry_run)).collect();
+    let files = effects.files.staged().iter().map(|f| report(f, &effects.vault, opts.dry_run)).collect();
     Ok(Outcome {
         policy: policy.name.clone(),
         policy_sha256: policy.sha256.clone(),
         cache: policy.cache,
         load_time: policy.load_time,
-        run: stats,
+        run: ran.stats,
         workspace: target.host_url,
         auth: target.auth,
         notes: target.notes,
@@ -366,33 +276,4 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Outcome, Failure> {
         minted: effects.minted.clone(),
         files,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sensitive_values_are_masked_for_display() {
-        let text = "{\n  \"api_key\": \"sk-or-123\",\n  \"name\": \"x\",\n  \"APIKEY\": \"\"\n}\n[DEFAULT]\ntoken = dapi123\nhost = h";
-        let masked = mask_sensitive_values(text);
-        assert!(!masked.contains("sk-or-123") && !masked.contains("dapi123"), "{masked}");
-        assert!(masked.contains("\"name\": \"x\""));
-        assert!(masked.contains("\"APIKEY\": \"\""));
-    }
-
-    #[test]
-    fn failures_have_distinct_exit_codes() {
-        let codes: Vec<u8> = [
-            Failure::Other(String::new()),
-            Failure::Usage(String::new()),
-            Failure::Auth(String::new()),
-            Failure::Transient(String::new()),
-            Failure::Policy(String::new()),
-        ]
-        .iter()
-        .map(Failure::exit_code)
-        .collect();
-        assert_eq!(codes, [1, 2, 3, 4, 5]);
-    }
 }

@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 pub const CLIENT_ID: &str = "emulated-sp-client-id";
 pub const CLIENT_SECRET: &str = "doseEMULATEDclientSECRETvalue0123";
 pub const ACCESS_TOKEN: &str = "eyJEMULATEDoauthACCESStoken.payload.sig";
-pub const USER_PAT: &str = "dapiUSERPAT00000000000000000000000";
+pub const USER_PAT: &str = "dapi3c9e1f7b52d04a8e96b1c07d4f2a8e5b";
+/// A second profile's token a user keeps in ~/.databrickscfg.
+pub const OTHER_PROFILE_PAT: &str = "dapi7a41c9e0b3d85f26c1e94b07da3f6c28";
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -187,6 +189,22 @@ impl Emulator {
         self.state.lock().unwrap().invocations.clone()
     }
 
+    /// A token someone else minted (another tool, a person), as the Tokens API would hold it.
+    pub fn add_foreign_token(&self, comment: &str) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.minted += 1;
+        let value = format!("dapi{}", hex(state.minted + 5000, 32));
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let info = json!({
+            "token_id": hex(state.minted + 9000, 64),
+            "creation_time": now_ms,
+            "expiry_time": now_ms + 86_400_000,
+            "comment": comment,
+        });
+        state.tokens.push((value.clone(), info));
+        value
+    }
+
     pub fn set_host_metadata(&self, served: bool) {
         self.state.lock().unwrap().serve_host_metadata = served;
     }
@@ -199,7 +217,8 @@ impl Emulator {
 
 /// The fixed test credentials, plus every token `state` minted (live or since deleted).
 fn known_secrets(state: Option<&Arc<Mutex<State>>>) -> Vec<String> {
-    let mut all = vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string()];
+    let mut all =
+        vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string(), OTHER_PROFILE_PAT.to_string()];
     if let Some(state) = state {
         let state = state.lock().unwrap();
         all.extend(state.tokens.iter().map(|(v, _)| v.clone()));
@@ -388,7 +407,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
 /// A temporary home plus the shared compiled-policy cache, and a runner for the binary.
 /// Every run's stdout and stderr are checked for every secret the emulator knows.
 pub struct Run {
-    pub home: tempfile::TempDir,
+    pub home: Arc<tempfile::TempDir>,
     pub env: BTreeMap<String, String>,
     watched: Option<Arc<Mutex<State>>>,
 }
@@ -402,7 +421,7 @@ pub fn shared_cache_dir() -> PathBuf {
 impl Run {
     /// Empty home, no inherited environment except PATH.
     pub fn new() -> Self {
-        let home = tempfile::tempdir().unwrap();
+        let home = Arc::new(tempfile::tempdir().unwrap());
         let mut env = BTreeMap::new();
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         env.insert("HOME".into(), home.path().display().to_string());
@@ -423,6 +442,13 @@ impl Run {
             .var("DATABRICKS_HOST", &emulator.url)
             .var("DATABRICKS_CLIENT_ID", CLIENT_ID)
             .var("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
+    }
+
+    /// Another runner for the same home and emulator, with one variable changed.
+    pub fn clone_with(&self, name: &str, value: &str) -> Run {
+        let mut env = self.env.clone();
+        env.insert(name.into(), value.into());
+        Run { home: self.home.clone(), env, watched: self.watched.clone() }
     }
 
     pub fn var(mut self, name: &str, value: &str) -> Self {
@@ -532,19 +558,47 @@ impl Outcome {
         self
     }
 
-    /// No secret in any output.
+    /// No secret in any output, in any form (see [`assert_no_secret`]).
     #[track_caller]
     pub fn leaks_none_of(&self, secrets: &[String]) -> &Self {
-        for secret in secrets {
-            assert!(
-                !self.stdout.contains(secret.as_str()) && !self.stderr.contains(secret.as_str()),
-                "a secret leaked:\n{}\n{}",
-                self.stdout,
-                self.stderr
-            );
-        }
+        assert_no_secret("stdout", &self.stdout, secrets);
+        assert_no_secret("stderr", &self.stderr, secrets);
         self
     }
+}
+
+/// What a leak of `secret` could look like: any 8 characters of it, forwards or reversed, and
+/// the stable middle of its base64 encoding at each of the three byte alignments.
+pub fn leak_forms(secret: &str) -> Vec<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    let reversed: Vec<char> = chars.iter().rev().copied().collect();
+    let mut forms: Vec<String> = chars.windows(8).chain(reversed.windows(8)).map(|w| w.iter().collect()).collect();
+    for pad in 0..3 {
+        let mut bytes = vec![b'#'; pad];
+        bytes.extend_from_slice(secret.as_bytes());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        // Skip the characters that mix in the padding or whatever follows.
+        let middle = &encoded[4.min(encoded.len())..encoded.len().saturating_sub(4)];
+        if middle.len() >= 8 {
+            forms.push(middle.to_string());
+        }
+    }
+    forms
+}
+
+/// Fail if `text` (named `what` in the message) holds any secret in any form of [`leak_forms`].
+#[track_caller]
+pub fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        if let Some(form) = leak_forms(secret).into_iter().find(|f| text.contains(f.as_str())) {
+            panic!("a secret leaked into {what} (as {form:?}):\n{text}");
+        }
+    }
+}
+
+/// Whether a skipped check must fail instead: in CI every test the README claims must run.
+pub fn must_not_skip() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
 /// A free loopback port.

@@ -8,8 +8,8 @@ use super::config::{Credentials, ResolvedConfig};
 use super::error::{ApiError, codes};
 use super::http::{Auth, Body, Request, Retry, Transport};
 use super::oauth;
-use crate::secret::{Redactor, Secret};
-use crate::workspace_url::WorkspaceUrl;
+use super::workspace_url::WorkspaceUrl;
+use crate::secrets::{Secret, redactor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -36,18 +36,17 @@ pub struct ServingEndpoint {
 pub struct WorkspaceClient {
     transport: Transport,
     config: ResolvedConfig,
-    redactor: Redactor,
     /// The OAuth access token, fetched on first use.
     access_token: Mutex<Option<oauth::AccessToken>>,
 }
 
 impl WorkspaceClient {
-    pub fn new(transport: Transport, config: ResolvedConfig, redactor: Redactor) -> Self {
+    pub fn new(transport: Transport, config: ResolvedConfig) -> Self {
         match &config.credentials {
-            Credentials::Pat(token) => redactor.register(token),
-            Credentials::OAuthM2m { client_secret, .. } => redactor.register(client_secret),
+            Credentials::Pat(token) => redactor().register(token),
+            Credentials::OAuthM2m { client_secret, .. } => redactor().register(client_secret),
         }
-        Self { transport, config, redactor, access_token: Mutex::new(None) }
+        Self { transport, config, access_token: Mutex::new(None) }
     }
 
     pub fn host(&self) -> &WorkspaceUrl {
@@ -72,7 +71,7 @@ impl WorkspaceClient {
         }
         let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
         let token = oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?;
-        self.redactor.register(&token.token);
+        redactor().register(&token.token);
         let value = token.token.clone();
         *cached = Some(token);
         Ok(value)
@@ -127,11 +126,12 @@ impl WorkspaceClient {
                     ),
                 ));
             }
-            let retry = is_transient(&error) && attempt < 3 && started.elapsed() < self.transport.retry_budget();
+            let wait = error.retry_after.unwrap_or_else(|| super::http::backoff(attempt));
+            let retry = is_transient(&error) && attempt < 3 && started.elapsed() + wait < self.transport.retry_budget();
             if !retry {
                 return Err(error);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -140,7 +140,7 @@ impl WorkspaceClient {
             answer.get("token_value").and_then(Value::as_str).filter(|v| !v.is_empty()).map(Secret::new).ok_or_else(
                 || ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a token_value"),
             )?;
-        self.redactor.register(&value);
+        redactor().register(&value);
         let info = answer.get("token_info").and_then(token_info).ok_or_else(|| {
             ApiError::new(200, codes::BAD_RESPONSE, "POST /api/2.0/token/create answered without a valid token_info")
         })?;

@@ -8,11 +8,10 @@
 //!    `client_secret`) — unless `DATABRICKS_AUTH_TYPE` (`auth_type`) picks one.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::secret::Secret;
-use crate::workspace_url::WorkspaceUrl;
+use super::workspace_url::WorkspaceUrl;
+use crate::secrets::Secret;
 
 pub type Env = BTreeMap<String, String>;
 
@@ -55,16 +54,20 @@ pub struct ResolvedConfig {
 }
 
 /// Why the configuration cannot be used; the message says what to set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// A credential value must be one line of visible characters: a newline or control character
+/// would corrupt a header or a config file only later, after a token was minted.
+fn check_value(name: &str, value: &str, source: &str) -> Result<(), ConfigError> {
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ConfigError(format!(
+            "{name} (from {source}) contains whitespace or a control character; set it to the value alone, on one line"
+        )));
     }
+    Ok(())
 }
-
-impl std::error::Error for ConfigError {}
 
 /// The raw attributes, before choosing a method.
 #[derive(Debug, Default, Clone)]
@@ -159,6 +162,15 @@ impl Attributes {
 
     /// Pick exactly one auth method.
     pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        if let Some(id) = &self.client_id {
+            check_value("DATABRICKS_CLIENT_ID", id, &self.source)?;
+        }
+        if let Some(secret) = &self.client_secret {
+            check_value("DATABRICKS_CLIENT_SECRET", secret.expose(), &self.source)?;
+        }
+        if let Some(token) = &self.token {
+            check_value("DATABRICKS_TOKEN", token.expose(), &self.source)?;
+        }
         let wanted = match self.auth_type.as_deref() {
             None => None,
             Some("pat") => Some(AuthType::Pat),

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub error_code: String,
     /// One line, never containing a secret.
     pub message: String,
+    /// The server's `Retry-After`, for callers that retry on their own.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// What kind of problem an error is, for exit codes and retry decisions.
@@ -36,7 +38,12 @@ pub enum ErrorClass {
 
 impl ApiError {
     pub fn new(status: u16, error_code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status, error_code: error_code.into(), message: one_line(&message.into()) }
+        Self { status, error_code: error_code.into(), message: one_line(&message.into()), retry_after: None }
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<std::time::Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
     pub fn local(code: &str, message: impl Into<String>) -> Self {
@@ -96,9 +103,10 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// Collapse a server message to one bounded line.
+/// Collapse a server message to one bounded line. Secrets are masked *before* it is cut, so a
+/// cut can never leave part of a secret standing.
 pub fn one_line(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = crate::secrets::redactor().redact(text).split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > 300 {
         let cut: String = flat.chars().take(300).collect();
         format!("{cut}...")

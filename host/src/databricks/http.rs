@@ -4,8 +4,9 @@
 //!   (corporate TLS inspection). `HTTPS_PROXY`/`NO_PROXY` are honoured.
 //! - Redirects are never followed: a redirect could carry a bearer token to another host.
 //! - Each attempt has its own timeout; the whole call, retries included, has a budget.
-//! - 429 and 503 are retried (honouring `Retry-After`), as are connection failures and timeouts
-//!   for requests that are safe to repeat. Other statuses are returned at once.
+//! - 429 and 503 are retried (honouring `Retry-After`, within the call's budget), as are
+//!   connection failures and timeouts for requests that are safe to repeat. Other statuses are
+//!   returned at once, with the server's `Retry-After` attached for callers that retry themselves.
 //! - Bodies are capped, and error bodies become one line: Databricks `{"error_code","message"}`,
 //!   OAuth `{"error","error_description"}`, or the first line of whatever else came back.
 
@@ -16,7 +17,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use super::error::{ApiError, codes, one_line};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -161,7 +162,17 @@ impl Transport {
             if out_of_budget {
                 return match outcome {
                     Ok(response) if response.status.is_success() => Ok(response),
-                    Ok(response) => Err(error_from_response(&request, &response)),
+                    Ok(response) => {
+                        let mut error = error_from_response(&request, &response);
+                        if let Some(wait) = wait.filter(|_| response.retry_after.is_some()) {
+                            error.message.push_str(&format!(
+                                " (the workspace asked to retry after {} s, beyond the {} s budget of this call; raise --timeout or try later)",
+                                wait.as_secs(),
+                                self.settings.retry_budget.as_secs()
+                            ));
+                        }
+                        Err(error)
+                    }
                     Err(e) => Err(e),
                 };
             }
@@ -188,14 +199,14 @@ impl Transport {
             let body = serde_json::json!({ "error_code": "REDIRECT", "message": format!("redirected to {target} (not followed)") });
             return Ok(Response { status, body: body.to_string().into_bytes(), retry_after: None });
         }
-        // Only delta-seconds; an HTTP-date falls back to our own backoff. Capped so a hostile
-        // value cannot stall start-up.
+        // Only delta-seconds; an HTTP-date falls back to our own backoff. The call's budget
+        // bounds how long it is honoured.
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(30)));
+            .map(Duration::from_secs);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&request.url, &e))? {
             if body.len() + chunk.len() > self.settings.max_body_bytes {
@@ -222,18 +233,11 @@ fn retryable_transport(error: &ApiError) -> bool {
     error.status == 0 && (error.error_code == codes::TIMEOUT || error.error_code == codes::NETWORK)
 }
 
-/// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, 4 s ... capped at 8 s.
-fn backoff(attempt: u32) -> Duration {
-    let base = 500u64 << attempt.saturating_sub(1).min(4);
-    let jitter = random_u64() % (base / 2 + 1);
-    Duration::from_millis(base.min(8000) + jitter)
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
+/// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, 4 s ... capped at 8 s, plus up to half
+/// again at random so many clients do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = (500u64 << attempt.saturating_sub(1).min(4)).min(8000);
+    Duration::from_millis(base + fastrand::u64(0..=base / 2))
 }
 
 fn path_of(url: &Url) -> String {
@@ -257,10 +261,10 @@ fn error_from_response(request: &Request<'_>, response: &Response) -> ApiError {
         let code = text(&["error_code", "errorCode", "error"]).unwrap_or_default();
         let message = text(&["message", "error_description", "errorSummary", "detail"])
             .unwrap_or_else(|| response.status.canonical_reason().unwrap_or("error").to_string());
-        return ApiError::new(status, code, format!("{what}: {message}"));
+        return ApiError::new(status, code, format!("{what}: {message}")).with_retry_after(response.retry_after);
     }
     let reason = response.status.canonical_reason().unwrap_or("error");
-    ApiError::new(status, "", format!("{what}: {reason} ({})", preview(body)))
+    ApiError::new(status, "", format!("{what}: {reason} ({})", preview(body))).with_retry_after(response.retry_after)
 }
 
 fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {

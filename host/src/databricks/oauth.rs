@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::error::{ApiError, codes};
 use super::http::{Auth, Body, Request, Retry, Transport};
-use crate::secret::Secret;
-use crate::workspace_url::WorkspaceUrl;
+use super::workspace_url::WorkspaceUrl;
+use crate::secrets::Secret;
 
 #[derive(Debug, Clone)]
 pub struct AccessToken {

@@ -2,15 +2,19 @@
 //! policy and host version rather than on every start.
 //!
 //! An entry is keyed by the SHA-256 of the component and the engine's compatibility hash (which
-//! changes with the wasmtime version, its settings and the CPU features). Each entry carries a
-//! SHA-256 of its payload; a truncated, corrupted or tampered entry fails that check and is
-//! recompiled and replaced, never deserialized. (Deserializing runs native code, so the cache
-//! directory is created 0700 and an entry is trusted no more than the user's own files.)
+//! changes with the wasmtime version and its settings). Each entry carries a SHA-256 of its
+//! payload, so a truncated or corrupted entry is recompiled and replaced, never deserialized.
+//!
+//! That checksum is not a signature: anyone who can write the entry can write a matching
+//! checksum. Deserializing runs native code, so an entry is trusted no more than the user's own
+//! files: the cache directory is created 0700, and before loading, the directory and the entry
+//! must be owned by the current user and not writable by group or others. Anything else is
+//! ignored and recompiled in memory.
 
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -20,14 +24,14 @@ use wasmtime::component::Component;
 const MAGIC: &[u8; 8] = b"DBXAUTH1";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// How a component was obtained, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     Hit,
-    /// Not cached yet (or the entry was stale or damaged): compiled and stored.
+    /// Not cached yet (or the entry was stale, damaged or untrusted): compiled and stored.
     Compiled,
     /// No cache directory: compiled in memory only.
     Uncached,
@@ -42,6 +46,10 @@ impl ComponentCache {
         Self { dir: dir.into() }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -51,28 +59,42 @@ impl ComponentCache {
     /// Load the compiled form of `wasm`, compiling and storing it when needed.
     pub fn load(&self, engine: &Engine, wasm: &[u8], wasm_sha256: &str) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(engine, wasm_sha256);
-        if let Some(component) = read_entry(engine, &path) {
+        if let Some(component) = read_entry(engine, &self.dir, &path) {
             return Ok((component, CacheOutcome::Hit));
         }
-        let compiled = engine.precompile_component(wasm)?;
+        let component = Component::new(engine, wasm)?;
         // A cache we cannot write is only slower, never an error.
-        let _ = write_entry(&self.dir, &path, &compiled);
-        // SAFETY: `compiled` was produced just now by this engine from the given bytes.
-        let component = unsafe { Component::deserialize(engine, &compiled)? };
+        if let Ok(compiled) = component.serialize() {
+            let _ = write_entry(&self.dir, &path, &compiled);
+        }
         Ok((component, CacheOutcome::Compiled))
     }
 }
 
-fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
+/// Owned by us and writable by no one else.
+fn trusted(meta: &fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    meta.uid() == uid && meta.mode() & 0o022 == 0
+}
+
+fn read_entry(engine: &Engine, dir: &Path, path: &Path) -> Option<Component> {
+    if !fs::metadata(dir).is_ok_and(|m| m.is_dir() && trusted(&m)) {
+        return None;
+    }
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || !trusted(&meta) {
+        return None;
+    }
     let bytes = fs::read(path).ok()?;
     let payload = bytes.strip_prefix(MAGIC.as_slice())?;
     let (digest, payload) = payload.split_at_checked(32)?;
     if Sha256::digest(payload).as_slice() != digest {
         return None;
     }
-    // SAFETY: the payload is byte-for-byte what `precompile_component` produced for this
-    // engine configuration (the digest matches and the key includes the compatibility hash),
-    // and `deserialize` itself rejects artifacts from another wasmtime version or config.
+    // SAFETY: the entry is a file in a directory that only this user can write, owned by this
+    // user, and byte-for-byte what `Component::serialize` produced (the checksum matches);
+    // `deserialize` itself rejects artifacts from another wasmtime version or configuration.
     unsafe { Component::deserialize(engine, payload).ok() }
 }
 

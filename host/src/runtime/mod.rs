@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
 use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
@@ -30,16 +30,9 @@ const ALLOWED_IMPORT_PREFIXES: &[&str] =
     &["devbox:auth/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
 
 /// Why a policy could not be loaded. The message names the problem; callers add the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct LoadError(pub String);
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 /// How a run ended badly.
 #[derive(Debug)]
@@ -50,6 +43,8 @@ pub enum RunError {
     Limit(String),
     /// It trapped (a panic, usually).
     Crashed(String),
+    /// A signal stopped the run (the signal's name).
+    Stopped(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -193,33 +188,67 @@ impl PolicyRuntime {
 
     /// Run `provision` once in a fresh store. The effects come back whatever happened, so the
     /// caller can commit or undo them.
+    ///
+    /// The deadline bounds the whole run in wall-clock time: compute (the epoch callback
+    /// interrupts the guest) and every wait inside a host or WASI call (the guest yields to
+    /// the executor every epoch tick, and the call is abandoned at the deadline). `stop`
+    /// resolving (a signal) ends the run the same way.
     pub async fn run(
         &self,
         policy: &LoadedPolicy,
         effects: Effects,
         limits: &SandboxLimits,
+        stop: impl Future<Output = String>,
     ) -> (Effects, RunStats, Result<(), RunError>) {
         let started = Instant::now();
+        let deadline = started + limits.deadline;
         let mut store = Store::new(&self.engine, PolicyState::new(effects, limits));
         store.limiter(|state| &mut state.limiter);
-        let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
         store.set_fuel(limits.fuel).expect("fuel is enabled on this engine");
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
 
-        let outcome = async {
-            let instance = policy.pre.instantiate_async(&mut store).await?;
-            instance.call_provision(&mut store).await
-        }
-        .await;
+        let ended = {
+            let call = async {
+                let instance = policy.pre.instantiate_async(&mut store).await?;
+                instance.call_provision(&mut store).await
+            };
+            tokio::select! {
+                outcome = tokio::time::timeout_at(deadline.into(), call) => match outcome {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(policy_error))) => Err(Ended::Policy(policy_error)),
+                    Ok(Err(trap)) => Err(Ended::Trap(trap)),
+                    Err(_elapsed) => Err(Ended::Deadline),
+                },
+                reason = stop => Err(Ended::Stopped(reason)),
+            }
+        };
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let stats = RunStats { fuel_used, peak_memory: store.data().limiter.peak, duration: started.elapsed() };
-        let result = match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(policy_error)) => Err(RunError::Policy(policy_error)),
-            Err(trap) => Err(classify_trap(&trap, store.data(), limits)),
-        };
-        (store.into_data().effects, stats, result)
+        let result = ended.map_err(|ended| match ended {
+            Ended::Policy(policy_error) => RunError::Policy(policy_error),
+            Ended::Trap(trap) => classify_trap(&trap, store.data(), limits),
+            Ended::Deadline => deadline_error(limits),
+            Ended::Stopped(reason) => RunError::Stopped(reason),
+        });
+        let mut effects = store.into_data().effects;
+        effects.log.finish();
+        (effects, stats, result)
     }
+}
+
+/// How a run ended before it could be classified (the store is still borrowed then).
+enum Ended {
+    Policy(PolicyError),
+    Trap(wasmtime::Error),
+    Deadline,
+    Stopped(String),
+}
+
+fn deadline_error(limits: &SandboxLimits) -> RunError {
+    RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis()))
 }
 
 fn check_is_component(wasm: &[u8]) -> Result<(), LoadError> {
@@ -244,12 +273,7 @@ fn check_import(import: &str) -> Result<(), LoadError> {
     }
     if let Some(rest) = import.strip_prefix("devbox:auth/") {
         let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        let compatible = version
-            .split('.')
-            .map(|p| p.parse::<u64>().ok())
-            .collect::<Option<Vec<_>>>()
-            .is_some_and(|v| v.len() == 3 && v[0] == 0 && v[1] == 1);
-        if !compatible {
+        if !bindings::semver_compatible(version) {
             return Err(LoadError(format!(
                 "was built against devbox:auth@{} but this host implements devbox:auth@{}; rebuild the policy against wit/ from this release",
                 if version.is_empty() { "(unversioned)" } else { version },
@@ -264,12 +288,12 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
     let panic_line = state.panic_message();
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunError::Limit(format!("used up its instruction budget ({} fuel)", limits.fuel)),
-        Some(Trap::Interrupt) => {
-            RunError::Limit(format!("ran past its deadline of {} ms", limits.deadline.as_millis()))
-        }
-        _ if error.downcast_ref::<limits::MemoryLimitExceeded>().is_some() => {
-            RunError::Limit(format!("tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20))
-        }
+        Some(Trap::Interrupt) => deadline_error(limits),
+        _ if error.downcast_ref::<limits::MemoryLimitExceeded>().is_some() => RunError::Limit(format!(
+            "tried to use more than its memory limit of {} MiB (all memories and tables together)",
+            limits.memory_bytes >> 20
+        )),
+        _ if let Some(refusal) = error.downcast_ref::<limits::SandboxRefusal>() => RunError::Limit(refusal.0.clone()),
         Some(trap) => RunError::Crashed(match panic_line {
             Some(line) => format!("crashed: {line}"),
             None => format!("crashed ({trap})"),

@@ -1,7 +1,8 @@
 //! The store's data for one policy run, and the implementation of every WIT import.
 //!
-//! Each import checks the deployment's grants first, then forwards to [`Effects`]. Failures a
-//! policy should handle come back as WIT errors; nothing here traps on bad input.
+//! Each import converts types and forwards to [`Effects`], where the grants, budgets and secret
+//! rules live. Failures a policy should handle come back as WIT errors; going over a host-side
+//! budget traps (a sandbox refusal); nothing here traps on bad input.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -12,7 +13,7 @@ use super::bindings::{ApiError, FileError, FileErrorKind, Level, MintedToken, Se
 use super::limits::{MemoryLimiter, SandboxLimits};
 use crate::databricks;
 use crate::effects::{Effects, LogLevel};
-use crate::sandbox;
+use crate::{output, sandbox};
 
 /// Captured guest stderr (panic messages); bounded so a chatty policy cannot eat memory.
 const STDERR_CAPACITY: usize = 64 << 10;
@@ -49,17 +50,7 @@ impl PolicyState {
         let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
         let location = lines[at].split("panicked at").nth(1).unwrap_or_default().trim().trim_end_matches(':');
         let message = lines.get(at + 1).copied().unwrap_or_default();
-        let line = format!("panicked at {location}: {message}");
-        Some(self.effects.log.redactor.redact(&databricks::error::one_line(&line)))
-    }
-
-    fn not_granted(&mut self, operation: &str) -> Option<ApiError> {
-        if self.effects.operation_granted(operation) {
-            return None;
-        }
-        let message = format!("this deployment does not grant the policy the workspace operation `{operation}`");
-        self.effects.log.push(LogLevel::Warn, &format!("denied: {message}"));
-        Some(ApiError { status: 0, error_code: databricks::error::codes::NOT_GRANTED.into(), message })
+        Some(format!("panicked at {}: {}", output::sanitize(location, 200), output::policy_text(message)))
     }
 }
 
@@ -69,9 +60,20 @@ impl WasiView for PolicyState {
     }
 }
 
+/// Effects hand out errors already in the form the policy sees (status, code and fix written
+/// into the message), so this only changes the type.
 fn api_error(e: databricks::ApiError) -> ApiError {
-    let message = e.to_string();
-    ApiError { status: e.status, error_code: e.error_code, message }
+    ApiError { status: e.status, error_code: e.error_code, message: e.message }
+}
+
+/// The policy's error back in the host's type (the message already carries the fix).
+pub fn host_api_error(e: &ApiError) -> databricks::ApiError {
+    databricks::ApiError {
+        status: e.status,
+        error_code: e.error_code.clone(),
+        message: e.message.clone(),
+        retry_after: None,
+    }
 }
 
 fn token_info(t: databricks::TokenInfo) -> TokenInfo {
@@ -109,56 +111,20 @@ impl workspace::Host for PolicyState {
         comment: String,
         lifetime_seconds: u64,
     ) -> wasmtime::Result<Result<MintedToken, ApiError>> {
-        if let Some(denied) = self.not_granted("create-token") {
-            return Ok(Err(denied));
-        }
-        if lifetime_seconds == 0 || comment.len() > 1000 {
-            let message = "create-token needs a positive lifetime (0 could mean a token that never expires) and a comment under 1000 bytes";
-            return Ok(Err(ApiError {
-                status: 0,
-                error_code: "INVALID_PARAMETER_VALUE".into(),
-                message: message.into(),
-            }));
-        }
-        let minted = match self.effects.workspace.create_token(&comment, lifetime_seconds).await {
-            Ok(minted) => minted,
-            Err(e) => return Ok(Err(api_error(e))),
-        };
-        self.effects.log.redactor.register(&minted.value);
-        self.effects.minted.push(minted.info.clone());
-        let secret_ref = self.effects.vault.issue(minted.value, "minted token");
-        Ok(Ok(MintedToken { info: token_info(minted.info), secret_ref }))
+        let result = self.effects.create_token(&comment, lifetime_seconds).await.map_err(wasmtime::Error::new)?;
+        Ok(result.map(|(info, secret_ref)| MintedToken { info: token_info(info), secret_ref }).map_err(api_error))
     }
 
     async fn list_tokens(&mut self) -> wasmtime::Result<Result<Vec<TokenInfo>, ApiError>> {
-        if let Some(denied) = self.not_granted("list-tokens") {
-            return Ok(Err(denied));
-        }
-        Ok(self
-            .effects
-            .workspace
-            .list_tokens()
-            .await
-            .map(|l| l.into_iter().map(token_info).collect())
-            .map_err(api_error))
+        Ok(self.effects.list_tokens().await.map(|l| l.into_iter().map(token_info).collect()).map_err(api_error))
     }
 
     async fn delete_token(&mut self, token_id: String) -> wasmtime::Result<Result<(), ApiError>> {
-        if let Some(denied) = self.not_granted("delete-token") {
-            return Ok(Err(denied));
-        }
-        let result = self.effects.workspace.delete_token(&token_id).await.map_err(api_error);
-        if result.is_ok() {
-            self.effects.minted.retain(|t| t.token_id != token_id);
-        }
-        Ok(result)
+        Ok(self.effects.delete_token(&token_id).await.map_err(api_error))
     }
 
     async fn list_serving_endpoints(&mut self) -> wasmtime::Result<Result<Vec<ServingEndpoint>, ApiError>> {
-        if let Some(denied) = self.not_granted("list-serving-endpoints") {
-            return Ok(Err(denied));
-        }
-        let result = self.effects.workspace.list_serving_endpoints().await;
+        let result = self.effects.list_serving_endpoints().await;
         Ok(result
             .map(|list| {
                 list.into_iter()
@@ -180,28 +146,12 @@ impl files::Host for PolicyState {
     }
 
     async fn read(&mut self, path: String) -> wasmtime::Result<Result<Option<Vec<u8>>, FileError>> {
-        let result = self.effects.files.read(&path).map_err(file_error);
-        if let Err(e) = &result {
-            // A grant denial is worth an operator's attention; a missing file is not an error.
-            let level = if e.kind == FileErrorKind::Denied { LogLevel::Warn } else { LogLevel::Debug };
-            self.effects.log.push(level, &format!("read {} refused: {}", sandbox::display_path(&path), e.message));
-        }
-        Ok(result)
+        let result = self.effects.read_file(&path).map_err(wasmtime::Error::new)?;
+        Ok(result.map_err(file_error))
     }
 
     async fn write(&mut self, path: String, contents: Vec<u8>, mode: u32) -> wasmtime::Result<Result<(), FileError>> {
-        let result = if mode != 0o600 && self.effects.vault.holds_reference(&contents) {
-            let message = format!("a file holding a secret must be 0600, not {mode:04o}");
-            Err(FileError { kind: FileErrorKind::Denied, path: path.clone(), message })
-        } else {
-            self.effects.files.write(&path, contents, mode).map_err(file_error)
-        };
-        if let Err(e) = &result {
-            self.effects
-                .log
-                .push(LogLevel::Warn, &format!("write {} refused: {}", sandbox::display_path(&path), e.message));
-        }
-        Ok(result)
+        Ok(self.effects.write_file(&path, contents, mode).map_err(file_error))
     }
 }
 

@@ -34,10 +34,10 @@ impl HomeLock {
                 }
                 Err(TryLockError::WouldBlock) => {
                     if !announced {
-                        eprintln!(
+                        crate::output::err(&format!(
                             "devbox-auth: another devbox-auth run is provisioning {}; waiting for it",
                             home.display()
-                        );
+                        ));
                         announced = true;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,17 +1,25 @@
 //! The only way a policy touches the disk: reads and staged writes under the home directory.
 //!
+//! Every path is checked three ways before it is used: its shape (relative, no `..`, see
+//! [`paths`]), the deployment's grants — against the name the policy gave *and* against where
+//! it leads after symlinks — and the host's own files (cache, state, lock, manifest, policy),
+//! which no grant can hand out. Reads open the file without following a final symlink and
+//! without blocking, and refuse anything but a regular file (a FIFO would hang the run).
+//!
 //! Writes are *staged* while the policy runs and applied by [`FileSandbox::commit`] only after
-//! it succeeds, all together: each file is written to a temp file next to its target, fsynced,
-//! then renamed into place, so a reader never sees a partial file. If any step fails, the files
-//! already replaced are restored and new directories removed: a failure changes nothing.
+//! it succeeds, all together (see [`commit`]).
 
+pub mod commit;
 pub mod lock;
 pub mod paths;
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+pub use commit::CommitError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileErrorKind {
@@ -21,7 +29,8 @@ pub enum FileErrorKind {
     Io,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", display_path(path))]
 pub struct FileError {
     pub kind: FileErrorKind,
     /// As the policy gave it, relative to home.
@@ -34,20 +43,12 @@ pub fn display_path(path: &str) -> String {
     if path.starts_with('/') { path.to_string() } else { format!("~/{path}") }
 }
 
-impl std::fmt::Display for FileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", display_path(&self.path), self.message)
-    }
-}
-
-impl std::error::Error for FileError {}
-
 fn error(kind: FileErrorKind, path: &str, message: impl Into<String>) -> FileError {
     FileError { kind, path: path.to_string(), message: message.into() }
 }
 
 /// How much a policy may write in one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLimits {
     pub max_files: usize,
     pub max_file_bytes: usize,
@@ -60,43 +61,42 @@ impl Default for FileLimits {
     }
 }
 
-/// Which paths a policy may read and write, as patterns relative to home where `*` matches
-/// within one path component and a trailing `/**` matches everything below a directory.
+/// Which paths a policy may read and write: glob patterns relative to home, where `*` and `?`
+/// stay inside one path component, `[0-9]` is a class, and `/**` matches everything below a
+/// directory (see the `globset` crate).
 #[derive(Debug, Clone)]
 pub struct PathGrants {
     patterns: Vec<String>,
+    set: globset::GlobSet,
 }
 
 impl PathGrants {
-    pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self { patterns: patterns.into_iter().map(Into::into).collect() }
+    pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, String> {
+        let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in &patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| format!("grant {pattern:?} is not a valid pattern ({})", e.kind()))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| format!("grants cannot be compiled ({e})"))?;
+        Ok(Self { patterns, set })
     }
 
     pub fn allows(&self, rel: &str) -> bool {
-        self.patterns.iter().any(|p| glob_match(p, rel))
+        self.set.is_match(rel)
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 }
 
-fn glob_match(pattern: &str, path: &str) -> bool {
-    let pattern_parts: Vec<&str> = pattern.split('/').collect();
-    let path_parts: Vec<&str> = path.split('/').collect();
-    let matches =
-        |n: usize| pattern_parts[..n].iter().zip(&path_parts).all(|(p, s)| component_match(p.as_bytes(), s.as_bytes()));
-    match pattern_parts.split_last() {
-        // `dir/**`: anything strictly below the directory.
-        Some((&"**", prefix)) => path_parts.len() > prefix.len() && matches(prefix.len()),
-        _ => pattern_parts.len() == path_parts.len() && matches(pattern_parts.len()),
-    }
-}
-
-/// `*` matches any run of characters inside one component.
-fn component_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| component_match(rest, &text[i..])),
-        Some((c, rest)) => text.first() == Some(c) && component_match(rest, &text[1..]),
-    }
-}
+/// The modes a policy may give a file: private, or readable by others (never writable).
+pub const ALLOWED_MODES: [u32; 2] = [0o600, 0o644];
 
 #[derive(Debug, Clone)]
 pub struct StagedFile {
@@ -110,9 +110,11 @@ pub struct FileSandbox {
     home: PathBuf,
     limits: FileLimits,
     grants: PathGrants,
+    /// Absolute paths that belong to devbox-auth itself; nothing under them is granted.
+    protected: Vec<PathBuf>,
     staged: Vec<StagedFile>,
     /// Test doubles: the home's files live in memory and nothing is ever committed to disk.
-    in_memory: Option<std::collections::BTreeMap<String, Vec<u8>>>,
+    in_memory: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 impl FileSandbox {
@@ -123,18 +125,30 @@ impl FileSandbox {
         if !home.is_dir() {
             return Err(format!("home directory {} is not a directory", home.display()));
         }
-        Ok(Self { home, limits, grants, staged: Vec::new(), in_memory: None })
+        Ok(Self { home, limits, grants, protected: Vec::new(), staged: Vec::new(), in_memory: None })
     }
 
     /// A home that exists only in memory, for testing policies without a disk. Paths get the
     /// same lexical checks and grants; there are no symlinks to follow.
-    pub fn in_memory(
-        home: &str,
-        files: std::collections::BTreeMap<String, Vec<u8>>,
-        limits: FileLimits,
-        grants: PathGrants,
-    ) -> Self {
-        Self { home: PathBuf::from(home), limits, grants, staged: Vec::new(), in_memory: Some(files) }
+    pub fn in_memory(home: &str, files: BTreeMap<String, Vec<u8>>, limits: FileLimits, grants: PathGrants) -> Self {
+        Self {
+            home: PathBuf::from(home),
+            limits,
+            grants,
+            protected: Vec::new(),
+            staged: Vec::new(),
+            in_memory: Some(files),
+        }
+    }
+
+    /// Keep the policy away from `path` (a file or directory of the host's), whatever the
+    /// grants say. Symlinks in it are resolved as far as it exists.
+    pub fn protect(&mut self, path: &Path) {
+        let absolute = if path.is_absolute() { path.to_path_buf() } else { self.home.join(path) };
+        let resolved = canonical_prefix(&absolute);
+        if !self.protected.contains(&resolved) {
+            self.protected.push(resolved);
+        }
     }
 
     pub fn home(&self) -> &Path {
@@ -151,11 +165,26 @@ impl FileSandbox {
             None => paths::resolve(&self.home, rel),
         }
         .map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
+        if self.protected.iter().any(|p| resolved.starts_with(p)) {
+            return Err(error(
+                FileErrorKind::Denied,
+                rel,
+                "this path belongs to devbox-auth itself (its cache, state, manifest or policy); no grant covers it",
+            ));
+        }
+        let target = resolved.strip_prefix(&self.home).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         if !self.grants.allows(rel) {
             return Err(error(
                 FileErrorKind::Denied,
                 rel,
                 "this deployment does not grant the policy access to this path",
+            ));
+        }
+        if target != rel && !self.grants.allows(&target) {
+            return Err(error(
+                FileErrorKind::Denied,
+                rel,
+                format!("it is a symlink to ~/{target}, which this deployment does not grant the policy"),
             ));
         }
         Ok(resolved)
@@ -170,33 +199,63 @@ impl FileSandbox {
         if let Some(files) = &self.in_memory {
             return Ok(files.get(rel).cloned());
         }
-        match fs::metadata(&resolved) {
-            Ok(meta) if meta.len() > self.limits.max_file_bytes as u64 => {
-                return Err(error(
-                    FileErrorKind::TooLarge,
-                    rel,
-                    format!("larger than {} bytes", self.limits.max_file_bytes),
-                ));
-            }
-            Ok(_) => {}
+        let io = |e: std::io::Error| error(FileErrorKind::Io, rel, e.to_string());
+        // O_NOFOLLOW: `resolved` has no symlinks left, so one appearing now is a race; refuse it.
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&resolved)
+        {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(error(FileErrorKind::Io, rel, e.to_string())),
+            Err(e) => return Err(io(e)),
+        };
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(error(
+                FileErrorKind::Denied,
+                rel,
+                "not a regular file (a FIFO, socket or device); refusing it",
+            ));
         }
-        fs::read(&resolved).map(Some).map_err(|e| error(FileErrorKind::Io, rel, e.to_string()))
+        if meta.len() > self.limits.max_file_bytes as u64 {
+            return Err(error(
+                FileErrorKind::TooLarge,
+                rel,
+                format!("larger than {} bytes", self.limits.max_file_bytes),
+            ));
+        }
+        let mut contents = Vec::with_capacity(meta.len() as usize);
+        // Bounded, in case the file grows while being read.
+        file.take(self.limits.max_file_bytes as u64 + 1).read_to_end(&mut contents).map_err(io)?;
+        if contents.len() > self.limits.max_file_bytes {
+            return Err(error(
+                FileErrorKind::TooLarge,
+                rel,
+                format!("larger than {} bytes", self.limits.max_file_bytes),
+            ));
+        }
+        Ok(Some(contents))
     }
 
     /// Stage a write; nothing touches the disk until [`commit`](Self::commit).
     pub fn write(&mut self, rel: &str, contents: Vec<u8>, mode: u32) -> Result<(), FileError> {
-        self.check(rel)?;
-        if mode & !0o777 != 0 {
-            return Err(error(FileErrorKind::InvalidPath, rel, format!("mode {mode:#o} has bits beyond rwxrwxrwx")));
+        let resolved = self.check(rel)?;
+        if !ALLOWED_MODES.contains(&mode) {
+            return Err(error(FileErrorKind::Denied, rel, format!("mode {mode:04o} is not allowed; use 0600 or 0644")));
         }
-        if mode & 0o022 != 0 {
-            return Err(error(
-                FileErrorKind::Denied,
-                rel,
-                format!("mode {mode:#o} would let other users change the file; use 0o600 or 0o644"),
-            ));
+        if self.in_memory.is_none() {
+            match fs::symlink_metadata(&resolved) {
+                Ok(meta) if !meta.is_file() => {
+                    return Err(error(
+                        FileErrorKind::Denied,
+                        rel,
+                        "exists and is not a regular file; refusing to replace it",
+                    ));
+                }
+                _ => {}
+            }
         }
         if contents.len() > self.limits.max_file_bytes {
             return Err(error(
@@ -227,129 +286,60 @@ impl FileSandbox {
 
     /// Apply every staged write, or none. `render` turns staged contents into the bytes to
     /// write (the host fills in secrets there). Returns the paths written, relative to home.
-    pub fn commit(&self, render: impl Fn(&[u8]) -> Vec<u8>) -> Result<Vec<String>, FileError> {
+    pub fn commit(&self, render: impl Fn(&[u8]) -> Vec<u8>) -> Result<Vec<String>, CommitError> {
         if self.in_memory.is_some() {
-            return Err(error(FileErrorKind::Io, "", "an in-memory home cannot be committed"));
+            return Err(CommitError::in_memory());
         }
         let mut plan = Vec::new();
         for file in &self.staged {
-            plan.push((file, self.check(&file.path)?));
+            let target = self.check(&file.path).map_err(CommitError::before_any_change)?;
+            plan.push(commit::Planned {
+                path: file.path.clone(),
+                target,
+                contents: render(&file.contents),
+                mode: file.mode,
+            });
         }
-        let mut tx = Transaction::default();
-        match tx.apply(&plan, &render) {
-            Ok(()) => Ok(plan.iter().map(|(f, _)| f.path.clone()).collect()),
-            Err(e) => {
-                tx.roll_back();
-                Err(e)
-            }
-        }
+        commit::apply(&plan, commit::Faults::none())?;
+        Ok(plan.into_iter().map(|p| p.path).collect())
     }
 }
 
-/// A file's contents and permission bits before a commit replaced it.
-type Previous = Option<(Vec<u8>, u32)>;
-
-/// What a commit changed so far, so it can be undone.
-#[derive(Default)]
-struct Transaction {
-    created_dirs: Vec<PathBuf>,
-    /// Target and what it held before (`None`: it did not exist).
-    replaced: Vec<(PathBuf, Previous)>,
-}
-
-impl Transaction {
-    fn apply(&mut self, plan: &[(&StagedFile, PathBuf)], render: &impl Fn(&[u8]) -> Vec<u8>) -> Result<(), FileError> {
-        let io = |file: &StagedFile, what: &str, e: std::io::Error| {
-            error(FileErrorKind::Io, &file.path, format!("cannot {what}: {e}"))
-        };
-        let mut temps = Vec::new();
-        for (file, target) in plan {
-            let parent = target.parent().expect("a resolved file has a parent");
-            self.create_dirs(parent).map_err(|e| io(file, "create its directory", e))?;
-            let mut temp = tempfile::Builder::new()
-                .prefix(".devbox-auth-")
-                .tempfile_in(parent)
-                .map_err(|e| io(file, "create a temp file", e))?;
-            temp.as_file()
-                .set_permissions(fs::Permissions::from_mode(file.mode))
-                .map_err(|e| io(file, "set its mode", e))?;
-            temp.write_all(&render(&file.contents)).map_err(|e| io(file, "write", e))?;
-            temp.as_file().sync_all().map_err(|e| io(file, "flush to disk", e))?;
-            temps.push(temp);
-        }
-        for ((file, target), temp) in plan.iter().zip(temps) {
-            let previous = match fs::read(target) {
-                Ok(bytes) => {
-                    let mode = fs::metadata(target).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
-                    Some((bytes, mode))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io(file, "read the current file", e)),
-            };
-            temp.persist(target).map_err(|e| io(file, "move it into place", e.error))?;
-            self.replaced.push((target.clone(), previous));
-        }
-        for (_, target) in plan {
-            if let Some(parent) = target.parent() {
-                let _ = fs::File::open(parent).and_then(|d| d.sync_all());
-            }
-        }
-        Ok(())
+/// `path` with symlinks resolved in the part that exists.
+fn canonical_prefix(path: &Path) -> PathBuf {
+    if let Ok(resolved) = fs::canonicalize(path) {
+        return resolved;
     }
-
-    fn create_dirs(&mut self, dir: &Path) -> std::io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            self.create_dirs(parent)?;
-        }
-        fs::DirBuilder::new().mode(0o700).create(dir)?;
-        self.created_dirs.push(dir.to_path_buf());
-        Ok(())
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => canonical_prefix(parent).join(name),
+        _ => path.to_path_buf(),
     }
-
-    fn roll_back(&mut self) {
-        for (target, previous) in self.replaced.drain(..).rev() {
-            let _ = match previous {
-                Some((bytes, mode)) => restore(&target, &bytes, mode),
-                None => fs::remove_file(&target),
-            };
-        }
-        for dir in self.created_dirs.drain(..).rev() {
-            let _ = fs::remove_dir(&dir);
-        }
-    }
-}
-
-fn restore(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".devbox-auth-").tempfile_in(parent)?;
-    temp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(target).map(|_| ()).map_err(|e| e.error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn all() -> PathGrants {
-        PathGrants::new([".*", ".*/**", "*", "*/**"])
+        PathGrants::new([".*", ".*/**", "*", "*/**"]).unwrap()
     }
 
     #[test]
     fn grants_match_components_and_subtrees() {
-        let g = PathGrants::new([".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-*"]);
+        let g = PathGrants::new([".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-[0-9]*", "a/**/z"])
+            .unwrap();
         assert!(g.allows(".claude-code-router/config.json"));
         assert!(g.allows(".claude-code-router/plugins/x.js"));
         assert!(g.allows(".databrickscfg"));
         assert!(g.allows(".databrickscfg.bak-17"));
+        assert!(!g.allows(".databrickscfg.bak-x"));
         assert!(!g.allows(".bashrc"));
         assert!(!g.allows(".claude-code-router"));
         assert!(!g.allows(".databrickscfg/x"));
-        assert!(!PathGrants::new(Vec::<String>::new()).allows("a"));
+        assert!(g.allows("a/b/c/z") && g.allows("a/z"), "`**` in the middle spans any depth");
+        assert!(!PathGrants::new(Vec::<String>::new()).unwrap().allows("a"));
+        assert!(PathGrants::new(["a/[b"]).is_err());
     }
 
     #[test]
@@ -367,25 +357,6 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_commit_restores_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("keep"), "old").unwrap();
-        fs::write(dir.path().join("blocker"), "a file where a directory is needed").unwrap();
-        let mut sb = FileSandbox::new(dir.path(), FileLimits::default(), all()).unwrap();
-        sb.write("keep", b"new".to_vec(), 0o600).unwrap();
-        sb.write("newdir/file", b"x".to_vec(), 0o600).unwrap();
-        // Make the last write fail at commit time: its directory becomes a file.
-        sb.write("late/file", b"x".to_vec(), 0o600).unwrap();
-        fs::write(dir.path().join("late"), "now a file").unwrap();
-        let err = sb.commit(|b| b.to_vec()).unwrap_err();
-        assert!(err.message.contains("not a directory"), "{err}");
-        assert_eq!(fs::read_to_string(dir.path().join("keep")).unwrap(), "old");
-        assert!(!dir.path().join("newdir").exists());
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(leftovers.len(), 3, "{leftovers:?}");
-    }
-
-    #[test]
     fn limits_and_modes_are_enforced_when_staging() {
         let dir = tempfile::tempdir().unwrap();
         let limits = FileLimits { max_files: 2, max_file_bytes: 10, max_total_bytes: 15 };
@@ -396,17 +367,65 @@ mod tests {
         sb.write("b", vec![0; 5], 0o600).unwrap();
         assert_eq!(sb.write("c", vec![], 0o600).unwrap_err().kind, FileErrorKind::TooLarge);
         sb.write("a", vec![1; 3], 0o644).unwrap();
-        assert_eq!(sb.write("a", vec![], 0o666).unwrap_err().kind, FileErrorKind::Denied);
-        assert_eq!(sb.write("a", vec![], 0o4600).unwrap_err().kind, FileErrorKind::InvalidPath);
+        for bad in [0o666, 0o4600, 0o000, 0o755, 0o700, 0o400] {
+            let err = sb.write("a", vec![], bad).unwrap_err();
+            assert_eq!(err.kind, FileErrorKind::Denied, "{bad:o}");
+            assert!(err.message.contains("0600 or 0644"), "{err}");
+        }
     }
 
     #[test]
     fn ungranted_paths_are_denied() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sb = FileSandbox::new(dir.path(), FileLimits::default(), PathGrants::new([".databrickscfg"])).unwrap();
+        let mut sb =
+            FileSandbox::new(dir.path(), FileLimits::default(), PathGrants::new([".databrickscfg"]).unwrap()).unwrap();
         assert_eq!(sb.write(".bashrc", vec![], 0o600).unwrap_err().kind, FileErrorKind::Denied);
         assert_eq!(sb.read(".bashrc").unwrap_err().kind, FileErrorKind::Denied);
         assert_eq!(sb.write("../x", vec![], 0o600).unwrap_err().kind, FileErrorKind::InvalidPath);
         sb.write(".databrickscfg", vec![], 0o600).unwrap();
+    }
+
+    #[test]
+    fn grants_are_checked_where_a_symlink_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        fs::create_dir_all(home.join(".ssh")).unwrap();
+        fs::write(home.join(".ssh/id_ed25519"), "PRIVATE").unwrap();
+        fs::create_dir_all(home.join(".claude-code-router")).unwrap();
+        std::os::unix::fs::symlink("../.ssh", home.join(".claude-code-router/keys")).unwrap();
+        let grants = PathGrants::new([".claude-code-router/**"]).unwrap();
+        let mut sb = FileSandbox::new(home, FileLimits::default(), grants).unwrap();
+        let err = sb.read(".claude-code-router/keys/id_ed25519").unwrap_err();
+        assert_eq!(err.kind, FileErrorKind::Denied);
+        assert!(err.message.contains("~/.ssh/id_ed25519"), "{err}");
+        let err = sb.write(".claude-code-router/keys/authorized_keys", b"ssh-ed25519 x".to_vec(), 0o600).unwrap_err();
+        assert_eq!(err.kind, FileErrorKind::Denied);
+    }
+
+    #[test]
+    fn the_hosts_own_files_are_out_of_every_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sb = FileSandbox::new(dir.path(), FileLimits::default(), all()).unwrap();
+        sb.protect(Path::new(".cache/devbox-auth"));
+        sb.protect(&dir.path().join("deploy/devbox-auth.toml"));
+        for path in [".cache/devbox-auth/x.cwasm", "deploy/devbox-auth.toml"] {
+            let err = sb.write(path, vec![], 0o600).unwrap_err();
+            assert!(err.message.contains("belongs to devbox-auth itself"), "{err}");
+            assert_eq!(sb.read(path).unwrap_err().kind, FileErrorKind::Denied);
+        }
+        sb.write(".cache/other", vec![], 0o600).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut sb = FileSandbox::new(dir.path(), FileLimits::default(), all()).unwrap();
+        let err = sb.read("pipe").unwrap_err();
+        assert!(err.message.contains("not a regular file"), "{err}");
+        assert!(sb.write("pipe", vec![], 0o600).unwrap_err().message.contains("not a regular file"));
     }
 }

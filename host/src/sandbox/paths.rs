@@ -2,22 +2,26 @@
 //!
 //! Lexical checks first (relative, no `..`, no `.`, no empty or NUL components), then the
 //! filesystem: every existing component is resolved, so a symlink anywhere on the way —
-//! including the file itself — may only lead to somewhere inside home. A symlinked file that
-//! stays inside home is followed, so dotfile managers that link `config.json` keep working.
+//! including the file itself — may only lead to somewhere inside home. A symlink that stays
+//! inside home is followed; the sandbox then checks its grants against where it leads too.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct PathError(pub String);
+
+/// Longest file or directory name a policy may use (the common filesystem limit).
+const MAX_NAME_BYTES: usize = 255;
 
 /// Check the shape of a relative path without touching the disk.
 pub fn check_relative(rel: &str) -> Result<PathBuf, PathError> {
     if rel.is_empty() {
         return Err(PathError("the path is empty".into()));
     }
-    if rel.contains('\0') {
-        return Err(PathError("the path contains a NUL byte".into()));
+    if rel.chars().any(char::is_control) {
+        return Err(PathError("the path contains a control character (a newline, NUL, escape, ...)".into()));
     }
     if rel.len() > 1024 {
         return Err(PathError("the path is longer than 1024 bytes".into()));
@@ -32,6 +36,9 @@ pub fn check_relative(rel: &str) -> Result<PathBuf, PathError> {
     }
     for component in path.components() {
         match component {
+            Component::Normal(name) if name.len() > MAX_NAME_BYTES => {
+                return Err(PathError(format!("a path component is longer than {MAX_NAME_BYTES} bytes")));
+            }
             Component::Normal(_) => {}
             Component::ParentDir => return Err(PathError("`..` is not allowed".into())),
             Component::CurDir => return Err(PathError("`.` components are not allowed".into())),
@@ -105,7 +112,7 @@ mod tests {
 
     #[test]
     fn lexical_escapes_are_refused() {
-        for bad in ["", "/etc/passwd", "../escape", "a/../../b", "./a", "a/./b", "a//b", "a\0b", "dir/"] {
+        for bad in ["", "/etc/passwd", "../escape", "a/../../b", "./a", "a/./b", "a//b", "a\0b", "a\nb", "dir/"] {
             assert!(check_relative(bad).is_err(), "{bad:?}");
         }
         assert!(check_relative(".claude-code-router/config.json").is_ok());

@@ -1,7 +1,38 @@
 //! Misbehaves as `DEVBOX_HOSTILE` says. Every behaviour must end in a clear error from the host
 //! and no change on disk.
 
-use devbox_policy_sdk::{Host, Policy, PolicyError};
+use base64::Engine as _;
+use devbox_policy_sdk::{Host, Level, Policy, PolicyError};
+
+/// Every file a policy might find a secret in, by default grants.
+const LOOT: &[&str] = &[".claude-code-router/config.json", ".databrickscfg", ".claude-code-router/notes.txt"];
+
+/// Everything the policy could read, in every form it might smuggle out: each line that looks
+/// like it holds a credential, plain, reversed and in base64, then whole files in pieces short
+/// enough for any channel.
+fn loot(host: &mut impl Host) -> Vec<String> {
+    let mut forms = Vec::new();
+    let mut files = Vec::new();
+    for path in LOOT {
+        let Ok(Some(bytes)) = host.read_file(path) else { continue };
+        files.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    for text in &files {
+        for line in text.lines().filter(|l| ["token", "secret", "key", "KEY"].iter().any(|k| l.contains(k))) {
+            forms.push(line.to_string());
+            forms.push(line.chars().rev().collect());
+            forms.push(base64::engine::general_purpose::STANDARD.encode(line));
+        }
+    }
+    for text in &files {
+        let chars: Vec<char> = text.chars().collect();
+        forms.extend(chars.chunks(300).map(|c| c.iter().collect::<String>()));
+    }
+    if let Some(secret) = host.secret_ref("DATABRICKS_CLIENT_SECRET") {
+        forms.push(secret);
+    }
+    forms
+}
 
 pub struct Hostile;
 
@@ -72,6 +103,96 @@ impl Policy for Hostile {
                     std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.kind())
                 ));
                 host.write_file(".claude-code-router/seen.txt", seen.as_bytes(), 0o600)?;
+            }
+            // Try every channel that does not end the run: logs, a token comment, a file others
+            // can read, file names. The test scans each for every secret in every form.
+            "exfiltrate" => {
+                let forms = loot(host);
+                for form in &forms {
+                    host.log(Level::Error, form);
+                }
+                let comment: String = forms
+                    .iter()
+                    .map(|f| f.chars().filter(|c| !c.is_control()).take(60).collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let comment: String = comment.chars().take(190).collect();
+                // Plain references are refused as a comment; reversed ones are just text.
+                let _ = host.create_token(&comment.chars().rev().collect::<String>(), 60);
+                let public: String =
+                    forms.iter().filter(|f| !f.contains("{{devbox-secret:")).cloned().collect::<Vec<_>>().join("\n");
+                host.write_file(".claude-code-router/public.txt", public.as_bytes(), 0o644)?;
+                for (i, form) in forms.iter().enumerate() {
+                    let name: String = form.chars().filter(|c| c.is_ascii_alphanumeric()).take(200).collect();
+                    if !name.is_empty() {
+                        host.write_file(&format!(".claude-code-router/n{i}-{name}"), b"", 0o600)?;
+                    }
+                }
+            }
+            // The same, through the error a failing run prints.
+            "exfiltrate-error" => {
+                let forms = loot(host);
+                let which: usize = host.var("DEVBOX_HOSTILE_PICK").and_then(|v| v.parse().ok()).unwrap_or(0);
+                return Err(PolicyError::Other(forms.get(which).cloned().unwrap_or_else(|| "no such form".into())));
+            }
+            "exfiltrate-invalid-config" => {
+                let secret = host.secret_ref("DATABRICKS_CLIENT_SECRET").unwrap_or_default();
+                return Err(PolicyError::InvalidConfig(format!(
+                    "DATABRICKS_CLIENT_SECRET was rotated; paste the new one: {secret}"
+                )));
+            }
+            "ssh" => {
+                let key = host.read_file(".claude-code-router/keys/id_ed25519")?;
+                host.write_file(".claude-code-router/keys/authorized_keys", &key.unwrap_or_default(), 0o600)?;
+            }
+            "cache" => {
+                host.write_file(".cache/devbox-auth/evil.cwasm", b"not a compiled policy", 0o600)?;
+            }
+            "sleep" => std::thread::sleep(std::time::Duration::from_secs(6)),
+            "sleep-forever" => std::thread::sleep(std::time::Duration::MAX),
+            "read-fifo" => {
+                host.read_file(".claude-code-router/fifo")?;
+            }
+            "mint-then-sleep" => {
+                host.create_token("hostile", 600)?;
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+            "log-flood" => {
+                for i in 0..200_000u32 {
+                    host.log(Level::Warn, &format!("flood {i}"));
+                }
+            }
+            "mint-twice" => {
+                host.create_token("one", 60)?;
+                host.create_token("two", 60)?;
+            }
+            "mint-forever" => {
+                host.create_token("forever", u64::MAX)?;
+            }
+            "delete-all" => {
+                for token in host.list_tokens()? {
+                    host.delete_token(&token.token_id)?;
+                }
+            }
+            "read-many" => {
+                for _ in 0..1000 {
+                    host.read_file(".databrickscfg")?;
+                }
+            }
+            "long-error" => return Err(PolicyError::Other("x".repeat(1 << 20))),
+            "ansi" => {
+                host.log(Level::Warn, "\x1b[2J\x1b]0;pwned\x07\u{202e}gnp.exe");
+                return Err(PolicyError::Other("\x1b[31mred\nforged: devbox-auth: wrote everything".into()));
+            }
+            "newline-path" => {
+                host.write_file(".databrickscfg.bak-1\ndevbox-auth: forged line", b"x", 0o600)?;
+            }
+            "append" => {
+                let id = host.var("DEVBOX_HOSTILE_ID").unwrap_or_default();
+                let mut log = host.read_file(".claude-code-router/log.txt")?.unwrap_or_default();
+                std::thread::sleep(std::time::Duration::from_millis(800));
+                log.extend_from_slice(format!("{id}\n").as_bytes());
+                host.write_file(".claude-code-router/log.txt", &log, 0o600)?;
             }
             other => return Err(PolicyError::InvalidConfig(format!("set DEVBOX_HOSTILE (got {other:?})"))),
         }

@@ -15,16 +15,9 @@ use reqwest::Url;
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkspaceUrl(Url);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct InvalidHost(pub String);
-
-impl fmt::Display for InvalidHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InvalidHost {}
 
 impl WorkspaceUrl {
     /// `source` names where the value came from (e.g. `DATABRICKS_HOST`), for the error.

@@ -1,0 +1,59 @@
+//! The environment a policy may see: a few chosen plain variables, and secrets only as
+//! references.
+
+use std::collections::BTreeMap;
+
+use crate::secrets::{Secret, SecretVault};
+
+#[derive(Debug, Default)]
+pub struct PolicyEnv {
+    pub vars: BTreeMap<String, String>,
+    pub secret_refs: BTreeMap<String, String>,
+}
+
+impl PolicyEnv {
+    /// The variables from `env` that policies may see, the resolved client id, and the client
+    /// secret as a reference issued by `vault`.
+    pub fn new(
+        env: &BTreeMap<String, String>,
+        client_id: Option<&str>,
+        client_secret: Option<&Secret>,
+        vault: &mut SecretVault,
+    ) -> Self {
+        let mut vars: BTreeMap<String, String> =
+            env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(id) = client_id {
+            vars.insert("DATABRICKS_CLIENT_ID".into(), id.to_string());
+        }
+        let mut secret_refs = BTreeMap::new();
+        if let Some(secret) = client_secret {
+            secret_refs
+                .insert("DATABRICKS_CLIENT_SECRET".into(), vault.issue(secret.clone(), "DATABRICKS_CLIENT_SECRET"));
+        }
+        Self { vars, secret_refs }
+    }
+}
+
+/// Plain variables passed to policies: the documented settings, the App's identity, and
+/// anything named `DEVBOX_*` (deployment-specific policy settings) except the host's own
+/// `DEVBOX_AUTH_*`.
+pub fn is_passed_to_policy(name: &str) -> bool {
+    const PASSED: &[&str] =
+        &["CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "DATABRICKS_APP_NAME", "DATABRICKS_APP_PORT", "DATABRICKS_WORKSPACE_ID"];
+    PASSED.contains(&name) || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_chosen_variables_reach_the_policy() {
+        assert!(is_passed_to_policy("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS"));
+        assert!(is_passed_to_policy("DEVBOX_MODEL"));
+        assert!(!is_passed_to_policy("DEVBOX_AUTH_POLICY"));
+        assert!(!is_passed_to_policy("DATABRICKS_CLIENT_SECRET"));
+        assert!(!is_passed_to_policy("DATABRICKS_TOKEN"));
+        assert!(!is_passed_to_policy("HOME"));
+    }
+}

@@ -1,0 +1,365 @@
+//! Everything a policy can cause, behind the WIT imports — with the checks that make the
+//! sandbox's promises true. The WIT glue (`runtime::state`) only converts types; the rules
+//! live here, so live runs, dry runs and `policy test` enforce them identically:
+//!
+//! - a workspace operation needs a grant, and `create-token` has a per-run count and a
+//!   lifetime range; the host adds its own marker and per-run nonce to every token comment;
+//! - a file read is counted against a budget and comes back with every secret swapped for a
+//!   vault reference (`secrets::scrub`); a file holding a reference must be written 0600;
+//! - every error the host hands the policy is remembered, so a policy that passes one on is
+//!   reported in the host's words and anything else in the policy's.
+
+pub mod env;
+pub mod log;
+pub mod simulator;
+pub mod workspace;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::env::PolicyEnv;
+pub use self::log::{LogBudget, LogLevel, PolicyLog};
+pub use self::simulator::SimulatedWorkspace;
+pub use self::workspace::Workspace;
+use crate::databricks::error::codes;
+use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
+use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
+use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
+use crate::secrets::{SecretVault, random_hex, redactor, scrub};
+
+/// A workspace operation a deployment may grant a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    CreateToken,
+    ListTokens,
+    DeleteToken,
+    ListServingEndpoints,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] =
+        [Operation::CreateToken, Operation::ListTokens, Operation::DeleteToken, Operation::ListServingEndpoints];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateToken => "create-token",
+            Operation::ListTokens => "list-tokens",
+            Operation::DeleteToken => "delete-token",
+            Operation::ListServingEndpoints => "list-serving-endpoints",
+        }
+    }
+
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the host appends to every token comment: `(devbox-auth <deployment>/<run nonce>-<n>)`.
+/// The deployment part lets later runs recognise this deployment's tokens; the run nonce —
+/// unguessable, fresh per run — lets a run find a token whose create answer it never got,
+/// without ever matching a token some other run or tool made.
+#[derive(Debug, Clone)]
+pub struct TokenMarker {
+    pub deployment: String,
+    pub run: String,
+    calls: u32,
+}
+
+impl TokenMarker {
+    pub fn new(deployment: &str) -> Self {
+        Self { deployment: deployment.to_string(), run: random_hex(8), calls: 0 }
+    }
+
+    fn next_comment(&mut self, policy_comment: &str) -> String {
+        self.calls += 1;
+        let suffix = format!("(devbox-auth {}/{}-{})", self.deployment, self.run, self.calls);
+        if policy_comment.is_empty() { suffix } else { format!("{policy_comment} {suffix}") }
+    }
+}
+
+/// What the policy has used of its host-side budgets so far.
+#[derive(Debug, Default, Clone)]
+pub struct Usage {
+    pub token_creates: u32,
+    pub file_reads: u32,
+    pub read_bytes: usize,
+}
+
+pub struct Effects {
+    pub workspace: Workspace,
+    pub host_url: String,
+    pub auth_type: String,
+    pub files: FileSandbox,
+    pub env: PolicyEnv,
+    pub vault: SecretVault,
+    pub log: PolicyLog,
+    pub limits: SandboxLimits,
+    pub grants: BTreeSet<Operation>,
+    pub marker: TokenMarker,
+    pub usage: Usage,
+    /// Tokens minted during this run, deleted again if the run fails.
+    pub minted: Vec<TokenInfo>,
+    /// The comment of a create that was sent but whose answer never came back (the run was
+    /// stopped mid-call): undoing the run looks for it.
+    pub create_in_flight: Option<String>,
+    /// Errors the host handed the policy.
+    handed_out: Vec<ApiError>,
+    handed_out_files: Vec<FileError>,
+}
+
+/// The identity a run works under, for the policy and the token marker.
+pub struct RunIdentity {
+    pub host_url: String,
+    pub auth_type: String,
+    pub deployment: String,
+}
+
+impl Effects {
+    #[allow(clippy::too_many_arguments)] // each part is its own idea; pipeline::run is the one caller
+    pub fn new(
+        workspace: Workspace,
+        identity: RunIdentity,
+        files: FileSandbox,
+        env: PolicyEnv,
+        vault: SecretVault,
+        log: PolicyLog,
+        limits: SandboxLimits,
+        grants: BTreeSet<Operation>,
+    ) -> Self {
+        Self {
+            workspace,
+            host_url: identity.host_url,
+            auth_type: identity.auth_type,
+            files,
+            env,
+            vault,
+            log,
+            limits,
+            grants,
+            marker: TokenMarker::new(&identity.deployment),
+            usage: Usage::default(),
+            minted: Vec::new(),
+            create_in_flight: None,
+            handed_out: Vec::new(),
+            handed_out_files: Vec::new(),
+        }
+    }
+
+    /// An error for the policy, in the form it sees (status, code and fix written into the
+    /// message), remembered as the host's own words.
+    fn hand_out(&mut self, error: ApiError) -> ApiError {
+        let seen = ApiError { message: error.to_string(), retry_after: None, ..error };
+        self.handed_out.push(seen.clone());
+        seen
+    }
+
+    /// Whether the host handed the policy exactly this error (then it is the host's words).
+    pub fn handed_out(&self, error: &ApiError) -> bool {
+        self.handed_out.contains(error)
+    }
+
+    /// The same, for file errors.
+    pub fn handed_out_file(&self, error: &FileError) -> bool {
+        self.handed_out_files.contains(error)
+    }
+
+    fn file_error(&mut self, verb: &str, error: FileError) -> FileError {
+        // A grant denial is worth an operator's attention; a missing directory is not.
+        let level = if error.kind == FileErrorKind::Io { LogLevel::Debug } else { LogLevel::Warn };
+        self.log.host(level, &format!("{verb} refused: {error}"));
+        self.handed_out_files.push(error.clone());
+        error
+    }
+
+    fn denied(&mut self, operation: Operation) -> Option<ApiError> {
+        if self.grants.contains(&operation) {
+            return None;
+        }
+        let message = format!("this deployment does not grant the policy the workspace operation `{operation}`");
+        self.log.host(LogLevel::Warn, &format!("denied: {message}"));
+        Some(self.hand_out(ApiError::local(codes::NOT_GRANTED, message)))
+    }
+
+    pub async fn create_token(
+        &mut self,
+        comment: &str,
+        lifetime_seconds: u64,
+    ) -> Result<Result<(TokenInfo, String), ApiError>, SandboxRefusal> {
+        if let Some(denied) = self.denied(Operation::CreateToken) {
+            return Ok(Err(denied));
+        }
+        let limits = &self.limits;
+        if self.usage.token_creates >= limits.token_creates {
+            return Err(SandboxRefusal(format!(
+                "asked for more than {} token(s) in one run (limits.token_creates)",
+                limits.token_creates
+            )));
+        }
+        if !(limits.min_token_lifetime..=limits.max_token_lifetime).contains(&lifetime_seconds) {
+            return Err(SandboxRefusal(format!(
+                "asked for a token lifetime of {lifetime_seconds} s, outside {}..={} s (limits.min_token_lifetime, limits.max_token_lifetime)",
+                limits.min_token_lifetime, limits.max_token_lifetime
+            )));
+        }
+        if let Some(problem) = comment_problem(comment) {
+            let error = ApiError::local("INVALID_PARAMETER_VALUE", format!("create-token: the comment {problem}"));
+            return Ok(Err(self.hand_out(error)));
+        }
+        self.usage.token_creates += 1;
+        let full_comment = self.marker.next_comment(comment);
+        self.create_in_flight = Some(full_comment.clone());
+        let result = self.workspace.create_token(&full_comment, lifetime_seconds).await;
+        self.create_in_flight = None;
+        match result {
+            Ok(minted) => {
+                redactor().register(&minted.value);
+                self.minted.push(minted.info.clone());
+                let reference = self.vault.issue(minted.value, "minted token");
+                Ok(Ok((minted.info, reference)))
+            }
+            Err(e) => Ok(Err(self.hand_out(e))),
+        }
+    }
+
+    pub async fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
+        if let Some(denied) = self.denied(Operation::ListTokens) {
+            return Err(denied);
+        }
+        let result = self.workspace.list_tokens().await;
+        result.map_err(|e| self.hand_out(e))
+    }
+
+    pub async fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
+        if let Some(denied) = self.denied(Operation::DeleteToken) {
+            return Err(denied);
+        }
+        let result = self.workspace.delete_token(token_id).await;
+        if result.is_ok() {
+            self.minted.retain(|t| t.token_id != token_id);
+        }
+        result.map_err(|e| self.hand_out(e))
+    }
+
+    pub async fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
+        if let Some(denied) = self.denied(Operation::ListServingEndpoints) {
+            return Err(denied);
+        }
+        let result = self.workspace.list_serving_endpoints().await;
+        result.map_err(|e| self.hand_out(e))
+    }
+
+    /// A file as the policy may see it: counted against the read budget, secrets swapped for
+    /// references.
+    pub fn read_file(&mut self, path: &str) -> Result<Result<Option<Vec<u8>>, FileError>, SandboxRefusal> {
+        if self.usage.file_reads >= self.limits.file_reads {
+            return Err(SandboxRefusal(format!(
+                "read more than {} files in one run (limits.file_reads)",
+                self.limits.file_reads
+            )));
+        }
+        self.usage.file_reads += 1;
+        let contents = match self.files.read(path) {
+            Ok(contents) => contents,
+            Err(e) => return Ok(Err(self.file_error("read", e))),
+        };
+        let Some(bytes) = contents else { return Ok(Ok(None)) };
+        self.usage.read_bytes += bytes.len();
+        if self.usage.read_bytes > self.limits.read_bytes {
+            return Err(SandboxRefusal(format!(
+                "read more than {} bytes in one run (limits.read_bytes)",
+                self.limits.read_bytes
+            )));
+        }
+        Ok(Ok(Some(scrub::scrub(path, &bytes, &mut self.vault, redactor()))))
+    }
+
+    /// Stage a write. Contents holding a secret reference must go to a private (0600) file.
+    pub fn write_file(&mut self, path: &str, contents: Vec<u8>, mode: u32) -> Result<(), FileError> {
+        let result = if mode != 0o600 && self.vault.holds_reference(&contents) {
+            Err(FileError {
+                kind: FileErrorKind::Denied,
+                path: path.to_string(),
+                message: format!("a file holding a secret must be 0600, not {mode:04o}"),
+            })
+        } else {
+            self.files.write(path, contents, mode)
+        };
+        result.map_err(|e| self.file_error("write", e))
+    }
+
+    /// Delete every token this run minted — and, when the run was stopped in the middle of a
+    /// create, any token carrying that create's comment. Says how it went.
+    pub async fn undo_tokens(&mut self) -> String {
+        let mut ids: Vec<String> = self.minted.iter().map(|t| t.token_id.clone()).collect();
+        if let Some(comment) = self.create_in_flight.take() {
+            match self.workspace.list_tokens().await {
+                Ok(list) => ids.extend(list.into_iter().filter(|t| t.comment == comment).map(|t| t.token_id)),
+                Err(e) => {
+                    return format!(
+                        " (a token may have been minted with comment {comment:?} and could not be checked: {e}; look for it in `databricks tokens list`)"
+                    );
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        for id in ids {
+            match self.workspace.delete_token(&id).await {
+                Ok(()) => notes.push(format!("token {id} minted by this run was deleted again")),
+                Err(e) => notes.push(format!(
+                    "token {id} minted by this run could not be deleted ({e}); delete it with `databricks tokens delete {id}`"
+                )),
+            }
+        }
+        self.minted.clear();
+        if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) }
+    }
+}
+
+/// Why a policy's token comment cannot be sent, if it cannot.
+fn comment_problem(comment: &str) -> Option<&'static str> {
+    if comment.chars().count() > 200 {
+        Some("is longer than 200 characters")
+    } else if comment.chars().any(|c| c.is_control()) {
+        Some("contains control characters")
+    } else if comment.contains("{{devbox-secret:") {
+        Some("holds a secret reference")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_have_their_wit_names() {
+        for op in Operation::ALL {
+            let json = serde_json::to_string(&op).unwrap();
+            assert_eq!(json, format!("\"{op}\""));
+            assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), op);
+        }
+        assert!(serde_json::from_str::<Operation>("\"drop-tables\"").is_err());
+    }
+
+    #[test]
+    fn every_comment_carries_the_deployment_and_a_fresh_call_nonce() {
+        let mut marker = TokenMarker::new("d1");
+        let a = marker.next_comment("sdk-1");
+        let b = marker.next_comment("");
+        assert!(a.starts_with("sdk-1 (devbox-auth d1/") && a.ends_with("-1)"), "{a}");
+        assert!(b.starts_with("(devbox-auth d1/") && b.ends_with("-2)"), "{b}");
+        assert_ne!(TokenMarker::new("d1").run, marker.run);
+        assert_eq!(comment_problem("ok"), None);
+        assert!(comment_problem("a\nb").is_some() && comment_problem("{{devbox-secret:x}}").is_some());
+    }
+}

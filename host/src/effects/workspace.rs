@@ -1,0 +1,39 @@
+//! Where workspace calls go: the live Databricks client, or the simulator.
+
+use super::simulator::SimulatedWorkspace;
+use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
+
+pub enum Workspace {
+    Live(WorkspaceClient),
+    Simulated(SimulatedWorkspace),
+}
+
+impl Workspace {
+    pub async fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+        match self {
+            Workspace::Live(client) => client.create_token(comment, lifetime_seconds).await,
+            Workspace::Simulated(sim) => sim.create_token(comment, lifetime_seconds),
+        }
+    }
+
+    pub async fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
+        match self {
+            Workspace::Live(client) => client.list_tokens().await,
+            Workspace::Simulated(sim) => sim.list_tokens(),
+        }
+    }
+
+    pub async fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
+        match self {
+            Workspace::Live(client) => client.delete_token(token_id).await,
+            Workspace::Simulated(sim) => sim.delete_token(token_id),
+        }
+    }
+
+    pub async fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
+        match self {
+            Workspace::Live(client) => client.list_serving_endpoints().await,
+            Workspace::Simulated(sim) => sim.list_serving_endpoints(),
+        }
+    }
+}

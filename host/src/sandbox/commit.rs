@@ -1,0 +1,261 @@
+//! Applying a run's writes all together, or not at all.
+//!
+//! Phase 1 writes each file to a temp file next to its target (mode set, fsynced); nothing a
+//! reader can see has changed yet. Phase 2 renames each temp file over its target, remembering
+//! what the target held. If any step fails, the targets already replaced get their old bytes
+//! and mode back and new directories are removed. If that restore itself fails, the error says
+//! exactly which files may have changed. Each touched directory is synced once at the end.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::display_path;
+
+/// One file to write.
+#[derive(Debug)]
+pub struct Planned {
+    /// As the policy named it, relative to home (for messages).
+    pub path: String,
+    /// The resolved absolute target.
+    pub target: PathBuf,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+/// Why a commit failed, and what that left on disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}; {}", outcome(.possibly_changed))]
+pub struct CommitError {
+    pub message: String,
+    /// Files whose old contents could not be restored (empty: nothing on disk changed).
+    pub possibly_changed: Vec<String>,
+}
+
+fn outcome(possibly_changed: &[String]) -> String {
+    if possibly_changed.is_empty() {
+        "no file was changed".to_string()
+    } else {
+        format!(
+            "restoring the previous contents also failed, so these files may have changed: {}",
+            possibly_changed.iter().map(|p| display_path(p)).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+impl CommitError {
+    pub fn before_any_change(e: super::FileError) -> Self {
+        Self { message: e.to_string(), possibly_changed: Vec::new() }
+    }
+
+    pub fn in_memory() -> Self {
+        Self { message: "an in-memory home cannot be committed".into(), possibly_changed: Vec::new() }
+    }
+}
+
+/// Failure points for tests: make the n-th rename (0-based) or every restore fail, to prove
+/// roll-back in the phase where it matters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub fail_rename_at: Option<usize>,
+    pub fail_restore: bool,
+}
+
+impl Faults {
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// A file's contents and permission bits before the commit replaced it (`None`: it did not exist).
+type Previous = Option<(Vec<u8>, u32)>;
+
+#[derive(Default)]
+struct Transaction {
+    created_dirs: Vec<PathBuf>,
+    replaced: Vec<(usize, Previous)>,
+}
+
+pub fn apply(plan: &[Planned], faults: Faults) -> Result<(), CommitError> {
+    let mut tx = Transaction::default();
+    match tx.apply(plan, faults) {
+        Ok(()) => {
+            sync_dirs(plan);
+            Ok(())
+        }
+        Err(message) => {
+            let possibly_changed = tx.roll_back(plan, faults);
+            Err(CommitError { message, possibly_changed })
+        }
+    }
+}
+
+impl Transaction {
+    fn apply(&mut self, plan: &[Planned], faults: Faults) -> Result<(), String> {
+        let io =
+            |file: &Planned, what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", display_path(&file.path));
+        let mut temps = Vec::new();
+        for file in plan {
+            let parent = file.target.parent().expect("a resolved file has a parent");
+            self.create_dirs(parent).map_err(|e| io(file, "create its directory", e))?;
+            temps.push(write_temp(parent, &file.contents, file.mode).map_err(|e| io(file, "write it", e))?);
+        }
+        for (index, (file, temp)) in plan.iter().zip(temps).enumerate() {
+            let previous = match fs::read(&file.target) {
+                Ok(bytes) => {
+                    let mode = fs::metadata(&file.target).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+                    Some((bytes, mode))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(file, "read the current file", e)),
+            };
+            if faults.fail_rename_at == Some(index) {
+                return Err(io(file, "move it into place", std::io::Error::other("injected failure")));
+            }
+            temp.persist(&file.target).map_err(|e| io(file, "move it into place", e.error))?;
+            self.replaced.push((index, previous));
+        }
+        Ok(())
+    }
+
+    fn create_dirs(&mut self, dir: &Path) -> std::io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        fs::DirBuilder::new().mode(0o700).create(dir)?;
+        self.created_dirs.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Undo what was applied; returns the files that could not be put back.
+    fn roll_back(&mut self, plan: &[Planned], faults: Faults) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (index, previous) in self.replaced.drain(..).rev() {
+            let target = &plan[index].target;
+            let restored = if faults.fail_restore {
+                Err(std::io::Error::other("injected failure"))
+            } else {
+                match previous {
+                    Some((bytes, mode)) => {
+                        let parent = target.parent().unwrap_or(Path::new("."));
+                        write_temp(parent, &bytes, mode)
+                            .and_then(|t| t.persist(target).map(|_| ()).map_err(|e| e.error))
+                    }
+                    None => fs::remove_file(target),
+                }
+            };
+            if restored.is_err() {
+                failed.push(plan[index].path.clone());
+            }
+        }
+        for dir in self.created_dirs.drain(..).rev() {
+            let _ = fs::remove_dir(&dir);
+        }
+        failed.reverse();
+        failed
+    }
+}
+
+fn write_temp(dir: &Path, contents: &[u8], mode: u32) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut temp = tempfile::Builder::new().prefix(".devbox-auth-").tempfile_in(dir)?;
+    temp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    Ok(temp)
+}
+
+/// Make the renames durable: one fsync per distinct directory.
+fn sync_dirs(plan: &[Planned]) {
+    let mut dirs: Vec<&Path> = plan.iter().filter_map(|p| p.target.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(home: &Path, files: &[(&str, &str)]) -> Vec<Planned> {
+        files
+            .iter()
+            .map(|(rel, text)| Planned {
+                path: rel.to_string(),
+                target: home.join(rel),
+                contents: text.as_bytes().to_vec(),
+                mode: 0o600,
+            })
+            .collect()
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            walkdir(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flat_map(|e| {
+                let p = e.unwrap().path();
+                let mut below = if p.is_dir() { walkdir(&p) } else { Vec::new() };
+                below.push(p);
+                below
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rename_that_fails_after_another_succeeded_restores_it_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        fs::write(home.join("first"), "old first\n").unwrap();
+        fs::set_permissions(home.join("first"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(home.join("second"), "old second\n").unwrap();
+        let before = listing(home);
+        let files = plan(home, &[("first", "new first"), ("new/dir/third", "x"), ("second", "new second")]);
+        // The first two renames succeed, the third fails.
+        let err = apply(&files, Faults { fail_rename_at: Some(2), ..Faults::none() }).unwrap_err();
+        assert!(err.message.contains("~/second: cannot move it into place"), "{err}");
+        assert!(err.possibly_changed.is_empty());
+        assert!(err.to_string().ends_with("no file was changed"), "{err}");
+        assert_eq!(fs::read(home.join("first")).unwrap(), b"old first\n");
+        assert_eq!(fs::metadata(home.join("first")).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(fs::read(home.join("second")).unwrap(), b"old second\n");
+        assert_eq!(listing(home), before, "no new file, directory or temp file is left");
+    }
+
+    #[test]
+    fn a_failed_restore_names_the_files_that_may_have_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        fs::write(home.join("first"), "old").unwrap();
+        let files = plan(home, &[("first", "new"), ("second", "x")]);
+        let err = apply(&files, Faults { fail_rename_at: Some(1), fail_restore: true }).unwrap_err();
+        assert_eq!(err.possibly_changed, ["first"]);
+        assert!(err.to_string().contains("these files may have changed: ~/first"), "{err}");
+        assert!(!err.to_string().contains("no file was changed"));
+    }
+
+    #[test]
+    fn a_failure_while_writing_temp_files_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        fs::write(home.join("keep"), "old").unwrap();
+        fs::write(home.join("late"), "a file where a directory is needed").unwrap();
+        let files = plan(home, &[("keep", "new"), ("newdir/file", "x"), ("late/file", "x")]);
+        let err = apply(&files, Faults::none()).unwrap_err();
+        assert!(err.message.contains("~/late/file"), "{err}");
+        assert_eq!(fs::read_to_string(home.join("keep")).unwrap(), "old");
+        assert!(!home.join("newdir").exists());
+        assert_eq!(listing(home), ["keep", "late"]);
+    }
+}
