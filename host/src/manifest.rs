@@ -241,6 +241,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_manifest_example_loads_as_documented() {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        let text = block.replace("<the sha256sum above>", &"b".repeat(64));
+        let (_dir, path) = write(&text);
+        let d = load(&path).unwrap();
+        assert_eq!(d.operation_grants.unwrap().len(), 3);
+        assert_eq!((d.limits.token_creates, d.limits.min_token_lifetime, d.limits.max_token_lifetime), (1, 60, 28800));
+        assert_eq!((d.limits.file_reads, d.limits.log_lines, d.file_limits.max_files), (32, 100, 8));
+    }
+
+    #[test]
     fn an_empty_grants_section_denies_everything() {
         let (_dir, path) = write("[grants]\n");
         let d = load(&path).unwrap();

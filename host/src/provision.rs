@@ -32,9 +32,13 @@ pub enum PolicyChoice {
     File(PathBuf),
 }
 
+/// `~/.databrickscfg.bak-<unix seconds>`: the backups the default policy keeps of a file it
+/// cannot parse, and nothing else of that name.
+const BACKUP_GRANT: &str = ".databrickscfg.bak-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
+
 /// What the default policy needs; a deployment manifest can widen or narrow it.
 pub fn default_file_grants() -> PathGrants {
-    PathGrants::new([".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-[0-9]*"])
+    PathGrants::new([".claude-code-router/**", ".databrickscfg", BACKUP_GRANT])
         .expect("the built-in grants are valid patterns")
 }
 
