@@ -20,6 +20,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=DEVBOX_AUTH_DEFAULT_POLICY_WASM");
+    println!("cargo:rustc-env=DEVBOX_AUTH_GIT_COMMIT={}", git_commit(&root));
 
     // Escape hatch for packagers who build the guest themselves.
     let wasm = match env::var_os("DEVBOX_AUTH_DEFAULT_POLICY_WASM") {
@@ -44,6 +45,33 @@ fn main() {
     let embedded = out_dir.join("default_policy.wasm");
     if std::fs::read(&embedded).ok().as_deref() != Some(bytes.as_slice()) {
         std::fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", embedded.display()));
+    }
+}
+
+/// The commit the binary is built from, for `--version`: `DEVBOX_AUTH_GIT_COMMIT` when set (a
+/// packager building from a tarball), else `git rev-parse`, else "unknown commit".
+fn git_commit(root: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=DEVBOX_AUTH_GIT_COMMIT");
+    if let Ok(commit) = env::var("DEVBOX_AUTH_GIT_COMMIT") {
+        return commit;
+    }
+    for head in [".git/HEAD", ".git/index"] {
+        if root.join(head).exists() {
+            println!("cargo:rerun-if-changed={}", root.join(head).display());
+        }
+    }
+    let output = Command::new("git").current_dir(root).args(["rev-parse", "--short=12", "HEAD"]).output();
+    match output {
+        Ok(o) if o.status.success() => {
+            let commit = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            let dirty = Command::new("git")
+                .current_dir(root)
+                .args(["status", "--porcelain", "--untracked-files=no"])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty());
+            if dirty { format!("commit {commit}, modified") } else { format!("commit {commit}") }
+        }
+        _ => "unknown commit".into(),
     }
 }
 

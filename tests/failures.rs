@@ -123,7 +123,8 @@ fn a_lost_create_answer_leaves_no_duplicate_token() {
             "POST /api/2.0/token/create",
             "GET /api/2.0/token/list",
             "POST /api/2.0/token/delete",
-            "POST /api/2.0/token/create"
+            "POST /api/2.0/token/create",
+            "GET /api/2.0/token/list"
         ]
     );
 }
@@ -198,7 +199,8 @@ fn workspace_refusals_name_the_cause_and_the_fix() {
     for (answer, code, fix) in cases {
         let emulator = Emulator::start();
         emulator.script("POST /api/2.0/token/create", [answer]);
-        let run = Run::app(&emulator);
+        // A PAT is required here; `auto` would fall back to OAuth on the 403.
+        let run = Run::app(&emulator).var("DEVBOX_CREDENTIAL", "pat");
         let before = run.snapshot();
         run.provision(&[]).failure(code, fix);
         assert_eq!(run.snapshot(), before);

@@ -21,8 +21,10 @@ fn testkit_runs_the_embedded_default_policy_without_disk_or_workspace() {
     let result =
         harness.run(&Case::default().client("sp", "fake-secret").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60"));
     assert!(result.error.is_none(), "{:?}", result.error);
-    assert_eq!(result.operations, ["create-token"]);
+    assert_eq!(result.operations, ["create-token", "list-tokens"]);
     assert!(result.requests[0].contains("\"lifetime_seconds\":60"), "{:?}", result.requests);
+    let plan = result.plan.as_ref().unwrap();
+    assert_eq!((plan.kind.as_str(), plan.refresh_in_ms), ("pat", 45_000), "75% of 60 s");
     assert_eq!(result.files[".databrickscfg"].mode, 0o600);
     assert!(result.files[".databrickscfg"].contents.contains("client_secret = fake-secret"));
     assert!(result.fuel_used > 0 && result.peak_memory > 0);
@@ -74,9 +76,10 @@ fn strict_policy_through_the_testkit() {
     case.workspace.endpoints = endpoints.as_array().unwrap().clone();
     let result = harness.run(&case);
     assert!(result.error.is_none(), "{:?}", result.error);
-    assert!(result.requests[1].contains("\"lifetime_seconds\":28800"), "{:?}", result.requests);
+    assert_eq!(result.operations, ["list-serving-endpoints", "oauth-token"], "no PAT is ever minted");
+    assert_eq!(result.plan.as_ref().unwrap().kind, "oauth");
     assert!(!result.files.contains_key(".databrickscfg"));
-    assert!(result.logs.iter().any(|(level, m)| level == "warn" && m.contains("cap")), "{:?}", result.logs);
+    assert!(result.logs.iter().any(|(level, m)| level == "warn" && m.contains("ignored")), "{:?}", result.logs);
 }
 
 #[test]
@@ -99,7 +102,7 @@ fn policy_test_reports_failures_with_exit_2_and_json() {
     let run = Run::new();
     let cases = run.path("cases");
     std::fs::create_dir_all(&cases).unwrap();
-    std::fs::write(cases.join("a-pass.json"), r#"{"expect": {"calls": ["create-token"]}}"#).unwrap();
+    std::fs::write(cases.join("a-pass.json"), r#"{"expect": {"calls": ["create-token", "list-tokens"]}}"#).unwrap();
     std::fs::write(cases.join("b-fail.json"), r#"{"expect": {"error": "never happens"}}"#).unwrap();
     let policy = policy_component("default");
     let out = devbox_auth(&run, &["policy", "test", policy.to_str().unwrap(), cases.to_str().unwrap()]);

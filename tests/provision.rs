@@ -36,7 +36,8 @@ fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() 
             "GET /.well-known/databricks-config",
             "GET /oidc/.well-known/oauth-authorization-server",
             "POST /oidc/v1/token",
-            "POST /api/2.0/token/create"
+            "POST /api/2.0/token/create",
+            "GET /api/2.0/token/list"
         ]
     );
     let token_call = &emulator.requests_to("POST", "/oidc/v1/token")[0];
@@ -103,7 +104,7 @@ fn pat_auth_uses_the_token_directly() {
     let run = Run::new().watching(&emulator).var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
     let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(paths, ["POST /api/2.0/token/create"]);
+    assert_eq!(paths, ["POST /api/2.0/token/create", "GET /api/2.0/token/list"]);
     let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
     assert_eq!(create.header("authorization"), Some(format!("Bearer {USER_PAT}").as_str()));
     assert_eq!(config_json(&run)["Providers"][0]["api_key"], minted(&emulator).0.as_str());
@@ -214,7 +215,8 @@ fn missing_token_permission_is_an_auth_error_with_the_fix_and_nothing_written() 
         "POST /api/2.0/token/create",
         [Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")],
     );
-    let run = Run::app(&emulator);
+    // With a PAT required: `auto` would serve the app's OAuth token instead (tests/lifecycle.rs).
+    let run = Run::app(&emulator).var("DEVBOX_CREDENTIAL", "pat");
     let before = run.snapshot();
     run.provision(&[]).failure(3, "CAN_USE").leaks_none_of(&emulator.secrets());
     assert_eq!(run.snapshot(), before);

@@ -61,6 +61,7 @@ impl Failure {
     pub fn from_api(error: crate::databricks::ApiError) -> Self {
         use crate::databricks::error::ErrorClass;
         match error.class() {
+            ErrorClass::Config => Failure::Usage(error.to_string()),
             ErrorClass::Auth => Failure::Auth(error.to_string()),
             ErrorClass::Transient => Failure::Transient(error.to_string()),
             ErrorClass::Other => Failure::Other(error.to_string()),

@@ -8,15 +8,19 @@ use std::collections::BTreeSet;
 
 use crate::databricks::config::Env;
 use crate::databricks::error::ErrorClass;
-use crate::effects::{Effects, LogBudget, LogLevel, Operation, PolicyEnv, PolicyLog, RunIdentity, Workspace};
+use std::time::Duration;
+
+use crate::effects::{
+    Effects, LogBudget, LogLevel, Operation, PolicyEnv, PolicyLog, RunIdentity, TokenOrigin, Workspace,
+};
 use crate::failure::Failure;
 use crate::output::policy_text;
 use crate::runtime::bindings::{FileErrorKind, PolicyError};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::state::host_api_error;
-use crate::runtime::{LoadedPolicy, PolicyRuntime, RunError, RunStats};
+use crate::runtime::{LoadedPolicy, Plan, PolicyRuntime, RunContext, RunError, RunStats, Trigger};
 use crate::sandbox::{FileError, FileSandbox};
-use crate::secrets::{Secret, SecretVault};
+use crate::secrets::{CredentialMeta, Secret, SecretVault};
 
 /// Everything a run is given.
 pub struct RunInputs<'a> {
@@ -30,6 +34,12 @@ pub struct RunInputs<'a> {
     pub grants: BTreeSet<Operation>,
     /// Echo policy log lines at or above this level to stderr.
     pub echo_level: Option<LogLevel>,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    /// The credential in use (from the host's state), offered to the policy.
+    pub current: Option<(CredentialMeta, Secret)>,
+    /// The clock the run sees; `None` for the real one (tests pin it).
+    pub now_ms: Option<i64>,
 }
 
 /// How a run went: its effects (staged files, minted tokens, requests), and its failure, if
@@ -37,7 +47,11 @@ pub struct RunInputs<'a> {
 pub struct Ran {
     pub effects: Effects,
     pub stats: RunStats,
+    /// What the policy asked for, checked (or the host's default for a frozen contract).
+    /// `None` when it failed, or when a frozen-contract policy provided no credential.
+    pub plan: Option<Plan>,
     pub failure: Option<(Failure, &'static str)>,
+    pub now_ms: i64,
 }
 
 pub async fn run(
@@ -48,22 +62,112 @@ pub async fn run(
 ) -> Ran {
     let mut vault = SecretVault::default();
     let env = PolicyEnv::new(inputs.env, inputs.client_id, inputs.client_secret, &mut vault);
+    let now_ms = inputs.now_ms.unwrap_or_else(crate::state::now_ms);
+    let current = inputs.current.map(|(meta, value)| {
+        let reference = vault.issue_credential(value, meta.clone());
+        (meta, reference)
+    });
+    let context = RunContext { trigger: inputs.trigger, now_ms, current, dry_run: inputs.dry_run };
     let budget = LogBudget { max_lines: inputs.limits.log_lines, max_bytes: inputs.limits.log_bytes };
     let log = PolicyLog::new(&policy.name, inputs.echo_level, budget);
     let limits = inputs.limits.clone();
     let effects =
         Effects::new(inputs.workspace, inputs.identity, inputs.files, env, vault, log, inputs.limits, inputs.grants);
-    let (mut effects, stats, result) = runtime.run(policy, effects, &limits, stop).await;
-    let failure = match result {
-        Ok(()) => None,
+    let (mut effects, stats, result) = runtime.run(policy, effects, &limits, &context, stop).await;
+    let checked = match result {
+        Ok(Some(plan)) => check_plan(&policy.name, plan, &mut effects, now_ms).await,
+        Ok(None) => Ok(default_plan(&effects, &context)),
         Err(error) => {
             let kind = error_kind(&error);
-            let failure = failure_from_run(&policy.name, error, &effects);
-            let undone = effects.undo_tokens().await;
-            Some((failure.with_suffix(&undone), kind))
+            Err((failure_from_run(&policy.name, error, &effects), kind))
         }
     };
-    Ran { effects, stats, failure }
+    match checked {
+        Ok(plan) => Ran { effects, stats, plan, failure: None, now_ms },
+        Err((failure, kind)) => {
+            let undone = match kind {
+                // Stopped by a signal: the app has seconds left, so undoing gets a short budget.
+                "stopped" => tokio::time::timeout(UNDO_AFTER_STOP, effects.undo_tokens())
+                    .await
+                    .unwrap_or_else(|_| " (could not delete what this run minted in time)".into()),
+                _ => effects.undo_tokens().await,
+            };
+            Ran { effects, stats, plan: None, failure: Some((failure.with_suffix(&undone), kind)), now_ms }
+        }
+    }
+}
+
+/// How long a run stopped by SIGTERM spends deleting what it minted (Databricks Apps allow 15 s
+/// between SIGTERM and SIGKILL).
+const UNDO_AFTER_STOP: Duration = Duration::from_secs(8);
+
+/// Hold the policy to its plan's rules: it may serve only a credential the host issued, it
+/// cannot ask for a refresh in the past or after that credential expires, and it may plan to
+/// revoke only this deployment's own tokens (unless granted more) — anything else is dropped
+/// with a warning.
+async fn check_plan(
+    policy: &str,
+    plan: Plan,
+    effects: &mut Effects,
+    now_ms: i64,
+) -> Result<Option<Plan>, (Failure, &'static str)> {
+    let Some((_, served)) = effects.vault.credential(&plan.serve) else {
+        let message = format!(
+            "policy {policy} asked to serve something that is not a credential the host issued (from create-token, oauth-token or the run context); nothing was written"
+        );
+        return Err((Failure::Policy(message), "plan"));
+    };
+    let served = served.clone();
+    let latest = if served.expiry_ms > 0 { served.expiry_ms } else { i64::MAX };
+    let refresh_at_ms = plan.refresh_at_ms.min(latest).max(now_ms + MIN_REFRESH_DELAY_MS);
+    let mut revoke = Vec::new();
+    for (token_id, at_ms) in plan.revoke {
+        if token_id == served.token_id {
+            effects.log.host(LogLevel::Warn, &format!("ignored: the plan revokes the token it serves ({token_id})"));
+            continue;
+        }
+        match effects.origin_of(&token_id).await {
+            Ok(TokenOrigin::Foreign) if !effects.grants.contains(&Operation::DeleteForeignToken) => {
+                effects.log.host(
+                    LogLevel::Warn,
+                    &format!("ignored: the plan revokes token {token_id}, which this deployment did not mint"),
+                );
+            }
+            Ok(_) => revoke.push((token_id, at_ms)),
+            Err(e) => effects.log.host(LogLevel::Warn, &format!("ignored: cannot check token {token_id}: {e}")),
+        }
+    }
+    Ok(Some(Plan { refresh_at_ms, revoke, ..plan }))
+}
+
+/// The soonest a plan may ask to run again, so a careless policy cannot spin `watch`.
+const MIN_REFRESH_DELAY_MS: i64 = 1000;
+
+/// The host's schedule for a policy built against a frozen contract, which cannot say one:
+/// serve the last credential it minted, refresh at 75% of its lifetime, and revoke the one it
+/// replaces — at once on a start, after 10% of that token's lifetime (at most 5 minutes) on a
+/// rotation, so readers still holding it can finish.
+pub fn default_plan(effects: &Effects, context: &RunContext) -> Option<Plan> {
+    let (meta, reference) = effects.issued.last().or(context.current.as_ref())?;
+    let lifetime = (meta.expiry_ms - meta.created_ms).max(0);
+    let mut revoke = Vec::new();
+    if let Some((previous, _)) = &context.current
+        && previous.kind == "pat"
+        && previous.token_id != meta.token_id
+    {
+        let grace = match context.trigger {
+            Trigger::Start => 0,
+            Trigger::Rotation => ((previous.expiry_ms - previous.created_ms) / 10).min(5 * 60 * 1000),
+        };
+        revoke.push((previous.token_id.clone(), context.now_ms + grace));
+    }
+    Some(Plan {
+        serve: reference.clone(),
+        why: format!("{} (a devbox:auth@0.1.0 policy: the host's default schedule)", meta.kind),
+        refresh_at_ms: meta.created_ms + lifetime * 3 / 4,
+        revoke,
+        revoke_on_exit: false,
+    })
 }
 
 pub fn error_kind(error: &RunError) -> &'static str {
@@ -99,6 +203,7 @@ pub fn failure_from_run(policy: &str, error: RunError, effects: &Effects) -> Fai
                 return Failure::Policy(format!("policy {policy}: {}", api.message));
             }
             match api.class() {
+                ErrorClass::Config => Failure::Usage(api.message),
                 ErrorClass::Auth => Failure::Auth(api.message),
                 ErrorClass::Transient => Failure::Transient(api.message),
                 ErrorClass::Other => Failure::Other(api.message),

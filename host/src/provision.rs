@@ -7,7 +7,7 @@
 //! signal, or the commit fails, every token minted during the run is deleted again.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -15,12 +15,14 @@ use sha2::{Digest, Sha256};
 use crate::databricks::config::{self, Env};
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{TokenInfo, WorkspaceClient};
-use crate::effects::{LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
+use crate::effects::{Effects, LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
 use crate::failure::Failure;
+use crate::output;
+use crate::state::{self, LastRun, MintedRecord, Served, State};
 use crate::pipeline::{self, RunInputs};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
-use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, PolicyRuntime, RunStats};
+use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, RunStats, Trigger};
 use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
@@ -42,9 +44,16 @@ pub fn default_file_grants() -> PathGrants {
         .expect("the built-in grants are valid patterns")
 }
 
-/// Only what the shipped policies call.
+/// What the shipped policies call. Deleting is limited to this deployment's own tokens;
+/// `delete-foreign-token` is never granted by default.
 pub fn default_operation_grants() -> BTreeSet<Operation> {
-    BTreeSet::from([Operation::CreateToken, Operation::ListServingEndpoints])
+    BTreeSet::from([
+        Operation::CreateToken,
+        Operation::OAuthToken,
+        Operation::ListTokens,
+        Operation::DeleteToken,
+        Operation::ListServingEndpoints,
+    ])
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +74,22 @@ pub struct ProvisionOptions {
     pub operation_grants: BTreeSet<Operation>,
     /// Echo policy log lines at or above this level to stderr.
     pub echo_level: Option<LogLevel>,
+    /// Why the policy runs; `None`: a rotation when there is a credential to rotate, else a start.
+    pub trigger: Option<Trigger>,
+    /// Skip the run when, once the lock is held, the state shows nothing is due (another
+    /// process rotated meanwhile): what `token` and `watch` ask for.
+    pub only_if_due: bool,
+}
+
+/// What the policy planned, for reports.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub kind: String,
+    pub token_id: String,
+    pub expiry_ms: i64,
+    pub why: String,
+    pub refresh_at_ms: i64,
+    pub revoke: Vec<(String, i64)>,
 }
 
 /// A file the run wrote (or, in a dry run, would write).
@@ -79,7 +104,12 @@ pub struct FileReport {
 
 #[derive(Debug)]
 pub struct Outcome {
+    /// Nothing was due after all (another process had just rotated).
+    pub skipped: bool,
+    pub trigger: Trigger,
     pub policy: String,
+    /// The contract the policy speaks.
+    pub contract: &'static str,
     pub policy_sha256: String,
     pub cache: CacheOutcome,
     pub load_time: Duration,
@@ -91,6 +121,32 @@ pub struct Outcome {
     pub requests: Vec<String>,
     pub minted: Vec<TokenInfo>,
     pub files: Vec<FileReport>,
+    pub plan: Option<PlanReport>,
+    /// One line per planned revocation carried out.
+    pub revoked: Vec<String>,
+}
+
+impl Outcome {
+    fn skipped(policy: &LoadedPolicy, target: Target) -> Self {
+        Self {
+            skipped: true,
+            trigger: Trigger::Rotation,
+            policy: policy.name.clone(),
+            contract: policy.contract,
+            policy_sha256: policy.sha256.clone(),
+            cache: policy.cache,
+            load_time: policy.load_time,
+            run: RunStats::default(),
+            workspace: target.host_url,
+            auth: target.auth,
+            notes: target.notes,
+            requests: Vec::new(),
+            minted: Vec::new(),
+            files: Vec::new(),
+            plan: None,
+            revoked: Vec::new(),
+        }
+    }
 }
 
 /// The pieces of configuration a run needs, live or simulated.
@@ -154,7 +210,7 @@ fn simulated_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Ok(Target {
-        workspace: Workspace::Simulated(SimulatedWorkspace::new(now_ms)),
+        workspace: Workspace::Simulated(SimulatedWorkspace::new(now_ms, &auth_type)),
         host_url,
         auth,
         auth_type,
@@ -165,10 +221,12 @@ fn simulated_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     })
 }
 
-/// The deployment this run belongs to: workspace, principal, app and home. Tokens carry it in
-/// their comment, so later runs recognise this deployment's own tokens and no one else's.
-pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>, home: &std::path::Path) -> String {
-    let key = format!("{host_url}\n{principal}\n{}\n{}", app_name.unwrap_or_default(), home.display());
+/// The deployment a run belongs to: workspace, principal and app. Tokens carry it in their
+/// comment, so later runs — in a new container, with the state file gone — recognise this
+/// deployment's own tokens and no one else's. (Not the home directory: an app's restart may
+/// get a fresh one.)
+pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) -> String {
+    let key = format!("{host_url}\n{principal}\n{}", app_name.unwrap_or_default());
     format!("{:x}", Sha256::digest(key.as_bytes()))[..12].to_string()
 }
 
@@ -214,6 +272,7 @@ fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
     for own in [opts.cache_dir.clone(), opts.manifest.clone()].into_iter().flatten() {
         files.protect(&own);
     }
+    files.protect(Path::new(state::STATE_DIR));
     if let PolicyChoice::File(path) = &opts.policy {
         files.protect(path);
     }
@@ -224,24 +283,39 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     let runtime = PolicyRuntime::new().map_err(|e| Failure::Other(format!("cannot start the policy sandbox: {e}")))?;
     let policy = load_policy(&runtime, &opts)?;
     let files = file_sandbox(&opts)?;
+    let home = files.home().to_path_buf();
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };
-    // Held until this function returns: minting, committing and undoing happen under it.
+    // Held until this function returns: minting, committing, revoking and undoing happen under it.
     let _lock = match opts.dry_run {
         true => None,
-        false => Some(HomeLock::acquire(files.home(), opts.http.retry_budget).await.map_err(Failure::Transient)?),
+        false => Some(HomeLock::acquire(&home, opts.http.retry_budget).await.map_err(Failure::Transient)?),
     };
     if let Some(secret) = &target.client_secret {
         redactor().register(secret);
     }
-    let deployment = deployment_id(
-        &target.host_url,
-        &target.principal,
-        opts.env.get("DATABRICKS_APP_NAME").map(String::as_str),
-        files.home(),
-    );
+    let deployment =
+        deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
+    let state = load_state(&home, &deployment);
+    if opts.only_if_due
+        && let Some(state) = &state
+        && !state::rotation_due(state, state::now_ms())
+    {
+        return Ok(Outcome::skipped(&policy, target));
+    }
+    let current = state.as_ref().and_then(|s| s.serve.clone()).filter(|s| s.meta.expiry_ms > state::now_ms());
+    if let Some(served) = &current {
+        redactor().register(&served.value);
+    }
+    let trigger = opts.trigger.unwrap_or(if current.is_some() { Trigger::Rotation } else { Trigger::Start });
     let inputs = RunInputs {
         workspace: target.workspace,
-        identity: RunIdentity { host_url: target.host_url.clone(), auth_type: target.auth_type.clone(), deployment },
+        identity: RunIdentity {
+            host_url: target.host_url.clone(),
+            auth_type: target.auth_type.clone(),
+            deployment: deployment.clone(),
+            state_tokens: state.iter().flat_map(|s| s.tokens.iter().map(|t| t.token_id.clone())).collect(),
+            host_binary: host_binary(),
+        },
         files,
         env: &opts.env,
         client_id: target.client_id.as_deref(),
@@ -249,26 +323,58 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         limits: opts.limits.clone(),
         grants: opts.operation_grants.clone(),
         echo_level: opts.echo_level,
+        trigger,
+        dry_run: opts.dry_run,
+        current: current.map(|s| (s.meta, s.value)),
+        now_ms: None,
     };
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop).await;
     if let Some((failure, _)) = ran.failure {
+        record_failure(&opts, trigger, &home, state, &failure);
         return Err(failure);
     }
+    let existed = state.is_some();
+    let mut state = state.unwrap_or_else(|| State::new(&deployment));
     let effects = &mut ran.effects;
+    let mut revoked = Vec::new();
     if !opts.dry_run {
         let vault = &effects.vault;
         if let Err(e) = effects.files.commit(|bytes| vault.fill_in(bytes)) {
             let undone = effects.undo_tokens().await;
-            return Err(Failure::Other(format!("{e}{undone}")));
+            let failure = Failure::Other(format!("{e}{undone}"));
+            record_failure(&opts, trigger, &home, existed.then_some(state), &failure);
+            return Err(failure);
         }
+        update_state(&mut state, &policy, &ran.plan, effects, trigger, ran.now_ms);
+        revoked = revoke_due(&mut state, &mut effects.workspace, state::now_ms()).await;
+        state.save(&home).map_err(|e| {
+            Failure::Other(format!(
+                "the config files were written, but the state file under ~/{} could not be ({e}); `token` and `watch` will start afresh",
+                state::STATE_DIR
+            ))
+        })?;
     }
     let requests = match &effects.workspace {
         Workspace::Simulated(sim) => sim.requests.iter().map(|r| format!("{} {r}", target.host_url)).collect(),
         Workspace::Live(_) => Vec::new(),
     };
     let files = effects.files.staged().iter().map(|f| report(f, &effects.vault, opts.dry_run)).collect();
+    let plan = ran.plan.as_ref().and_then(|plan| {
+        let (_, meta) = effects.vault.credential(&plan.serve)?;
+        Some(PlanReport {
+            kind: meta.kind.clone(),
+            token_id: meta.token_id.clone(),
+            expiry_ms: meta.expiry_ms,
+            why: plan.why.clone(),
+            refresh_at_ms: plan.refresh_at_ms,
+            revoke: plan.revoke.clone(),
+        })
+    });
     Ok(Outcome {
+        skipped: false,
+        trigger,
         policy: policy.name.clone(),
+        contract: policy.contract,
         policy_sha256: policy.sha256.clone(),
         cache: policy.cache,
         load_time: policy.load_time,
@@ -279,5 +385,105 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         requests,
         minted: effects.minted.clone(),
         files,
+        plan,
+        revoked,
     })
+}
+
+/// The absolute path of this binary, for the token-helper commands policies render.
+pub fn host_binary() -> String {
+    std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "devbox-auth".into())
+}
+
+/// The state, if there is a usable one for this deployment; otherwise start afresh (saying why).
+fn load_state(home: &Path, deployment: &str) -> Option<State> {
+    match State::load(home) {
+        Ok(Some(state)) if state.deployment == deployment => Some(state),
+        Ok(Some(_)) => {
+            output::err(
+                "devbox-auth: warning: the state file belongs to another workspace or principal; starting afresh",
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(why) => {
+            output::err(&format!("devbox-auth: warning: {why}; starting afresh"));
+            None
+        }
+    }
+}
+
+/// Remember a failed run for `status` in an existing state file (never on a dry run, and never
+/// by creating one: a failed first run leaves the home as it was).
+fn record_failure(opts: &ProvisionOptions, trigger: Trigger, home: &Path, state: Option<State>, failure: &Failure) {
+    let Some(mut state) = state.filter(|_| !opts.dry_run) else { return };
+    state.last_run = Some(LastRun {
+        trigger: trigger.as_str().into(),
+        at_ms: state::now_ms(),
+        outcome: output::clean(failure.message()),
+    });
+    let _ = state.save(home);
+}
+
+/// Fold a successful run into the state: what it minted, what it serves, its schedule.
+fn update_state(
+    state: &mut State,
+    policy: &LoadedPolicy,
+    plan: &Option<Plan>,
+    effects: &Effects,
+    trigger: Trigger,
+    now_ms: i64,
+) {
+    state.policy_sha256 = policy.sha256.clone();
+    for token in &effects.minted {
+        if !state.holds_token(&token.token_id) {
+            state.tokens.push(MintedRecord::from(token));
+        }
+    }
+    match plan.as_ref().and_then(|p| effects.vault.credential(&p.serve).map(|c| (p, c))) {
+        Some((plan, (value, meta))) => {
+            state.serve = Some(Served { meta: meta.clone(), value: value.clone() });
+            state.why = plan.why.clone();
+            state.refresh_at_ms = plan.refresh_at_ms;
+            state.revoke_on_exit = plan.revoke_on_exit;
+            for (token_id, at_ms) in &plan.revoke {
+                // A marked token from an earlier container becomes this state's to track.
+                if !state.holds_token(token_id)
+                    && let Some(info) = effects.known_token(token_id)
+                {
+                    state.tokens.push(MintedRecord::from(&info));
+                }
+                let expiry = state.tokens.iter().find(|t| &t.token_id == token_id).map(|t| t.expiry_ms);
+                state.plan_revocation(token_id, *at_ms, expiry);
+            }
+        }
+        None => {
+            state.serve = None;
+            state.refresh_at_ms = 0;
+        }
+    }
+    state.files = effects.files.staged().iter().map(|f| f.path.clone()).collect();
+    state.last_run = Some(LastRun { trigger: trigger.as_str().into(), at_ms: now_ms, outcome: "ok".into() });
+}
+
+/// Carry out the planned revocations that are due (their time, or their token's expiry, has
+/// come). A token already gone is forgotten; one that cannot be deleted now stays planned.
+/// Returns one line per token handled.
+pub async fn revoke_due(state: &mut State, workspace: &mut Workspace, now_ms: i64) -> Vec<String> {
+    let due: Vec<String> = state.pending.iter().filter(|p| p.at_ms <= now_ms).map(|p| p.token_id.clone()).collect();
+    let mut lines = Vec::new();
+    for token_id in due {
+        match workspace.delete_token(&token_id).await {
+            Ok(()) => {
+                lines.push(format!("revoked token {token_id}"));
+                state.forget(&token_id);
+            }
+            Err(e) if e.error_code == "RESOURCE_DOES_NOT_EXIST" || e.status == 404 => {
+                lines.push(format!("token {token_id} was already gone"));
+                state.forget(&token_id);
+            }
+            Err(e) => lines.push(format!("could not revoke token {token_id} yet ({e}); will try again")),
+        }
+    }
+    lines
 }

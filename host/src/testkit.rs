@@ -50,8 +50,11 @@ pub struct WorkspaceSpec {
     /// (`{token_id, comment, creation_time, expiry_time}`).
     pub tokens: Vec<Value>,
     /// Serving endpoints, shaped as `GET /api/2.0/serving-endpoints` returns them
-    /// (`{name, task, endpoint_type, state: {ready: "READY"}}`).
+    /// (`{name, task, endpoint_type, state: {ready: "READY"}, config: {served_entities: [...]}}`).
     pub endpoints: Vec<Value>,
+    /// Ids of `tokens` the host's state file lists as this deployment's (origin `state`).
+    /// Tokens whose comment holds `(devbox-auth testkit/` have origin `marker`.
+    pub state_tokens: Vec<String>,
 }
 
 impl Default for WorkspaceSpec {
@@ -62,8 +65,42 @@ impl Default for WorkspaceSpec {
             fail: BTreeMap::new(),
             tokens: Vec::new(),
             endpoints: Vec::new(),
+            state_tokens: Vec::new(),
         }
     }
+}
+
+/// The credential in use before the run, as the host's state would hand it over.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CurrentSpec {
+    /// `pat` or `oauth`.
+    pub kind: String,
+    pub token_id: String,
+    /// Milliseconds from the case's clock until it expires.
+    pub expires_in_ms: i64,
+}
+
+/// Why the host runs the policy: a start (default) or a rotation of `current`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextSpec {
+    /// `start` or `rotation`.
+    pub trigger: Option<String>,
+    pub current: Option<CurrentSpec>,
+    pub dry_run: bool,
+}
+
+/// What the plan should say. Times are milliseconds from the case's clock.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanExpect {
+    /// `pat` or `oauth`.
+    pub kind: Option<String>,
+    pub refresh_in_ms: Option<i64>,
+    /// Token ids planned for revocation, in order.
+    pub revoke: Option<Vec<String>>,
+    pub why_contains: Option<String>,
 }
 
 /// What one file is expected to hold. Every given check must pass.
@@ -90,6 +127,7 @@ pub struct Expect {
     /// Each must appear in some request line, e.g. `"lifetime_seconds":3600`.
     pub requests_contain: Vec<String>,
     pub files: BTreeMap<String, FileExpect>,
+    pub plan: Option<PlanExpect>,
     /// No file other than those in `files` may be written.
     pub only_these_files: bool,
     pub max_fuel: Option<u64>,
@@ -106,6 +144,7 @@ pub struct Case {
     /// A fake client secret; the policy sees it only as a secret reference.
     pub client_secret: Option<String>,
     pub workspace: WorkspaceSpec,
+    pub context: ContextSpec,
     /// Files already in the home directory.
     pub files: BTreeMap<String, String>,
     /// Defaults to the built-in grants. Same form as a deployment manifest's `[grants]`.
@@ -175,6 +214,8 @@ pub struct CaseResult {
     pub logs: Vec<(String, String)>,
     /// Simulated tokens still alive after the run, including any it left behind.
     pub live_tokens: Vec<String>,
+    /// What the policy planned (after the host's checks), when the run succeeded.
+    pub plan: Option<PlanSummary>,
     pub fuel_used: u64,
     pub peak_memory: usize,
     #[serde(skip)]
@@ -191,12 +232,28 @@ impl CaseResult {
             files: BTreeMap::new(),
             logs: Vec::new(),
             live_tokens: Vec::new(),
+            plan: None,
             fuel_used: 0,
             peak_memory: 0,
             duration: Duration::ZERO,
         }
     }
 }
+
+/// A plan as a report shows it. Times are milliseconds from the case's clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSummary {
+    pub kind: String,
+    pub token_id: String,
+    pub why: String,
+    pub refresh_in_ms: i64,
+    /// (token id, in how many ms).
+    pub revoke: Vec<(String, i64)>,
+    pub revoke_on_exit: bool,
+}
+
+/// The clock every case runs at (2023-11-14), so plans are reproducible.
+pub const CASE_NOW_MS: i64 = 1_700_000_000_000;
 
 pub struct PolicyHarness {
     runtime: PolicyRuntime,
@@ -226,7 +283,7 @@ impl PolicyHarness {
     }
 
     async fn run_async(&self, case: &Case) -> CaseResult {
-        let mut sim = SimulatedWorkspace::new(1_700_000_000_000);
+        let mut sim = SimulatedWorkspace::new(CASE_NOW_MS, &case.workspace.auth_type);
         sim.failures = case
             .workspace
             .fail
@@ -254,6 +311,8 @@ impl PolicyHarness {
                 host_url: case.workspace.host.clone(),
                 auth_type: case.workspace.auth_type.clone(),
                 deployment: "testkit".into(),
+                state_tokens: case.workspace.state_tokens.iter().cloned().collect(),
+                host_binary: "/usr/local/bin/devbox-auth".into(),
             },
             files,
             env: &case.env,
@@ -262,12 +321,39 @@ impl PolicyHarness {
             limits,
             grants: operation_grants,
             echo_level: None,
+            trigger: match case.context.trigger.as_deref() {
+                Some("rotation") => crate::runtime::Trigger::Rotation,
+                _ => crate::runtime::Trigger::Start,
+            },
+            dry_run: case.context.dry_run,
+            current: case.context.current.as_ref().map(|c| {
+                let meta = crate::secrets::CredentialMeta {
+                    kind: c.kind.clone(),
+                    token_id: c.token_id.clone(),
+                    created_ms: CASE_NOW_MS - 60_000,
+                    expiry_ms: CASE_NOW_MS + c.expires_in_ms,
+                };
+                (meta, Secret::new(format!("dapi-current-{}", c.token_id)))
+            }),
+            now_ms: Some(CASE_NOW_MS),
         };
         let ran = pipeline::run(&self.runtime, &self.policy, inputs, std::future::pending()).await;
         let error = ran
             .failure
             .map(|(failure, kind)| CaseError { kind: kind.to_string(), message: failure.message().to_string() });
         let effects = ran.effects;
+        let now = ran.now_ms;
+        let plan = ran.plan.as_ref().and_then(|plan| {
+            let (_, meta) = effects.vault.credential(&plan.serve)?;
+            Some(PlanSummary {
+                kind: meta.kind.clone(),
+                token_id: meta.token_id.clone(),
+                why: plan.why.clone(),
+                refresh_in_ms: plan.refresh_at_ms - now,
+                revoke: plan.revoke.iter().map(|(id, at)| (id.clone(), at - now)).collect(),
+                revoke_on_exit: plan.revoke_on_exit,
+            })
+        });
         let files = match error {
             Some(_) => BTreeMap::new(),
             None => effects
@@ -288,6 +374,7 @@ impl PolicyHarness {
             files,
             logs: effects.log.lines.iter().map(|(l, m)| (l.as_str().to_string(), m.clone())).collect(),
             live_tokens: sim.tokens.iter().map(|t| t.token_id.clone()).collect(),
+            plan,
             fuel_used: ran.stats.fuel_used,
             peak_memory: ran.stats.peak_memory,
             duration: ran.stats.duration,
@@ -369,6 +456,27 @@ impl Case {
                 }
             }
         }
+        if let Some(want) = &expect.plan {
+            match &result.plan {
+                None if result.error.is_none() => problems.push("expected a plan, the run made none".into()),
+                None => {}
+                Some(plan) => {
+                    if let Some(kind) = want.kind.as_ref().filter(|k| **k != plan.kind) {
+                        problems.push(format!("plan serves {}, expected {kind}", plan.kind));
+                    }
+                    if let Some(ms) = want.refresh_in_ms.filter(|ms| *ms != plan.refresh_in_ms) {
+                        problems.push(format!("plan refreshes in {} ms, expected {ms}", plan.refresh_in_ms));
+                    }
+                    let revoked: Vec<String> = plan.revoke.iter().map(|(id, _)| id.clone()).collect();
+                    if let Some(ids) = want.revoke.as_ref().filter(|ids| **ids != revoked) {
+                        problems.push(format!("plan revokes {revoked:?}, expected {ids:?}"));
+                    }
+                    if let Some(text) = want.why_contains.as_ref().filter(|t| !plan.why.contains(t.as_str())) {
+                        problems.push(format!("plan's why {:?} lacks {text:?}", plan.why));
+                    }
+                }
+            }
+        }
         if expect.only_these_files {
             for path in result.files.keys().filter(|p| !expect.files.contains_key(*p)) {
                 problems.push(format!("~/{path} was written but is not expected"));
@@ -431,6 +539,7 @@ mod tests {
             files,
             logs: vec![],
             live_tokens: vec![],
+            plan: None,
             fuel_used: 5,
             peak_memory: 0,
             duration: Duration::ZERO,

@@ -98,7 +98,26 @@ pub struct State {
     pub invocations: Vec<Recorded>,
     /// Values of tokens deleted since they were minted.
     pub revoked: Vec<String>,
+    /// Whether the workspace lets this principal create PATs.
+    pub pats: PatPolicy,
+    /// OAuth access tokens handed out: (value, expiry epoch ms).
+    pub oauth_tokens: Vec<(String, i64)>,
+    /// `expires_in` of the OAuth tokens it hands out, seconds.
+    pub oauth_expires_in: i64,
+    /// Drop every connection (a network outage).
+    pub down: bool,
     minted: u64,
+}
+
+/// What `token/create` does for the principal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PatPolicy {
+    #[default]
+    Allowed,
+    /// Personal access tokens are switched off for the whole workspace.
+    Disabled,
+    /// The principal lacks `CAN USE` on tokens.
+    NoPermission,
 }
 
 pub struct Emulator {
@@ -135,7 +154,12 @@ impl Emulator {
         let port = listener.local_addr().unwrap().port();
         let url = if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
         let state =
-            Arc::new(Mutex::new(State { base_url: url.clone(), serve_host_metadata: true, ..State::default() }));
+            Arc::new(Mutex::new(State {
+                base_url: url.clone(),
+                serve_host_metadata: true,
+                oauth_expires_in: 3600,
+                ..State::default()
+            }));
         let (acceptor, ca_pem) = if tls {
             let (acceptor, ca) = tls_acceptor();
             (Some(acceptor), Some(ca))
@@ -146,6 +170,10 @@ impl Emulator {
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                if server_state.lock().unwrap().down {
+                    drop(stream);
+                    continue;
+                }
                 let state = server_state.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -205,6 +233,36 @@ impl Emulator {
         value
     }
 
+    pub fn set_pats(&self, policy: PatPolicy) {
+        self.state.lock().unwrap().pats = policy;
+    }
+
+    pub fn set_oauth_expires_in(&self, seconds: i64) {
+        self.state.lock().unwrap().oauth_expires_in = seconds;
+    }
+
+    /// Drop every connection until set back (a network outage).
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    /// Delete a token behind devbox-auth's back (an admin, the 90-day inactivity rule).
+    pub fn revoke(&self, value: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.tokens.retain(|(v, _)| v != value);
+        state.revoked.push(value.to_string());
+    }
+
+    /// Live tokens whose comment carries a devbox-auth marker.
+    pub fn marked_tokens(&self) -> Vec<(String, Value)> {
+        self.live_tokens().into_iter().filter(|(_, info)| info["comment"].as_str().is_some_and(|c| c.contains("(devbox-auth "))).collect()
+    }
+
+    /// OAuth access tokens handed out so far.
+    pub fn oauth_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().oauth_tokens.iter().map(|(v, _)| v.clone()).collect()
+    }
+
     pub fn set_host_metadata(&self, served: bool) {
         self.state.lock().unwrap().serve_host_metadata = served;
     }
@@ -223,6 +281,7 @@ fn known_secrets(state: Option<&Arc<Mutex<State>>>) -> Vec<String> {
         let state = state.lock().unwrap();
         all.extend(state.tokens.iter().map(|(v, _)| v.clone()));
         all.extend(state.revoked.iter().cloned());
+        all.extend(state.oauth_tokens.iter().map(|(v, _)| v.clone()));
     }
     all
 }
@@ -303,16 +362,23 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
                     json!({ "error": "invalid_client", "error_description": "Client authentication failed" }),
                 );
             }
+            // The first is ACCESS_TOKEN; each later one is new, as a real token endpoint's are.
+            let value = match state.oauth_tokens.len() {
+                0 => ACCESS_TOKEN.to_string(),
+                n => format!("{ACCESS_TOKEN}{n}"),
+            };
+            let expires_in = state.oauth_expires_in;
+            state.oauth_tokens.push((value.clone(), now_ms + expires_in * 1000));
             reply(
                 200,
-                json!({ "access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis" }),
+                json!({ "access_token": value, "token_type": "Bearer", "expires_in": expires_in, "scope": "all-apis" }),
             )
         }
-        (_, path) if path.starts_with("/api/") || path.starts_with("/serving-endpoints/") => {
+        (_, path) if path.starts_with("/api/") || path.starts_with("/serving-endpoints") => {
             let token = bearer(req).unwrap_or_default();
-            let minted = state.tokens.iter().any(|(v, _)| v == token);
-            if token != ACCESS_TOKEN && token != USER_PAT && !minted {
-                return Canned::error(401, "UNAUTHENTICATED", "Invalid access token.");
+            if !valid_bearer(state, token, now_ms) {
+                // Databricks answers an expired or revoked token with 403, not 401.
+                return Canned::error(403, "403", "Invalid access token.");
             }
             api(state, req, now_ms)
         }
@@ -320,8 +386,28 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
     }
 }
 
+/// A live bearer: the user's PAT, an unexpired OAuth token, or a minted token neither expired
+/// nor revoked.
+fn valid_bearer(state: &State, token: &str, now_ms: i64) -> bool {
+    token == USER_PAT
+        || state.oauth_tokens.iter().any(|(v, expiry)| v == token && *expiry > now_ms)
+        || state
+            .tokens
+            .iter()
+            .any(|(v, info)| v == token && info["expiry_time"].as_i64().is_none_or(|e| e < 0 || e > now_ms))
+}
+
 fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
     match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/api/2.0/token/create") if state.pats == PatPolicy::Disabled => {
+            Canned::error(403, "PERMISSION_DENIED", "Personal access tokens are disabled for this workspace.")
+        }
+        ("POST", "/api/2.0/token/create") if state.pats == PatPolicy::NoPermission => {
+            Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")
+        }
+        ("GET", "/api/2.0/preview/scim/v2/Me") => {
+            reply(200, json!({ "id": "7788", "userName": CLIENT_ID, "active": true }))
+        }
         ("POST", "/api/2.0/token/create") => {
             let body = req.json();
             let Some(lifetime) = body.get("lifetime_seconds").and_then(Value::as_i64) else {

@@ -2,15 +2,19 @@
 //!
 //! 1. Validate the deployment's settings and the existing config files *before* minting, so bad
 //!    input mints nothing and writes nothing.
-//! 2. Mint a PAT (`sdk-<unix ns>`, lifetime from `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS`, default 1 h).
+//! 2. Obtain the credential (`credential.rs`): a PAT (`sdk-<unix ns>`, lifetime from
+//!    `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS`, default 1 h), or the app's OAuth token where PATs are
+//!    refused or `DEVBOX_CREDENTIAL=oauth`.
 //! 3. Render the Claude Code Router config and plugin, and the `[DEFAULT]` profile of
 //!    `~/.databrickscfg`, merging into what the user already has.
+//! 4. Plan the rotation at 75% of the lifetime and revoke this deployment's superseded tokens.
 
 use devbox_policy_sdk::databrickscfg;
-use devbox_policy_sdk::{FileError, FileErrorKind, Host, Level, Policy, PolicyError};
+use devbox_policy_sdk::{FileError, FileErrorKind, Host, Level, Plan, Policy, PolicyError, RunContext};
 use serde_json::{Map, Value};
 
 pub mod ccr;
+pub mod credential;
 
 pub const CCR_CONFIG: &str = ".claude-code-router/config.json";
 pub const CCR_PLUGIN: &str = ".claude-code-router/plugins/databricks-claude-transformers.js";
@@ -34,33 +38,32 @@ pub struct DefaultPolicy;
 devbox_policy_sdk::export_policy!(DefaultPolicy);
 
 impl Policy for DefaultPolicy {
-    fn provision(host: &mut impl Host) -> Result<(), PolicyError> {
+    fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
         let lifetime_seconds = token_lifetime(host.var(LIFETIME_VAR).as_deref())?;
         let model = model_name(host.var(MODEL_VAR).as_deref())?;
+        let choice = credential::choice(host.var(credential::CREDENTIAL_VAR).as_deref())?;
+        let revoke_on_exit = credential::revoke_on_exit(host.var(credential::REVOKE_ON_EXIT_VAR).as_deref())?;
         let workspace_url = host.host_url();
         let ccr_existing = read_json_object(host, CCR_CONFIG)?;
         let cfg_existing = read_databrickscfg(host)?;
 
         let comment = format!("sdk-{}", host.now_unix_nanos());
-        let token = host.create_token(&comment, lifetime_seconds)?;
-        host.log(
-            Level::Info,
-            &format!("minted token {} ({comment}), valid for {lifetime_seconds} s", token.info.token_id),
-        );
+        let obtained = credential::obtain(host, choice, &comment, lifetime_seconds, context)?;
+        host.log(Level::Info, &format!("serving {}", obtained.why));
 
         let plugin_path = plugin_path(&host.home_dir());
         let models = [model];
         let settings = ccr::DatabricksProvider {
             api_base_url: ccr::invocations_url(&workspace_url, &models[0]),
             models: &models,
-            api_key: &token.secret_ref,
+            api_key: &obtained.credential.secret_ref,
             plugin_path: &plugin_path,
         };
         write_ccr(host, ccr_existing, &settings)?;
 
         let profile = render_databrickscfg(host, cfg_existing, &workspace_url)?;
         host.write_file(DATABRICKSCFG, profile.as_bytes(), SECRET_MODE)?;
-        Ok(())
+        Ok(credential::plan(host, context, obtained, revoke_on_exit))
     }
 }
 

@@ -1,11 +1,18 @@
 //! Native unit tests of the default policy against the SDK's MockHost.
 
 use super::*;
-use devbox_policy_sdk::mock::{Call, MOCK_TOKEN_REF, MockHost};
+use devbox_policy_sdk::mock::{Call, MOCK_OAUTH_REF, MOCK_TOKEN_REF, MockHost};
+use devbox_policy_sdk::{CredentialKind, TokenInfo, TokenOrigin};
 use serde_json::json;
 
 fn app_host() -> MockHost {
     MockHost::default().with_var("DATABRICKS_CLIENT_ID", "sp-client-id").with_secret("DATABRICKS_CLIENT_SECRET")
+}
+
+/// A start-up run at the mock's clock.
+fn provision(host: &mut MockHost) -> Result<Plan, PolicyError> {
+    let context = host.start();
+    DefaultPolicy::provision(host, &context)
 }
 
 fn config_json(host: &MockHost) -> Value {
@@ -15,7 +22,7 @@ fn config_json(host: &MockHost) -> Value {
 #[test]
 fn fresh_home_gets_the_original_apps_files_with_private_modes() {
     let mut host = app_host();
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
 
     assert_eq!(host.created_tokens(), [(format!("sdk-{}", host.now_unix_nanos), 3600)]);
     let expected = json!({
@@ -56,7 +63,7 @@ fn fresh_home_gets_the_original_apps_files_with_private_modes() {
 #[test]
 fn lifetime_and_model_come_from_the_environment() {
     let mut host = app_host().with_var(LIFETIME_VAR, "86400").with_var(MODEL_VAR, "databricks-claude-opus-4-6");
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     assert_eq!(host.created_tokens()[0].1, 86400);
     let config = config_json(&host);
     assert_eq!(config["Router"]["default"], "databricks,databricks-claude-opus-4-6");
@@ -71,14 +78,14 @@ fn bad_settings_mint_nothing_and_write_nothing() {
     let bad_lifetimes = ["", "abc", "-5", "0", "1e9", "99999999999999999999", "3600 ", " 3600", "63072001"];
     for raw in bad_lifetimes {
         let mut host = app_host().with_var(LIFETIME_VAR, raw);
-        let err = DefaultPolicy::provision(&mut host).unwrap_err();
+        let err = provision(&mut host).unwrap_err();
         let PolicyError::InvalidConfig(message) = err else { panic!("{raw:?}: {err:?}") };
         assert!(message.contains(LIFETIME_VAR) && message.contains("3600"), "{message}");
         assert!(host.calls.is_empty(), "{raw:?} made calls: {:?}", host.calls);
     }
     for raw in ["", "a b", "../x", "model/x"] {
         let mut host = app_host().with_var(MODEL_VAR, raw);
-        assert!(matches!(DefaultPolicy::provision(&mut host), Err(PolicyError::InvalidConfig(_))), "{raw:?}");
+        assert!(matches!(provision(&mut host), Err(PolicyError::InvalidConfig(_))), "{raw:?}");
         assert!(host.calls.is_empty());
     }
 }
@@ -90,17 +97,97 @@ fn lifetime_accepts_the_full_valid_range() {
     assert_eq!(token_lifetime(Some("63072000")).unwrap(), MAX_LIFETIME_SECONDS);
 }
 
-#[test]
-fn a_failed_mint_writes_nothing() {
-    let mut host = app_host();
-    host.create_token_result = Some(Err(devbox_policy_sdk::ApiError {
+fn no_token_permission() -> devbox_policy_sdk::ApiError {
+    devbox_policy_sdk::ApiError {
         status: 403,
         error_code: "PERMISSION_DENIED".into(),
         message: "User does not have permission to use tokens.".into(),
-    }));
-    let err = DefaultPolicy::provision(&mut host).unwrap_err();
+    }
+}
+
+#[test]
+fn a_failed_mint_writes_nothing() {
+    let mut host = app_host().with_var(credential::CREDENTIAL_VAR, "pat");
+    host.create_token_result = Some(Err(no_token_permission()));
+    let err = provision(&mut host).unwrap_err();
     assert!(matches!(err, PolicyError::Workspace(ref e) if e.status == 403), "{err:?}");
     assert!(!host.calls.iter().any(|c| matches!(c, Call::Write { .. })));
+    assert!(!host.calls.contains(&Call::OAuthToken), "pat means no fallback");
+}
+
+#[test]
+fn where_pats_are_refused_auto_falls_back_to_oauth_with_one_warning() {
+    let mut host = app_host();
+    host.create_token_result = Some(Err(no_token_permission()));
+    let plan = provision(&mut host).unwrap();
+    assert_eq!(plan.serve.kind, CredentialKind::Oauth);
+    assert!(plan.why.contains("refused a personal access token") && plan.why.contains("permission to use tokens"));
+    assert_eq!(config_json(&host)["Providers"][0]["api_key"], MOCK_OAUTH_REF);
+    let warnings: Vec<_> = host.logs.iter().filter(|(l, _)| *l == Level::Warn).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(plan.refresh_at_ms, host.now_ms() + 2_700_000, "75% of the hour");
+
+    // A failure OAuth would not fix is not papered over.
+    let mut host = app_host();
+    host.create_token_result =
+        Some(Err(devbox_policy_sdk::ApiError { status: 0, error_code: "NETWORK".into(), message: "down".into() }));
+    assert!(provision(&mut host).is_err());
+    assert!(!host.calls.contains(&Call::OAuthToken));
+}
+
+#[test]
+fn oauth_can_be_chosen_and_bad_choices_are_config_errors() {
+    let mut host = app_host().with_var(credential::CREDENTIAL_VAR, "oauth");
+    let plan = provision(&mut host).unwrap();
+    assert_eq!(plan.serve.kind, CredentialKind::Oauth);
+    assert!(host.created_tokens().is_empty(), "no PAT ever exists");
+    let mut host = app_host().with_var(credential::CREDENTIAL_VAR, "both");
+    assert!(matches!(provision(&mut host), Err(PolicyError::InvalidConfig(m)) if m.contains("pat, oauth or auto")));
+    assert!(host.calls.is_empty());
+}
+
+fn token(id: &str, origin: TokenOrigin) -> TokenInfo {
+    TokenInfo { token_id: id.into(), comment: String::new(), creation_time_ms: 0, expiry_time_ms: i64::MAX, origin }
+}
+
+#[test]
+fn a_start_revokes_this_deployments_old_tokens_and_nothing_else() {
+    let mut host = app_host();
+    host.tokens = vec![
+        token("in-state", TokenOrigin::State),
+        token("marked", TokenOrigin::Marker),
+        token("foreign", TokenOrigin::Foreign),
+        token("mock-token-id", TokenOrigin::State),
+    ];
+    let plan = provision(&mut host).unwrap();
+    let revoked: Vec<_> = plan.revoke.iter().map(|r| (r.token_id.as_str(), r.at_ms)).collect();
+    assert_eq!(revoked, [("in-state", host.now_ms()), ("marked", host.now_ms())]);
+    assert!(!revoked.iter().any(|(id, _)| *id == "foreign" || *id == "mock-token-id"));
+
+    // Under a person's PAT, a marked token may be in use elsewhere: only the state's go.
+    let mut host = app_host();
+    host.auth_type = "pat".into();
+    host.tokens = vec![token("in-state", TokenOrigin::State), token("marked", TokenOrigin::Marker)];
+    let plan = provision(&mut host).unwrap();
+    assert_eq!(plan.revoke.iter().map(|r| r.token_id.as_str()).collect::<Vec<_>>(), ["in-state"]);
+}
+
+#[test]
+fn a_rotation_revokes_the_superseded_token_after_a_grace() {
+    let mut host = app_host().with_var(LIFETIME_VAR, "3600");
+    let current = devbox_policy_sdk::Credential {
+        kind: CredentialKind::Pat,
+        token_id: "old".into(),
+        secret_ref: "{{devbox-secret:old}}".into(),
+        expiry_time_ms: host.now_ms() + 900_000,
+    };
+    let context = host.rotation(current);
+    let plan = DefaultPolicy::provision(&mut host, &context).unwrap();
+    // Two helper periods of 5 minutes: the old token still has 15 minutes to live.
+    assert_eq!(plan.revoke.len(), 1);
+    assert_eq!((plan.revoke[0].token_id.as_str(), plan.revoke[0].at_ms), ("old", host.now_ms() + 600_000));
+    assert_eq!(plan.refresh_at_ms, host.now_ms() + 2_700_000);
+    assert!(!plan.revoke_on_exit);
 }
 
 #[test]
@@ -120,7 +207,7 @@ fn users_own_ccr_edits_survive() {
         "Router": { "default": "databricks,old", "think": "openrouter,x" }
     });
     let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     let config = config_json(&host);
     assert_eq!(config["PORT"], 4000);
     assert_eq!(config["LOG"], true);
@@ -143,7 +230,7 @@ fn users_own_ccr_edits_survive() {
 fn a_router_default_pointing_elsewhere_is_kept() {
     let existing = json!({ "Router": { "default": "openrouter,x" } });
     let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     assert_eq!(config_json(&host)["Router"]["default"], "openrouter,x");
 }
 
@@ -151,7 +238,7 @@ fn a_router_default_pointing_elsewhere_is_kept() {
 fn unparseable_config_is_backed_up_not_destroyed() {
     for broken in ["{ not json", "[1, 2]", "\"str\""] {
         let mut host = app_host().with_file(CCR_CONFIG, broken);
-        DefaultPolicy::provision(&mut host).unwrap();
+        provision(&mut host).unwrap();
         let backup = format!("{CCR_CONFIG}.bak-{}", host.now_unix_nanos / 1_000_000_000);
         assert_eq!(host.file(&backup), broken);
         assert_eq!(host.mode(&backup), 0o600);
@@ -164,7 +251,7 @@ fn unparseable_config_is_backed_up_not_destroyed() {
 fn databrickscfg_keeps_other_profiles_and_comments() {
     let existing = "# managed by me\n[DEFAULT]\nhost = https://old\ntoken = dapi-old\nwarehouse_id = 42\n\n[staging]\nhost = https://staging\ntoken = dapi-staging\n";
     let mut host = app_host().with_file(DATABRICKSCFG, existing);
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     assert_eq!(
         host.file(DATABRICKSCFG),
         "# managed by me\n[DEFAULT]\nhost = https://example.cloud.databricks.com\nwarehouse_id = 42\nclient_id = sp-client-id\nclient_secret = {{devbox-secret:DATABRICKS_CLIENT_SECRET}}\n\n[staging]\nhost = https://staging\ntoken = dapi-staging\n"
@@ -174,7 +261,7 @@ fn databrickscfg_keeps_other_profiles_and_comments() {
 #[test]
 fn malformed_databrickscfg_is_backed_up() {
     let mut host = app_host().with_file(DATABRICKSCFG, "host = nowhere\n");
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     let backup = format!("{DATABRICKSCFG}.bak-{}", host.now_unix_nanos / 1_000_000_000);
     assert_eq!(host.file(&backup), "host = nowhere\n");
     assert!(host.file(DATABRICKSCFG).starts_with("[DEFAULT]\nhost = https://example.cloud.databricks.com\n"));
@@ -183,7 +270,7 @@ fn malformed_databrickscfg_is_backed_up() {
 #[test]
 fn pat_deployments_get_only_the_host_in_databrickscfg() {
     let mut host = MockHost { auth_type: "pat".into(), ..MockHost::default() };
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     assert_eq!(host.file(DATABRICKSCFG), "[DEFAULT]\nhost = https://example.cloud.databricks.com\n");
 }
 
@@ -196,7 +283,7 @@ fn duplicate_databricks_providers_collapse_into_ours() {
         { "name": "b" }
     ] });
     let mut host = app_host().with_file(CCR_CONFIG, &existing.to_string());
-    DefaultPolicy::provision(&mut host).unwrap();
+    provision(&mut host).unwrap();
     let names: Vec<String> = config_json(&host)["Providers"]
         .as_array()
         .unwrap()

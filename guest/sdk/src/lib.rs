@@ -6,9 +6,14 @@
 //! off wasm32, so a policy that called the imports directly could not be unit-tested.)
 //!
 //! ```ignore
+//! use devbox_policy_sdk::{Host, Plan, Policy, PolicyError, RunContext};
 //! struct MyPolicy;
-//! impl devbox_policy_sdk::Policy for MyPolicy {
-//!     fn provision(host: &mut impl devbox_policy_sdk::Host) -> Result<(), devbox_policy_sdk::PolicyError> { Ok(()) }
+//! impl Policy for MyPolicy {
+//!     fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
+//!         let token = host.create_token("my-policy", 3600)?;
+//!         // ... render files with token.secret_ref ...
+//!         Ok(Plan::refresh_at_three_quarters(token, context.now_ms, "a 1 h PAT"))
+//!     }
 //! }
 //! devbox_policy_sdk::export_policy!(MyPolicy);
 //! ```
@@ -28,15 +33,19 @@ pub mod bindings {
     });
 }
 
+pub use bindings::devbox::auth::lifecycle::{Plan, Revocation, RunContext, Trigger};
 pub use bindings::devbox::auth::log::Level;
 pub use bindings::devbox::auth::types::{ApiError, FileError, FileErrorKind, PolicyError};
-pub use bindings::devbox::auth::workspace::{MintedToken, ServingEndpoint, TokenInfo};
+pub use bindings::devbox::auth::workspace::{
+    Credential, CredentialKind, ServedEntity, ServingEndpoint, TokenInfo, TokenOrigin,
+};
 
 /// Everything a policy may ask of the host. One method per WIT import, plus the clock.
 pub trait Host {
     fn host_url(&self) -> String;
     fn auth_type(&self) -> String;
-    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError>;
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<Credential, ApiError>;
+    fn oauth_token(&mut self) -> Result<Credential, ApiError>;
     fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError>;
     fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError>;
     fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError>;
@@ -45,14 +54,31 @@ pub trait Host {
     fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError>;
     fn var(&self, name: &str) -> Option<String>;
     fn secret_ref(&self, name: &str) -> Option<String>;
+    /// The absolute path of the running devbox-auth binary (for `<path> token` helpers).
+    fn host_binary(&self) -> String;
     fn log(&mut self, level: Level, message: &str);
     /// Wall-clock time. Policies take time from here so tests can pin it.
     fn now_unix_nanos(&self) -> u128;
 }
 
-/// A provisioning policy.
+/// A provisioning policy: provide the assistants' credential, render their files, and say what
+/// the host should do next (when to rotate, what to revoke).
 pub trait Policy {
-    fn provision(host: &mut impl Host) -> Result<(), PolicyError>;
+    fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError>;
+}
+
+impl Plan {
+    /// Serve `credential`, rotate at 75% of its remaining lifetime, revoke nothing.
+    pub fn refresh_at_three_quarters(credential: Credential, now_ms: i64, why: &str) -> Plan {
+        let left = (credential.expiry_time_ms - now_ms).max(0);
+        Plan {
+            refresh_at_ms: now_ms + left * 3 / 4,
+            serve: credential,
+            why: why.to_string(),
+            revoke: Vec::new(),
+            revoke_on_exit: false,
+        }
+    }
 }
 
 /// The real imports, available only inside the component.
@@ -67,8 +93,11 @@ impl Host for WasmHost {
     fn auth_type(&self) -> String {
         bindings::devbox::auth::workspace::auth_type()
     }
-    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<Credential, ApiError> {
         bindings::devbox::auth::workspace::create_token(comment, lifetime_seconds)
+    }
+    fn oauth_token(&mut self) -> Result<Credential, ApiError> {
+        bindings::devbox::auth::workspace::oauth_token()
     }
     fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
         bindings::devbox::auth::workspace::list_tokens()
@@ -94,6 +123,9 @@ impl Host for WasmHost {
     fn secret_ref(&self, name: &str) -> Option<String> {
         bindings::devbox::auth::environment::get_secret_ref(name)
     }
+    fn host_binary(&self) -> String {
+        bindings::devbox::auth::environment::host_binary()
+    }
     fn log(&mut self, level: Level, message: &str) {
         bindings::devbox::auth::log::log(level, message)
     }
@@ -111,8 +143,8 @@ macro_rules! export_policy {
         const _: () = {
             struct DevboxPolicyExport;
             impl $crate::bindings::Guest for DevboxPolicyExport {
-                fn provision() -> ::core::result::Result<(), $crate::PolicyError> {
-                    <$policy as $crate::Policy>::provision(&mut $crate::WasmHost)
+                fn provision(context: $crate::RunContext) -> ::core::result::Result<$crate::Plan, $crate::PolicyError> {
+                    <$policy as $crate::Policy>::provision(&mut $crate::WasmHost, &context)
                 }
             }
     $crate::bindings::export!(DevboxPolicyExport with_types_in $crate::bindings);

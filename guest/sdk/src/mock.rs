@@ -5,14 +5,22 @@
 
 use std::collections::BTreeMap;
 
-use crate::{ApiError, FileError, FileErrorKind, Host, Level, MintedToken, ServingEndpoint, TokenInfo};
+use crate::{
+    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Host, Level, RunContext, ServingEndpoint, TokenInfo,
+    Trigger,
+};
 
-/// The secret reference the mock hands out for the minted token.
+/// The secret reference the mock hands out for a minted token.
 pub const MOCK_TOKEN_REF: &str = "{{devbox-secret:mock-token}}";
+/// The secret reference the mock hands out for an OAuth token.
+pub const MOCK_OAUTH_REF: &str = "{{devbox-secret:mock-oauth}}";
+/// Where the mock says the devbox-auth binary is.
+pub const MOCK_HOST_BINARY: &str = "/opt/devbox-auth/bin/devbox-auth";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     CreateToken { comment: String, lifetime_seconds: u64 },
+    OAuthToken,
     ListTokens,
     DeleteToken(String),
     ListServingEndpoints,
@@ -29,9 +37,13 @@ pub struct MockHost {
     pub files: BTreeMap<String, (Vec<u8>, u32)>,
     pub now_unix_nanos: u128,
     /// Replaces the default successful answer of `create_token`.
-    pub create_token_result: Option<Result<MintedToken, ApiError>>,
+    pub create_token_result: Option<Result<Credential, ApiError>>,
+    /// Replaces the default successful answer of `oauth_token`.
+    pub oauth_token_result: Option<Result<Credential, ApiError>>,
     pub tokens: Vec<TokenInfo>,
     pub endpoints: Vec<ServingEndpoint>,
+    /// Replaces the answer of `list_serving_endpoints` (e.g. with an error).
+    pub endpoints_result: Option<Result<Vec<ServingEndpoint>, ApiError>>,
     pub calls: Vec<Call>,
     pub logs: Vec<(Level, String)>,
 }
@@ -47,8 +59,10 @@ impl Default for MockHost {
             files: BTreeMap::new(),
             now_unix_nanos: 1_700_000_000_000_000_000,
             create_token_result: None,
+            oauth_token_result: None,
             tokens: Vec::new(),
             endpoints: Vec::new(),
+            endpoints_result: None,
             calls: Vec::new(),
             logs: Vec::new(),
         }
@@ -84,6 +98,20 @@ impl MockHost {
         self.files[path].1
     }
 
+    pub fn now_ms(&self) -> i64 {
+        (self.now_unix_nanos / 1_000_000) as i64
+    }
+
+    /// A start-up run's context at the mock's clock.
+    pub fn start(&self) -> RunContext {
+        RunContext { trigger: Trigger::Start, now_ms: self.now_ms(), current: None, dry_run: false }
+    }
+
+    /// A rotation's context, with `current` in use.
+    pub fn rotation(&self, current: Credential) -> RunContext {
+        RunContext { trigger: Trigger::Rotation, now_ms: self.now_ms(), current: Some(current), dry_run: false }
+    }
+
     pub fn created_tokens(&self) -> Vec<(String, u64)> {
         self.calls
             .iter()
@@ -114,20 +142,28 @@ impl Host for MockHost {
     fn auth_type(&self) -> String {
         self.auth_type.clone()
     }
-    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<MintedToken, ApiError> {
+    fn create_token(&mut self, comment: &str, lifetime_seconds: u64) -> Result<Credential, ApiError> {
         self.calls.push(Call::CreateToken { comment: comment.into(), lifetime_seconds });
         if let Some(result) = self.create_token_result.clone() {
             return result;
         }
-        let now_ms = (self.now_unix_nanos / 1_000_000) as i64;
-        Ok(MintedToken {
-            info: TokenInfo {
-                token_id: "mock-token-id".into(),
-                comment: comment.into(),
-                creation_time_ms: now_ms,
-                expiry_time_ms: now_ms + lifetime_seconds as i64 * 1000,
-            },
+        Ok(Credential {
+            kind: CredentialKind::Pat,
+            token_id: "mock-token-id".into(),
             secret_ref: MOCK_TOKEN_REF.into(),
+            expiry_time_ms: self.now_ms() + lifetime_seconds as i64 * 1000,
+        })
+    }
+    fn oauth_token(&mut self) -> Result<Credential, ApiError> {
+        self.calls.push(Call::OAuthToken);
+        if let Some(result) = self.oauth_token_result.clone() {
+            return result;
+        }
+        Ok(Credential {
+            kind: CredentialKind::Oauth,
+            token_id: String::new(),
+            secret_ref: MOCK_OAUTH_REF.into(),
+            expiry_time_ms: self.now_ms() + 3_600_000,
         })
     }
     fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
@@ -140,7 +176,7 @@ impl Host for MockHost {
     }
     fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
         self.calls.push(Call::ListServingEndpoints);
-        Ok(self.endpoints.clone())
+        self.endpoints_result.clone().unwrap_or_else(|| Ok(self.endpoints.clone()))
     }
     fn home_dir(&self) -> String {
         self.home.clone()
@@ -160,6 +196,9 @@ impl Host for MockHost {
     }
     fn secret_ref(&self, name: &str) -> Option<String> {
         self.secret_refs.get(name).cloned()
+    }
+    fn host_binary(&self) -> String {
+        MOCK_HOST_BINARY.into()
     }
     fn log(&mut self, level: Level, message: &str) {
         self.logs.push((level, message.into()));

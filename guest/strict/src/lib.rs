@@ -1,39 +1,32 @@
 //! The strict devbox-auth policy, for regulated deployments.
 //!
-//! - The token lives at most 8 hours, whatever `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS` says (a
-//!   longer value is capped, with a warning; a malformed one is still an error).
+//! - No personal access token ever exists: the assistants get the app's own OAuth token (about
+//!   an hour long, rotated at 75% of it), so nothing can be left behind on the principal and
+//!   `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS` does not apply.
 //! - It refuses to run without an explicit model list, `DEVBOX_MODELS` (comma-separated
 //!   serving endpoints, the first is the default route), and checks each one is a ready
-//!   endpoint of the workspace before minting anything.
+//!   endpoint of the workspace before anything else.
 //! - It renders only the Claude Code Router config and its plugin: no `~/.databrickscfg`, so the
 //!   app's client secret never lands on disk.
 
-use devbox_policy_default::{LIFETIME_VAR, ccr, model_name, plugin_path, read_json_object, token_lifetime, write_ccr};
-use devbox_policy_sdk::{Host, Level, Policy, PolicyError};
+use devbox_policy_default::{LIFETIME_VAR, ccr, model_name, plugin_path, read_json_object, write_ccr};
+use devbox_policy_sdk::{Host, Level, Plan, Policy, PolicyError, RunContext};
 
 pub const MODELS_VAR: &str = "DEVBOX_MODELS";
-pub const MAX_LIFETIME_SECONDS: u64 = 8 * 3600;
 
 pub struct StrictPolicy;
 
 devbox_policy_sdk::export_policy!(StrictPolicy);
 
 impl Policy for StrictPolicy {
-    fn provision(host: &mut impl Host) -> Result<(), PolicyError> {
-        let requested = token_lifetime(host.var(LIFETIME_VAR).as_deref())?;
-        let lifetime = requested.min(MAX_LIFETIME_SECONDS);
-        if lifetime < requested {
-            host.log(
-                Level::Warn,
-                &format!("{LIFETIME_VAR}={requested} is above this deployment's cap; using {MAX_LIFETIME_SECONDS} s"),
-            );
-        }
+    fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
         let models = model_list(host.var(MODELS_VAR).as_deref())?;
         check_models_are_served(host, &models)?;
         let existing = read_json_object(host, devbox_policy_default::CCR_CONFIG)?;
-
-        let comment = format!("sdk-{}", host.now_unix_nanos());
-        let token = host.create_token(&comment, lifetime)?;
+        if host.var(LIFETIME_VAR).is_some() {
+            host.log(Level::Warn, &format!("{LIFETIME_VAR} is ignored: the strict policy serves OAuth tokens only"));
+        }
+        let token = host.oauth_token()?;
         let workspace_url = host.host_url();
         let provider = ccr::DatabricksProvider {
             api_base_url: ccr::chat_completions_url(&workspace_url),
@@ -41,7 +34,8 @@ impl Policy for StrictPolicy {
             api_key: &token.secret_ref,
             plugin_path: &plugin_path(&host.home_dir()),
         };
-        write_ccr(host, existing, &provider)
+        write_ccr(host, existing, &provider)?;
+        Ok(Plan::refresh_at_three_quarters(token, context.now_ms, "OAuth token of the app's service principal (strict policy: no PATs)"))
     }
 }
 
@@ -91,6 +85,7 @@ mod tests {
             task: "llm/v1/chat".into(),
             ready,
             endpoint_type: "FOUNDATION_MODEL_API".into(),
+            entities: Vec::new(),
         }
     }
 
@@ -104,12 +99,19 @@ mod tests {
         host
     }
 
+    fn provision(h: &mut MockHost) -> Result<Plan, PolicyError> {
+        let context = h.start();
+        StrictPolicy::provision(h, &context)
+    }
+
     #[test]
-    fn caps_the_lifetime_and_lists_every_model() {
+    fn serves_oauth_only_and_lists_every_model() {
         let mut h = host("databricks-claude-sonnet-4, databricks-claude-opus-4-6").with_var(LIFETIME_VAR, "86400");
-        StrictPolicy::provision(&mut h).unwrap();
-        assert_eq!(h.created_tokens()[0].1, MAX_LIFETIME_SECONDS);
-        assert!(h.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("cap")));
+        let plan = provision(&mut h).unwrap();
+        assert!(h.created_tokens().is_empty(), "no PAT ever exists");
+        assert_eq!(plan.serve.kind, devbox_policy_sdk::CredentialKind::Oauth);
+        assert_eq!(plan.refresh_at_ms, h.now_ms() + 2_700_000);
+        assert!(h.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("ignored")));
         let config: serde_json::Value = serde_json_from(h.file(devbox_policy_default::CCR_CONFIG));
         assert_eq!(
             config["Providers"][0]["api_base_url"],
@@ -129,7 +131,7 @@ mod tests {
     #[test]
     fn renders_only_the_ccr_files() {
         let mut h = host("databricks-claude-sonnet-4").with_secret("DATABRICKS_CLIENT_SECRET");
-        StrictPolicy::provision(&mut h).unwrap();
+        provision(&mut h).unwrap();
         let written: Vec<&String> = h.files.keys().collect();
         assert_eq!(written, [devbox_policy_default::CCR_CONFIG, devbox_policy_default::CCR_PLUGIN]);
     }
@@ -141,15 +143,15 @@ mod tests {
             if let Some(raw) = raw {
                 h = h.with_var(MODELS_VAR, raw);
             }
-            assert!(matches!(StrictPolicy::provision(&mut h), Err(PolicyError::InvalidConfig(_))), "{raw:?}");
-            assert!(h.created_tokens().is_empty());
+            assert!(matches!(provision(&mut h), Err(PolicyError::InvalidConfig(_))), "{raw:?}");
+            assert!(h.calls.is_empty());
         }
     }
 
     #[test]
     fn refuses_models_the_workspace_does_not_serve_before_minting() {
         let mut h = host("databricks-claude-sonnet-4,cold,nope");
-        let Err(PolicyError::InvalidConfig(message)) = StrictPolicy::provision(&mut h) else { panic!() };
+        let Err(PolicyError::InvalidConfig(message)) = provision(&mut h) else { panic!() };
         assert!(message.contains("cold, nope"), "{message}");
         assert_eq!(h.calls, [Call::ListServingEndpoints]);
     }

@@ -31,6 +31,17 @@ pub struct ServingEndpoint {
     pub task: String,
     pub ready: bool,
     pub endpoint_type: String,
+    pub entities: Vec<ServedEntity>,
+}
+
+/// One of `config.served_entities`, with the fields that identify a model (which the SDK's
+/// types drop, so they are read from the raw JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedEntity {
+    pub name: String,
+    pub entity_name: String,
+    pub foundation_model: String,
+    pub external_provider: String,
 }
 
 pub struct WorkspaceClient {
@@ -58,10 +69,9 @@ impl WorkspaceClient {
     }
 
     async fn bearer(&self) -> Result<Secret, ApiError> {
-        let (client_id, client_secret) = match &self.config.credentials {
-            Credentials::Pat(token) => return Ok(token.clone()),
-            Credentials::OAuthM2m { client_id, client_secret } => (client_id, client_secret),
-        };
+        if let Credentials::Pat(token) = &self.config.credentials {
+            return Ok(token.clone());
+        }
         let mut cached = self.access_token.lock().await;
         // Refresh 40 s early, as the SDKs do: the backend rejects tokens about to expire.
         let fresh =
@@ -69,12 +79,38 @@ impl WorkspaceClient {
         if let Some(token) = fresh {
             return Ok(token.token.clone());
         }
-        let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
-        let token = oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?;
-        redactor().register(&token.token);
+        let token = self.fresh_oauth_token().await?;
         let value = token.token.clone();
         *cached = Some(token);
         Ok(value)
+    }
+
+    /// A new OAuth access token of the service principal (client credentials), with its full
+    /// lifetime. Under PAT auth there is none to be had: a person's token cannot mint one.
+    pub async fn fresh_oauth_token(&self) -> Result<oauth::AccessToken, ApiError> {
+        let Credentials::OAuthM2m { client_id, client_secret } = &self.config.credentials else {
+            return Err(ApiError::local(
+                codes::OAUTH_UNAVAILABLE,
+                "devbox-auth signed in with a personal access token, which cannot mint OAuth tokens; configure the app's service principal (DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET) to use OAuth",
+            ));
+        };
+        let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
+        let token = oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?;
+        redactor().register(&token.token);
+        Ok(token)
+    }
+
+    /// Whether `token` is accepted by the workspace: `GET /api/2.0/preview/scim/v2/Me` with it
+    /// as the bearer (the cheapest call any valid token may make).
+    pub async fn check_token(&self, token: &Secret) -> Result<(), ApiError> {
+        let request = Request {
+            method: Method::GET,
+            url: self.config.host.join("/api/2.0/preview/scim/v2/Me"),
+            auth: Auth::Bearer(token),
+            body: Body::Empty,
+            retry: Retry::Idempotent,
+        };
+        self.transport.send(request).await.map(|_| ())
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>, retry: Retry) -> Result<Value, ApiError> {
@@ -200,11 +236,26 @@ pub fn token_info(v: &Value) -> Option<TokenInfo> {
 
 /// An `endpoints[]` entry as `GET /api/2.0/serving-endpoints` returns it.
 pub fn serving_endpoint(v: &Value) -> Option<ServingEndpoint> {
-    let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+    let entities = v
+        .pointer("/config/served_entities")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|e| ServedEntity {
+                    name: text(e, "/name"),
+                    entity_name: text(e, "/entity_name"),
+                    foundation_model: text(e, "/foundation_model/name"),
+                    external_provider: text(e, "/external_model/provider"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(ServingEndpoint {
         name: v.get("name")?.as_str()?.to_string(),
-        task: text("task"),
+        task: text(v, "/task"),
         ready: v.pointer("/state/ready").and_then(Value::as_str) == Some("READY"),
-        endpoint_type: text("endpoint_type"),
+        endpoint_type: text(v, "/endpoint_type"),
+        entities,
     })
 }

@@ -12,6 +12,10 @@ pub mod codes {
     pub const BAD_RESPONSE: &str = "BAD_RESPONSE";
     pub const NOT_GRANTED: &str = "NOT_GRANTED";
     pub const OAUTH: &str = "OAUTH";
+    /// OAuth was asked for but the host has no client credentials to mint a token with.
+    pub const OAUTH_UNAVAILABLE: &str = "OAUTH_UNAVAILABLE";
+    /// A policy tried to delete a token this deployment did not mint.
+    pub const FOREIGN_TOKEN: &str = "FOREIGN_TOKEN";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub enum ErrorClass {
     Auth,
     /// Network, timeouts, rate limits, unavailable: trying again later may work.
     Transient,
+    /// The configuration cannot do what was asked (e.g. OAuth without client credentials).
+    Config,
     /// Anything else the workspace refused.
     Other,
 }
@@ -52,6 +58,7 @@ impl ApiError {
 
     pub fn class(&self) -> ErrorClass {
         match (self.status, self.error_code.as_str()) {
+            (_, codes::OAUTH_UNAVAILABLE) => ErrorClass::Config,
             (401 | 403, _) | (_, "PERMISSION_DENIED" | "UNAUTHENTICATED" | codes::OAUTH) => ErrorClass::Auth,
             (0, codes::NETWORK | codes::DNS | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => {
                 ErrorClass::Transient
@@ -65,6 +72,7 @@ impl ApiError {
         let message = self.message.to_ascii_lowercase();
         Some(match (self.status, self.error_code.as_str()) {
             (_, codes::TLS) => "if a proxy inspects TLS, point SSL_CERT_FILE at its CA bundle (PEM)",
+            (_, codes::OAUTH_UNAVAILABLE) => return None,
             (_, codes::NETWORK) => "check DATABRICKS_HOST and that this machine can reach it (HTTPS_PROXY is honoured)",
             (_, codes::DNS) => "check the host name in DATABRICKS_HOST",
             (_, codes::TIMEOUT) => "the workspace did not answer in time; check DATABRICKS_HOST and the network",

@@ -18,7 +18,11 @@ use crate::secrets::Secret;
 #[derive(Debug, Clone)]
 pub struct AccessToken {
     pub token: Secret,
+    /// For the host's own reuse (monotonic).
     pub expires_at: Instant,
+    /// For files and the state (wall clock, epoch milliseconds).
+    pub created_ms: i64,
+    pub expiry_ms: i64,
 }
 
 fn get(url: Url) -> Request<'static> {
@@ -106,6 +110,12 @@ pub async fn client_credentials(
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::local(codes::BAD_RESPONSE, "the OAuth token response has no access_token"))?;
-    let expires_in = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-    Ok(AccessToken { token: Secret::new(token), expires_at: Instant::now() + Duration::from_secs(expires_in) })
+    let expires_in = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3600).min(365 * 24 * 3600);
+    let created_ms = crate::state::now_ms();
+    Ok(AccessToken {
+        token: Secret::new(token),
+        expires_at: Instant::now() + Duration::from_secs(expires_in),
+        created_ms,
+        expiry_ms: created_ms + expires_in as i64 * 1000,
+    })
 }

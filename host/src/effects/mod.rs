@@ -27,27 +27,40 @@ use crate::databricks::error::codes;
 use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
 use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
 use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
-use crate::secrets::{SecretVault, random_hex, redactor, scrub};
+use crate::secrets::{CredentialMeta, SecretVault, random_hex, redactor, scrub};
 
 /// A workspace operation a deployment may grant a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
     CreateToken,
+    #[serde(rename = "oauth-token")]
+    OAuthToken,
     ListTokens,
+    /// Delete this deployment's own tokens (in its state file, or bearing its marker).
     DeleteToken,
+    /// Delete any of the principal's tokens. Never granted by default.
+    DeleteForeignToken,
     ListServingEndpoints,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] =
-        [Operation::CreateToken, Operation::ListTokens, Operation::DeleteToken, Operation::ListServingEndpoints];
+    pub const ALL: [Operation; 6] = [
+        Operation::CreateToken,
+        Operation::OAuthToken,
+        Operation::ListTokens,
+        Operation::DeleteToken,
+        Operation::DeleteForeignToken,
+        Operation::ListServingEndpoints,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::CreateToken => "create-token",
+            Operation::OAuthToken => "oauth-token",
             Operation::ListTokens => "list-tokens",
             Operation::DeleteToken => "delete-token",
+            Operation::DeleteForeignToken => "delete-foreign-token",
             Operation::ListServingEndpoints => "list-serving-endpoints",
         }
     }
@@ -81,9 +94,26 @@ impl TokenMarker {
 
     fn next_comment(&mut self, policy_comment: &str) -> String {
         self.calls += 1;
-        let suffix = format!("(devbox-auth {}/{}-{})", self.deployment, self.run, self.calls);
+        let suffix = format!("{}{}-{})", marker_prefix(&self.deployment), self.run, self.calls);
         if policy_comment.is_empty() { suffix } else { format!("{policy_comment} {suffix}") }
     }
+}
+
+fn marker_prefix(deployment: &str) -> String {
+    format!("(devbox-auth {deployment}/")
+}
+
+/// Whether a token's comment carries `deployment`'s marker.
+pub fn bears_marker(comment: &str, deployment: &str) -> bool {
+    comment.contains(&marker_prefix(deployment))
+}
+
+/// Who minted a token, as far as the host can tell (see the WIT `token-origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    State,
+    Marker,
+    Foreign,
 }
 
 /// What the policy has used of its host-side budgets so far.
@@ -108,6 +138,14 @@ pub struct Effects {
     pub usage: Usage,
     /// Tokens minted during this run, deleted again if the run fails.
     pub minted: Vec<TokenInfo>,
+    /// Credentials issued this run (PATs and OAuth tokens) with their references, in order.
+    pub issued: Vec<(CredentialMeta, String)>,
+    /// Tokens the state file lists as this deployment's.
+    pub state_tokens: BTreeSet<String>,
+    /// The principal's tokens as last listed in this run, for telling whose a token is.
+    listed: Option<Vec<TokenInfo>>,
+    /// The absolute path of this binary, for token-helper commands.
+    pub host_binary: String,
     /// The comment of a create that was sent but whose answer never came back (the run was
     /// stopped mid-call): undoing the run looks for it.
     pub create_in_flight: Option<String>,
@@ -121,6 +159,9 @@ pub struct RunIdentity {
     pub host_url: String,
     pub auth_type: String,
     pub deployment: String,
+    /// Tokens this deployment's state file lists.
+    pub state_tokens: BTreeSet<String>,
+    pub host_binary: String,
 }
 
 impl Effects {
@@ -148,6 +189,10 @@ impl Effects {
             marker: TokenMarker::new(&identity.deployment),
             usage: Usage::default(),
             minted: Vec::new(),
+            issued: Vec::new(),
+            state_tokens: identity.state_tokens,
+            listed: None,
+            host_binary: identity.host_binary,
             create_in_flight: None,
             handed_out: Vec::new(),
             handed_out_files: Vec::new(),
@@ -189,21 +234,27 @@ impl Effects {
         Some(self.hand_out(ApiError::local(codes::NOT_GRANTED, message)))
     }
 
+    /// Count a credential mint (a PAT or an OAuth token) against the run's budget.
+    fn spend_mint(&mut self) -> Result<(), SandboxRefusal> {
+        if self.usage.token_creates >= self.limits.token_creates {
+            return Err(SandboxRefusal(format!(
+                "asked for more than {} credential(s) in one run (limits.token_creates)",
+                self.limits.token_creates
+            )));
+        }
+        self.usage.token_creates += 1;
+        Ok(())
+    }
+
     pub async fn create_token(
         &mut self,
         comment: &str,
         lifetime_seconds: u64,
-    ) -> Result<Result<(TokenInfo, String), ApiError>, SandboxRefusal> {
+    ) -> Result<Result<(CredentialMeta, String), ApiError>, SandboxRefusal> {
         if let Some(denied) = self.denied(Operation::CreateToken) {
             return Ok(Err(denied));
         }
         let limits = &self.limits;
-        if self.usage.token_creates >= limits.token_creates {
-            return Err(SandboxRefusal(format!(
-                "asked for more than {} token(s) in one run (limits.token_creates)",
-                limits.token_creates
-            )));
-        }
         if !(limits.min_token_lifetime..=limits.max_token_lifetime).contains(&lifetime_seconds) {
             return Err(SandboxRefusal(format!(
                 "asked for a token lifetime of {lifetime_seconds} s, outside {}..={} s (limits.min_token_lifetime, limits.max_token_lifetime)",
@@ -214,7 +265,7 @@ impl Effects {
             let error = ApiError::local("INVALID_PARAMETER_VALUE", format!("create-token: the comment {problem}"));
             return Ok(Err(self.hand_out(error)));
         }
-        self.usage.token_creates += 1;
+        self.spend_mint()?;
         let full_comment = self.marker.next_comment(comment);
         self.create_in_flight = Some(full_comment.clone());
         let result = self.workspace.create_token(&full_comment, lifetime_seconds).await;
@@ -223,24 +274,101 @@ impl Effects {
             Ok(minted) => {
                 redactor().register(&minted.value);
                 self.minted.push(minted.info.clone());
-                let reference = self.vault.issue(minted.value, "minted token");
-                Ok(Ok((minted.info, reference)))
+                let meta = CredentialMeta {
+                    kind: "pat".into(),
+                    token_id: minted.info.token_id.clone(),
+                    created_ms: minted.info.creation_time_ms,
+                    expiry_ms: minted.info.expiry_time_ms,
+                };
+                let reference = self.vault.issue_credential(minted.value, meta.clone());
+                self.issued.push((meta.clone(), reference.clone()));
+                Ok(Ok((meta, reference)))
             }
             Err(e) => Ok(Err(self.hand_out(e))),
         }
     }
 
-    pub async fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError> {
+    /// A fresh OAuth access token of the app's service principal, as a credential.
+    pub async fn oauth_token(&mut self) -> Result<Result<(CredentialMeta, String), ApiError>, SandboxRefusal> {
+        if let Some(denied) = self.denied(Operation::OAuthToken) {
+            return Ok(Err(denied));
+        }
+        self.spend_mint()?;
+        match self.workspace.oauth_token().await {
+            Ok(token) => {
+                let meta = CredentialMeta {
+                    kind: "oauth".into(),
+                    token_id: String::new(),
+                    created_ms: token.created_ms,
+                    expiry_ms: token.expiry_ms,
+                };
+                let reference = self.vault.issue_credential(token.token, meta.clone());
+                self.issued.push((meta.clone(), reference.clone()));
+                Ok(Ok((meta, reference)))
+            }
+            Err(e) => Ok(Err(self.hand_out(e))),
+        }
+    }
+
+    /// Whose a token is: in the state file (or minted this run), marked as this deployment's,
+    /// or someone else's.
+    pub fn origin(&self, token: &TokenInfo) -> TokenOrigin {
+        if self.state_tokens.contains(&token.token_id) || self.minted.iter().any(|t| t.token_id == token.token_id) {
+            TokenOrigin::State
+        } else if bears_marker(&token.comment, &self.marker.deployment) {
+            TokenOrigin::Marker
+        } else {
+            TokenOrigin::Foreign
+        }
+    }
+
+    /// What the run learned of a token: minted by it, or seen in a listing.
+    pub fn known_token(&self, token_id: &str) -> Option<TokenInfo> {
+        self.minted.iter().chain(self.listed.iter().flatten()).find(|t| t.token_id == token_id).cloned()
+    }
+
+    /// The origin of a token known only by id, listing the principal's tokens if needed.
+    pub async fn origin_of(&mut self, token_id: &str) -> Result<TokenOrigin, ApiError> {
+        if self.state_tokens.contains(token_id) || self.minted.iter().any(|t| t.token_id == token_id) {
+            return Ok(TokenOrigin::State);
+        }
+        if self.listed.as_ref().is_none_or(|l| !l.iter().any(|t| t.token_id == token_id)) {
+            self.listed = Some(self.workspace.list_tokens().await?);
+        }
+        let listed = self.listed.as_deref().unwrap_or_default();
+        Ok(listed.iter().find(|t| t.token_id == token_id).map_or(TokenOrigin::Foreign, |t| self.origin(t)))
+    }
+
+    pub async fn list_tokens(&mut self) -> Result<Vec<(TokenInfo, TokenOrigin)>, ApiError> {
         if let Some(denied) = self.denied(Operation::ListTokens) {
             return Err(denied);
         }
-        let result = self.workspace.list_tokens().await;
-        result.map_err(|e| self.hand_out(e))
+        match self.workspace.list_tokens().await {
+            Ok(list) => {
+                let with_origin = list.iter().map(|t| (t.clone(), self.origin(t))).collect();
+                self.listed = Some(list);
+                Ok(with_origin)
+            }
+            Err(e) => Err(self.hand_out(e)),
+        }
     }
 
+    /// Delete a token: this deployment's own with `delete-token`, anyone's only with
+    /// `delete-foreign-token`. A policy cannot revoke a principal's unrelated tokens.
     pub async fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
         if let Some(denied) = self.denied(Operation::DeleteToken) {
             return Err(denied);
+        }
+        let origin = match self.origin_of(token_id).await {
+            Ok(origin) => origin,
+            Err(e) => return Err(self.hand_out(e)),
+        };
+        if origin == TokenOrigin::Foreign && !self.grants.contains(&Operation::DeleteForeignToken) {
+            let message = format!(
+                "token {token_id} was not minted by this deployment (not in its state file, no marker in its comment); deleting it needs the `delete-foreign-token` grant"
+            );
+            self.log.host(LogLevel::Warn, &format!("denied: {message}"));
+            return Err(self.hand_out(ApiError::local(codes::NOT_GRANTED, message)));
         }
         let result = self.workspace.delete_token(token_id).await;
         if result.is_ok() {
@@ -340,6 +468,15 @@ fn comment_problem(comment: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_belong_to_one_deployment() {
+        let mut marker = TokenMarker::new("dep1");
+        let comment = marker.next_comment("x");
+        assert!(bears_marker(&comment, "dep1"));
+        assert!(!bears_marker(&comment, "dep2"));
+        assert!(!bears_marker("sdk-123", "dep1"));
+    }
 
     #[test]
     fn operations_have_their_wit_names() {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::Operation;
+use crate::databricks::error::codes;
+use crate::databricks::oauth::AccessToken;
 use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo};
 use crate::secrets::Secret;
 
@@ -20,12 +22,15 @@ pub struct SimulatedWorkspace {
     pub tokens: Vec<TokenInfo>,
     pub endpoints: Vec<ServingEndpoint>,
     pub now_ms: i64,
+    /// `oauth-m2m` or `pat`: under `pat` there is no OAuth token to be had.
+    pub auth_type: String,
     minted: u32,
+    oauth_minted: u32,
 }
 
 impl SimulatedWorkspace {
-    pub fn new(now_ms: i64) -> Self {
-        Self { now_ms, ..Default::default() }
+    pub fn new(now_ms: i64, auth_type: &str) -> Self {
+        Self { now_ms, auth_type: auth_type.to_string(), ..Default::default() }
     }
 
     fn answer<T>(&mut self, op: Operation, request: String, ok: impl FnOnce(&mut Self) -> T) -> Result<T, ApiError> {
@@ -50,6 +55,27 @@ impl SimulatedWorkspace {
             };
             sim.tokens.push(info.clone());
             MintedToken { info, value: Secret::new(format!("dapi-simulated-{:032}", sim.minted)) }
+        })
+    }
+
+    /// The app's OAuth token, as a dry run imagines it: an hour long, and available only under
+    /// OAuth M2M (`auth_type`).
+    pub fn oauth_token(&mut self) -> Result<AccessToken, ApiError> {
+        if self.auth_type == "pat" && !self.failures.contains_key(&Operation::OAuthToken) {
+            self.failures.insert(
+                Operation::OAuthToken,
+                ApiError::local(codes::OAUTH_UNAVAILABLE, "a personal access token cannot mint OAuth tokens"),
+            );
+        }
+        let form = "grant_type=client_credentials&scope=all-apis";
+        self.answer(Operation::OAuthToken, format!("POST /oidc/v1/token {form}"), |sim| {
+            sim.oauth_minted += 1;
+            AccessToken {
+                token: Secret::new(format!("simulated-oauth-access-token-{}", sim.oauth_minted)),
+                expires_at: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+                created_ms: sim.now_ms,
+                expiry_ms: sim.now_ms + 3_600_000,
+            }
         })
     }
 

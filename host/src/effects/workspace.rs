@@ -1,6 +1,7 @@
 //! Where workspace calls go: the live Databricks client, or the simulator.
 
 use super::simulator::SimulatedWorkspace;
+use crate::databricks::oauth::AccessToken;
 use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
 
 pub enum Workspace {
@@ -13,6 +14,13 @@ impl Workspace {
         match self {
             Workspace::Live(client) => client.create_token(comment, lifetime_seconds).await,
             Workspace::Simulated(sim) => sim.create_token(comment, lifetime_seconds),
+        }
+    }
+
+    pub async fn oauth_token(&mut self) -> Result<AccessToken, ApiError> {
+        match self {
+            Workspace::Live(client) => client.fresh_oauth_token().await,
+            Workspace::Simulated(sim) => sim.oauth_token(),
         }
     }
 

@@ -16,7 +16,8 @@ pub struct SandboxLimits {
     /// Log lines kept (and echoed) per run; more are counted and dropped.
     pub log_lines: usize,
     pub log_bytes: usize,
-    /// `create-token` calls per run.
+    /// Credentials minted per run (`create-token` and `oauth-token` calls): a PAT attempt and
+    /// the OAuth fallback.
     pub token_creates: u32,
     /// The range of token lifetimes a policy may ask for, in seconds.
     pub min_token_lifetime: u64,
@@ -37,7 +38,7 @@ impl Default for SandboxLimits {
             memory_bytes: 64 << 20,
             log_lines: 200,
             log_bytes: 64 << 10,
-            token_creates: 1,
+            token_creates: 2,
             min_token_lifetime: 1,
             max_token_lifetime: MAX_PAT_LIFETIME_SECONDS,
             file_reads: 64,

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod limits;
+pub mod since_v0_1_0;
 pub mod state;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
+use crate::secrets::CredentialMeta;
 use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
 use self::limits::SandboxLimits;
 use self::state::PolicyState;
@@ -73,7 +75,75 @@ pub struct LoadedPolicy {
     pub load_time: Duration,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
-    pre: PolicyPre<PolicyState>,
+    /// The contract version it speaks (`0.2.0`, or a frozen one).
+    pub contract: &'static str,
+    pre: Pre,
+}
+
+/// A linked policy, by the contract it was built against.
+enum Pre {
+    Current(PolicyPre<PolicyState>),
+    V0_1_0(bindings::since_v0_1_0::PolicyPre<PolicyState>),
+}
+
+/// Why the host runs the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Start,
+    Rotation,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Rotation => "rotation",
+        }
+    }
+}
+
+/// What the host tells the policy about a run.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub trigger: Trigger,
+    pub now_ms: i64,
+    /// The credential in use, and the vault reference the policy gets for it.
+    pub current: Option<(CredentialMeta, String)>,
+    pub dry_run: bool,
+}
+
+/// What a policy asked the host to do after its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The vault reference of the credential to serve.
+    pub serve: String,
+    pub why: String,
+    pub refresh_at_ms: i64,
+    /// (token id, when): revocations.
+    pub revoke: Vec<(String, i64)>,
+    pub revoke_on_exit: bool,
+}
+
+fn wit_context(context: &RunContext) -> bindings::RunContext {
+    bindings::RunContext {
+        trigger: match context.trigger {
+            Trigger::Start => bindings::Trigger::Start,
+            Trigger::Rotation => bindings::Trigger::Rotation,
+        },
+        now_ms: context.now_ms,
+        current: context.current.as_ref().map(|(meta, reference)| state::credential(meta, reference.clone())),
+        dry_run: context.dry_run,
+    }
+}
+
+fn host_plan(plan: bindings::Plan) -> Plan {
+    Plan {
+        serve: plan.serve.secret_ref,
+        why: plan.why,
+        refresh_at_ms: plan.refresh_at_ms,
+        revoke: plan.revoke.into_iter().map(|r| (r.token_id, r.at_ms)).collect(),
+        revoke_on_exit: plan.revoke_on_exit,
+    }
 }
 
 pub struct PolicyRuntime {
@@ -98,6 +168,7 @@ impl PolicyRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        bindings::since_v0_1_0::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         // The epoch clock behind the wall-clock deadline. It holds only a weak engine handle
         // and stops with the runtime.
@@ -130,8 +201,9 @@ impl PolicyRuntime {
         }
         .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
         let (imports, exports) = self.interface(&component);
-        let pre = self.validate(&component, &imports, &exports)?;
+        let (contract, pre) = self.validate(&component, &imports, &exports)?;
         Ok(LoadedPolicy {
+            contract,
             name: name.to_string(),
             sha256,
             cache: outcome,
@@ -159,15 +231,27 @@ impl PolicyRuntime {
         (imports, exports)
     }
 
+    /// Check the imports, find the contract the policy speaks, and link it.
     fn validate(
         &self,
         component: &Component,
         imports: &[String],
         exports: &[String],
-    ) -> Result<PolicyPre<PolicyState>, LoadError> {
+    ) -> Result<(&'static str, Pre), LoadError> {
+        let mut contracts = std::collections::BTreeSet::new();
         for import in imports {
-            check_import(import)?;
+            contracts.extend(check_import(import)?);
         }
+        let contract = match contracts.len() {
+            0 => bindings::WIT_VERSION,
+            1 => contracts.pop_first().expect("one element"),
+            _ => {
+                return Err(LoadError(format!(
+                    "imports several devbox:auth versions ({}); build it against one",
+                    contracts.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
         let ty = component.component_type();
         if !ty
             .exports(&self.engine)
@@ -182,8 +266,13 @@ impl PolicyRuntime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
-        PolicyPre::new(pre)
-            .map_err(|e| LoadError(format!("does not match the devbox:auth policy world ({})", first_line(&e))))
+        let mismatch =
+            |e: wasmtime::Error| LoadError(format!("does not match the devbox:auth@{contract} policy world ({})", first_line(&e)));
+        let pre = match contract {
+            bindings::WIT_VERSION => Pre::Current(PolicyPre::new(pre).map_err(mismatch)?),
+            _ => Pre::V0_1_0(bindings::since_v0_1_0::PolicyPre::new(pre).map_err(mismatch)?),
+        };
+        Ok((contract, pre))
     }
 
     /// Run `provision` once in a fresh store. The effects come back whatever happened, so the
@@ -193,13 +282,17 @@ impl PolicyRuntime {
     /// interrupts the guest) and every wait inside a host or WASI call (the guest yields to
     /// the executor every epoch tick, and the call is abandoned at the deadline). `stop`
     /// resolving (a signal) ends the run the same way.
+    ///
+    /// A policy of the current contract returns its [`Plan`]; one built against a frozen
+    /// contract returns `None`, and the caller applies the host's default schedule.
     pub async fn run(
         &self,
         policy: &LoadedPolicy,
         effects: Effects,
         limits: &SandboxLimits,
+        context: &RunContext,
         stop: impl Future<Output = String>,
-    ) -> (Effects, RunStats, Result<(), RunError>) {
+    ) -> (Effects, RunStats, Result<Option<Plan>, RunError>) {
         let started = Instant::now();
         let deadline = started + limits.deadline;
         let mut store = Store::new(&self.engine, PolicyState::new(effects, limits));
@@ -212,12 +305,22 @@ impl PolicyRuntime {
 
         let ended = {
             let call = async {
-                let instance = policy.pre.instantiate_async(&mut store).await?;
-                instance.call_provision(&mut store).await
+                match &policy.pre {
+                    Pre::Current(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let result = instance.call_provision(&mut store, &wit_context(context)).await?;
+                        wasmtime::Result::Ok(result.map(|plan| Some(host_plan(plan))))
+                    }
+                    Pre::V0_1_0(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let result = instance.call_provision(&mut store).await?;
+                        Ok(result.map(|()| None).map_err(since_v0_1_0::policy_error))
+                    }
+                }
             };
             tokio::select! {
                 outcome = tokio::time::timeout_at(deadline.into(), call) => match outcome {
-                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Ok(plan))) => Ok(plan),
                     Ok(Ok(Err(policy_error))) => Err(Ended::Policy(policy_error)),
                     Ok(Err(trap)) => Err(Ended::Trap(trap)),
                     Err(_elapsed) => Err(Ended::Deadline),
@@ -265,23 +368,24 @@ fn check_is_component(wasm: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-fn check_import(import: &str) -> Result<(), LoadError> {
+/// Whether this host offers `import`; for a devbox:auth import, the contract it belongs to.
+fn check_import(import: &str) -> Result<Option<&'static str>, LoadError> {
     if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| import.starts_with(p)) {
         return Err(LoadError(format!(
             "imports `{import}`, which this host does not offer (policies may import devbox:auth/* and the WASI clocks, random, io, cli and filesystem interfaces)"
         )));
     }
-    if let Some(rest) = import.strip_prefix("devbox:auth/") {
-        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        if !bindings::semver_compatible(version) {
-            return Err(LoadError(format!(
-                "was built against devbox:auth@{} but this host implements devbox:auth@{}; rebuild the policy against wit/ from this release",
-                if version.is_empty() { "(unversioned)" } else { version },
-                bindings::WIT_VERSION
-            )));
-        }
+    let Some(rest) = import.strip_prefix("devbox:auth/") else { return Ok(None) };
+    let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+    match bindings::contract_for(version) {
+        Some(contract) => Ok(Some(contract)),
+        None => Err(LoadError(format!(
+            "was built against devbox:auth@{} but this host implements devbox:auth@{} (and runs {}); rebuild the policy against wit/ from this release",
+            if version.is_empty() { "(unversioned)" } else { version },
+            bindings::WIT_VERSION,
+            bindings::FROZEN_VERSIONS.iter().map(|v| format!("@{v}")).collect::<Vec<_>>().join(", ")
+        ))),
     }
-    Ok(())
 }
 
 fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxLimits) -> RunError {

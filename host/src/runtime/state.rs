@@ -8,12 +8,15 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::devbox::auth::{environment, files, log, types, workspace};
-use super::bindings::{ApiError, FileError, FileErrorKind, Level, MintedToken, ServingEndpoint, TokenInfo};
+use super::bindings::devbox::auth::{environment, files, lifecycle, log, types, workspace};
+use super::bindings::{
+    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Level, ServedEntity, ServingEndpoint, TokenInfo,
+    TokenOrigin,
+};
 use super::limits::{MemoryLimiter, SandboxLimits};
-use crate::databricks;
 use crate::effects::{Effects, LogLevel};
-use crate::{output, sandbox};
+use crate::secrets::CredentialMeta;
+use crate::{databricks, effects, output, sandbox};
 
 /// Captured guest stderr (panic messages); bounded so a chatty policy cannot eat memory.
 const STDERR_CAPACITY: usize = 64 << 10;
@@ -76,16 +79,49 @@ pub fn host_api_error(e: &ApiError) -> databricks::ApiError {
     }
 }
 
-fn token_info(t: databricks::TokenInfo) -> TokenInfo {
+fn token_info(t: databricks::TokenInfo, origin: effects::TokenOrigin) -> TokenInfo {
     TokenInfo {
         token_id: t.token_id,
         comment: t.comment,
         creation_time_ms: t.creation_time_ms,
         expiry_time_ms: t.expiry_time_ms,
+        origin: match origin {
+            effects::TokenOrigin::State => TokenOrigin::State,
+            effects::TokenOrigin::Marker => TokenOrigin::Marker,
+            effects::TokenOrigin::Foreign => TokenOrigin::Foreign,
+        },
     }
 }
 
-fn file_error(e: sandbox::FileError) -> FileError {
+pub fn credential(meta: &CredentialMeta, secret_ref: String) -> Credential {
+    Credential {
+        kind: if meta.kind == "oauth" { CredentialKind::Oauth } else { CredentialKind::Pat },
+        token_id: meta.token_id.clone(),
+        secret_ref,
+        expiry_time_ms: meta.expiry_ms,
+    }
+}
+
+pub fn serving_endpoint(e: databricks::ServingEndpoint) -> ServingEndpoint {
+    ServingEndpoint {
+        name: e.name,
+        task: e.task,
+        ready: e.ready,
+        endpoint_type: e.endpoint_type,
+        entities: e
+            .entities
+            .into_iter()
+            .map(|x| ServedEntity {
+                name: x.name,
+                entity_name: x.entity_name,
+                foundation_model: x.foundation_model,
+                external_provider: x.external_provider,
+            })
+            .collect(),
+    }
+}
+
+pub fn file_error(e: sandbox::FileError) -> FileError {
     let kind = match e.kind {
         sandbox::FileErrorKind::InvalidPath => FileErrorKind::InvalidPath,
         sandbox::FileErrorKind::Denied => FileErrorKind::Denied,
@@ -95,7 +131,17 @@ fn file_error(e: sandbox::FileError) -> FileError {
     FileError { kind, path: e.path, message: e.message }
 }
 
+pub fn log_level(level: Level) -> LogLevel {
+    match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
+}
+
 impl types::Host for PolicyState {}
+impl lifecycle::Host for PolicyState {}
 
 impl workspace::Host for PolicyState {
     async fn host_url(&mut self) -> wasmtime::Result<String> {
@@ -110,13 +156,19 @@ impl workspace::Host for PolicyState {
         &mut self,
         comment: String,
         lifetime_seconds: u64,
-    ) -> wasmtime::Result<Result<MintedToken, ApiError>> {
+    ) -> wasmtime::Result<Result<Credential, ApiError>> {
         let result = self.effects.create_token(&comment, lifetime_seconds).await.map_err(wasmtime::Error::new)?;
-        Ok(result.map(|(info, secret_ref)| MintedToken { info: token_info(info), secret_ref }).map_err(api_error))
+        Ok(result.map(|(meta, reference)| credential(&meta, reference)).map_err(api_error))
+    }
+
+    async fn oauth_token(&mut self) -> wasmtime::Result<Result<Credential, ApiError>> {
+        let result = self.effects.oauth_token().await.map_err(wasmtime::Error::new)?;
+        Ok(result.map(|(meta, reference)| credential(&meta, reference)).map_err(api_error))
     }
 
     async fn list_tokens(&mut self) -> wasmtime::Result<Result<Vec<TokenInfo>, ApiError>> {
-        Ok(self.effects.list_tokens().await.map(|l| l.into_iter().map(token_info).collect()).map_err(api_error))
+        let result = self.effects.list_tokens().await;
+        Ok(result.map(|l| l.into_iter().map(|(t, o)| token_info(t, o)).collect()).map_err(api_error))
     }
 
     async fn delete_token(&mut self, token_id: String) -> wasmtime::Result<Result<(), ApiError>> {
@@ -125,18 +177,7 @@ impl workspace::Host for PolicyState {
 
     async fn list_serving_endpoints(&mut self) -> wasmtime::Result<Result<Vec<ServingEndpoint>, ApiError>> {
         let result = self.effects.list_serving_endpoints().await;
-        Ok(result
-            .map(|list| {
-                list.into_iter()
-                    .map(|e| ServingEndpoint {
-                        name: e.name,
-                        task: e.task,
-                        ready: e.ready,
-                        endpoint_type: e.endpoint_type,
-                    })
-                    .collect()
-            })
-            .map_err(api_error))
+        Ok(result.map(|list| list.into_iter().map(serving_endpoint).collect()).map_err(api_error))
     }
 }
 
@@ -163,17 +204,15 @@ impl environment::Host for PolicyState {
     async fn get_secret_ref(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         Ok(self.effects.env.secret_refs.get(&name).cloned())
     }
+
+    async fn host_binary(&mut self) -> wasmtime::Result<String> {
+        Ok(self.effects.host_binary.clone())
+    }
 }
 
 impl log::Host for PolicyState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        self.effects.log.push(level, &message);
+        self.effects.log.push(log_level(level), &message);
         Ok(())
     }
 }

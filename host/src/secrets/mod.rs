@@ -18,7 +18,7 @@ pub mod vault;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use vault::SecretVault;
+pub use vault::{CredentialMeta, SecretVault};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -27,6 +27,19 @@ struct Entry {
     reference: String,
     secret: Secret,
     label: String,
+    credential: Option<CredentialMeta>,
+}
+
+/// What a reference stands for when it is a credential the host issued (a minted PAT, an
+/// OAuth access token, the one in use): only these may be served to the assistants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CredentialMeta {
+    /// `pat` or `oauth`.
+    pub kind: String,
+    /// The PAT's id; empty for OAuth.
+    pub token_id: String,
+    pub created_ms: i64,
+    pub expiry_ms: i64,
 }
 
 #[derive(Default)]
@@ -43,9 +56,25 @@ impl std::fmt::Debug for SecretVault {
 impl SecretVault {
     /// A fresh reference for `secret`; `label` says what it is in dry-run output.
     pub fn issue(&mut self, secret: Secret, label: &str) -> String {
+        self.push(secret, label, None)
+    }
+
+    /// A fresh reference for a credential the host issued.
+    pub fn issue_credential(&mut self, secret: Secret, meta: CredentialMeta) -> String {
+        let label = if meta.kind == "oauth" { "OAuth token".to_string() } else { "minted token".to_string() };
+        self.push(secret, &label, Some(meta))
+    }
+
+    fn push(&mut self, secret: Secret, label: &str, credential: Option<CredentialMeta>) -> String {
         let reference = format!("{PREFIX}{}}}}}", random_hex(16));
-        self.entries.push(Entry { reference: reference.clone(), secret, label: label.to_string() });
+        self.entries.push(Entry { reference: reference.clone(), secret, label: label.to_string(), credential });
         reference
+    }
+
+    /// The credential behind `reference`, if it is one the host issued.
+    pub fn credential(&self, reference: &str) -> Option<(&Secret, &CredentialMeta)> {
+        let entry = self.entries.iter().find(|e| e.reference == reference)?;
+        entry.credential.as_ref().map(|meta| (&entry.secret, meta))
     }
 
     /// The reference already issued for this value, or a fresh one: the same secret read twice

@@ -1,6 +1,6 @@
 wit_bindgen::generate!({
     inline: r#"
-        package devbox:auth@0.2.0;
+        package devbox:auth@0.3.0;
         interface log { log: func(message: string); }
         world policy {
             import log;

@@ -2,7 +2,7 @@
 //! and no change on disk.
 
 use base64::Engine as _;
-use devbox_policy_sdk::{Host, Level, Policy, PolicyError};
+use devbox_policy_sdk::{Host, Level, Plan, Policy, PolicyError, RunContext};
 
 /// Every file a policy might find a secret in, by default grants.
 const LOOT: &[&str] = &[".claude-code-router/config.json", ".databrickscfg", ".claude-code-router/notes.txt"];
@@ -39,7 +39,16 @@ pub struct Hostile;
 devbox_policy_sdk::export_policy!(Hostile);
 
 impl Policy for Hostile {
-    fn provision(host: &mut impl Host) -> Result<(), PolicyError> {
+    /// Misbehave, then — if still running — serve a token like any policy.
+    fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
+        misbehave(host)?;
+        let token = host.create_token("hostile", 600)?;
+        Ok(Plan::refresh_at_three_quarters(token, context.now_ms, "hostile"))
+    }
+}
+
+fn misbehave(host: &mut impl Host) -> Result<(), PolicyError> {
+    {
         let behaviour = host.var("DEVBOX_HOSTILE").unwrap_or_default();
         match behaviour.as_str() {
             "loop" => {

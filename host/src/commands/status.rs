@@ -1,0 +1,164 @@
+//! `devbox-auth status`: what is served, until when, which files are managed, how the last
+//! rotation went — from the state file, with no network. `--check` also asks the workspace
+//! whether the token still works. The exit status is non-zero when the setup is unhealthy, and
+//! the message names the cause in the user's terms.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::cli::{StatusArgs, env_snapshot, fail, home_of, http_settings, runtime, when};
+use crate::databricks::config;
+use crate::databricks::error::{ErrorClass, codes};
+use crate::databricks::http::Transport;
+use crate::databricks::WorkspaceClient;
+use crate::failure::Failure;
+use crate::output;
+use crate::state::{self, State};
+
+/// A problem with the setup, as the exit status and the one line that names it.
+fn problem(state: &Option<State>, home: &std::path::Path, now_ms: i64) -> Option<Failure> {
+    let Some(state) = state else {
+        return Some(Failure::Usage(
+            "config missing: devbox-auth has not provisioned this home (run `devbox-auth provision`)".into(),
+        ));
+    };
+    if let Some(missing) = state.files.iter().find(|f| !home.join(f).exists()) {
+        return Some(Failure::Usage(format!("config missing: ~/{missing} is gone (run `devbox-auth provision`)")));
+    }
+    let last_failure = state.last_run.as_ref().filter(|r| r.outcome != "ok");
+    match &state.serve {
+        None => Some(Failure::Usage("config missing: no credential is served (run `devbox-auth provision`)".into())),
+        Some(served) if served.meta.expiry_ms <= now_ms => {
+            let cause = match last_failure {
+                Some(run) if run.outcome.to_ascii_lowercase().contains("permission to use tokens") => {
+                    "; the principal lacks permission to use tokens (see the last rotation)".to_string()
+                }
+                Some(run) => format!("; the last rotation failed: {}", run.outcome),
+                None => String::new(),
+            };
+            Some(Failure::Auth(format!("token expired at {}{cause}", when(served.meta.expiry_ms))))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Ask the workspace whether the served token works.
+async fn check(state: &State, home: &std::path::Path, timeout: u64) -> Result<(), Failure> {
+    let served = state.serve.as_ref().expect("checked only when something is served");
+    let env = env_snapshot();
+    let resolved = config::resolve(&env, home).map_err(|e| Failure::Usage(e.0))?;
+    let transport = Transport::new(http_settings(timeout, &env)).map_err(Failure::Usage)?;
+    crate::secrets::redactor().register(&served.value);
+    let client = WorkspaceClient::new(transport, resolved);
+    client.check_token(&served.value).await.map_err(|e| match (e.class(), e.status) {
+        (_, 401 | 403) => Failure::Auth(format!("token expired or revoked: the workspace refused it ({})", e.message)),
+        (ErrorClass::Transient, _) | (_, 0) if e.error_code != codes::TLS => {
+            Failure::Transient(format!("workspace unreachable: {e}"))
+        }
+        _ => Failure::Other(format!("the workspace check failed: {e}")),
+    })
+}
+
+pub fn status(args: &StatusArgs) -> ExitCode {
+    let home = match home_of(&args.home) {
+        Ok(home) => home,
+        Err(failure) => return fail(&failure),
+    };
+    let now_ms = state::now_ms();
+    let (state, damaged) = match State::load(&home) {
+        Ok(state) => (state, None),
+        Err(why) => (None, Some(why)),
+    };
+    let mut unhealthy = problem(&state, &home, now_ms);
+    if let Some(why) = &damaged {
+        unhealthy = Some(Failure::Usage(format!("config missing: {why} (the next provision rebuilds it)")));
+    }
+    let mut checked = None;
+    if args.check
+        && unhealthy.is_none()
+        && let Some(state) = &state
+    {
+        let result = runtime().and_then(|rt| rt.block_on(check(state, &home, args.timeout)));
+        checked = Some(result.is_ok());
+        unhealthy = result.err();
+    }
+    if args.json {
+        report_json(&state, &home, now_ms, &unhealthy, checked);
+    } else {
+        report_text(&state, &home, now_ms, checked);
+    }
+    match unhealthy {
+        None => ExitCode::SUCCESS,
+        Some(failure) => {
+            output::err(&format!("devbox-auth: unhealthy: {}", failure.message()));
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+fn report_text(state: &Option<State>, home: &std::path::Path, now_ms: i64, checked: Option<bool>) {
+    let Some(state) = state else {
+        output::out("devbox-auth status: nothing provisioned in this home");
+        return;
+    };
+    match &state.serve {
+        Some(served) => {
+            let left = (served.meta.expiry_ms - now_ms) / 1000;
+            let id = if served.meta.token_id.is_empty() { String::new() } else { format!(" {}", served.meta.token_id) };
+            output::out(&format!("credential:  {}{id}", served.meta.kind));
+            output::out(&format!("why:         {}", output::policy_text(&state.why)));
+            output::out(&format!("created:     {}", when(served.meta.created_ms)));
+            output::out(&format!(
+                "expires:     {} ({})",
+                when(served.meta.expiry_ms),
+                if left > 0 { format!("{left} s left") } else { "expired".into() }
+            ));
+            output::out(&format!("next rotation: {}", when(state.refresh_at_ms)));
+        }
+        None => output::out("credential:  none"),
+    }
+    if let Some(ok) = checked {
+        output::out(&format!("workspace check: {}", if ok { "the token works" } else { "failed" }));
+    }
+    output::out("files:");
+    for file in &state.files {
+        let here = if home.join(file).exists() { "" } else { " (missing)" };
+        output::out(&format!("  ~/{file}{here}"));
+    }
+    for pending in &state.pending {
+        output::out(&format!("revocation planned: token {} at {}", pending.token_id, when(pending.at_ms)));
+    }
+    if let Some(run) = &state.last_run {
+        output::out(&format!("last {}: {} — {}", run.trigger, when(run.at_ms), run.outcome));
+    }
+}
+
+fn report_json(
+    state: &Option<State>,
+    home: &std::path::Path,
+    now_ms: i64,
+    unhealthy: &Option<Failure>,
+    checked: Option<bool>,
+) {
+    let report = json!({
+        "healthy": unhealthy.is_none(),
+        "problem": unhealthy.as_ref().map(|f| output::clean(f.message())),
+        "checked_with_workspace": checked,
+        "credential": state.as_ref().and_then(|s| s.serve.as_ref()).map(|s| json!({
+            "kind": s.meta.kind,
+            "token_id": s.meta.token_id,
+            "created_ms": s.meta.created_ms,
+            "expiry_ms": s.meta.expiry_ms,
+            "seconds_left": ((s.meta.expiry_ms - now_ms) / 1000).max(0),
+        })),
+        "why": state.as_ref().map(|s| output::clean(&s.why)),
+        "refresh_at_ms": state.as_ref().map(|s| s.refresh_at_ms),
+        "files": state.as_ref().map(|s| s.files.iter().map(|f| json!({ "path": format!("~/{f}"), "exists": home.join(f).exists() })).collect::<Vec<_>>()),
+        "pending_revocations": state.as_ref().map(|s| s.pending.iter().map(|p| json!({ "token_id": p.token_id, "at_ms": p.at_ms })).collect::<Vec<_>>()),
+        "last_run": state.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| json!({ "trigger": r.trigger, "at_ms": r.at_ms, "outcome": r.outcome })),
+    });
+    for line in serde_json::to_string_pretty(&report).expect("a JSON value serializes").lines() {
+        output::out(line);
+    }
+}

@@ -1,0 +1,58 @@
+//! `devbox-auth token`: print a currently valid token and nothing else, for Claude Code's
+//! `apiKeyHelper` and Codex's provider auth command.
+//!
+//! The fast path reads the state file and prints — no lock, no network, no policy sandbox: the
+//! state is replaced by atomic renames, so a reader sees the old file or the new one. When the
+//! refresh time has come, it rotates first through the same code as `provision`, under the same
+//! home lock as `watch`; twenty callers at once queue on the lock and the first one's rotation
+//! serves them all. It never prints an expired token.
+
+use std::process::ExitCode;
+
+use crate::cli::{RunArgs, fail, home_of, options, runtime, stop_signal};
+use crate::failure::Failure;
+use crate::output;
+use crate::provision;
+use crate::state::{self, State};
+
+/// A token with less than this left is not printed: the request it is for would fail.
+const MIN_VALIDITY_MS: i64 = 5_000;
+
+fn usable(state: &State, now_ms: i64) -> Option<&crate::secrets::Secret> {
+    state.serve.as_ref().filter(|s| s.meta.expiry_ms > now_ms + MIN_VALIDITY_MS).map(|s| &s.value)
+}
+
+fn print(value: &crate::secrets::Secret) -> ExitCode {
+    match output::out_raw(format!("{}\n", value.expose()).as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+pub fn token(args: &RunArgs) -> ExitCode {
+    let home = match home_of(&args.home) {
+        Ok(home) => home,
+        Err(failure) => return fail(&failure),
+    };
+    let before = State::load(&home).ok().flatten();
+    if let Some(state) = &before
+        && !state::rotation_due(state, state::now_ms())
+        && let Some(value) = usable(state, state::now_ms())
+    {
+        return print(value);
+    }
+    let rotated = options(args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
+    let after = State::load(&home).ok().flatten();
+    match (rotated, after.as_ref().and_then(|s| usable(s, state::now_ms()))) {
+        (Ok(_), Some(value)) => print(value),
+        (Ok(_), None) => fail(&Failure::Other(
+            "the policy provided no credential to serve (it runs against devbox:auth@0.1.0 and minted none?)".into(),
+        )),
+        (Err(failure), Some(value)) => {
+            // Still valid: better the current token than none. Say why it was not rotated.
+            output::err(&format!("devbox-auth: warning: could not rotate the token ({}); printing the current one", failure.message()));
+            print(value)
+        }
+        (Err(failure), None) => fail(&failure),
+    }
+}

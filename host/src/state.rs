@@ -1,0 +1,227 @@
+//! The host's own record of what it minted and what it serves, so `provision`, `watch`, `token`
+//! and `status` agree: `~/.local/state/devbox-auth/state.json`, 0600 in a 0700 directory,
+//! written atomically and only under the home lock. No grant can reach it.
+//!
+//! It holds the served credential's value (so `token` can print it in a few milliseconds with
+//! no network), which is why it is as private as the config files that hold the same value. A
+//! missing or unreadable state is not an error: the next run starts afresh and recognises the
+//! deployment's earlier tokens by the marker in their comments.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::databricks::TokenInfo;
+use crate::secrets::{CredentialMeta, Secret};
+
+/// Where the state lives, relative to home.
+pub const STATE_DIR: &str = ".local/state/devbox-auth";
+const STATE_FILE: &str = "state.json";
+const VERSION: u32 = 1;
+
+pub fn state_dir(home: &Path) -> PathBuf {
+    home.join(STATE_DIR)
+}
+
+/// The credential the assistants use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Served {
+    #[serde(flatten)]
+    pub meta: CredentialMeta,
+    #[serde(with = "secret_value")]
+    pub value: Secret,
+}
+
+/// A PAT this deployment minted and has not revoked yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintedRecord {
+    pub token_id: String,
+    pub comment: String,
+    pub created_ms: i64,
+    pub expiry_ms: i64,
+}
+
+impl From<&TokenInfo> for MintedRecord {
+    fn from(t: &TokenInfo) -> Self {
+        Self {
+            token_id: t.token_id.clone(),
+            comment: t.comment.clone(),
+            created_ms: t.creation_time_ms,
+            expiry_ms: t.expiry_time_ms,
+        }
+    }
+}
+
+/// A revocation the policy planned, not yet carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub token_id: String,
+    pub at_ms: i64,
+}
+
+/// How the last run went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastRun {
+    /// `start` or `rotation`.
+    pub trigger: String,
+    pub at_ms: i64,
+    /// `ok`, or the failure's one line (already redacted).
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The deployment marker its tokens carry (see `effects::TokenMarker`).
+    pub deployment: String,
+    pub policy_sha256: String,
+    pub serve: Option<Served>,
+    /// Why this credential, in the policy's words.
+    #[serde(default)]
+    pub why: String,
+    pub refresh_at_ms: i64,
+    #[serde(default)]
+    pub revoke_on_exit: bool,
+    #[serde(default)]
+    pub tokens: Vec<MintedRecord>,
+    #[serde(default)]
+    pub pending: Vec<Pending>,
+    /// Files under management, relative to home.
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub last_run: Option<LastRun>,
+}
+
+impl State {
+    pub fn new(deployment: &str) -> Self {
+        Self {
+            version: VERSION,
+            deployment: deployment.to_string(),
+            policy_sha256: String::new(),
+            serve: None,
+            why: String::new(),
+            refresh_at_ms: 0,
+            revoke_on_exit: false,
+            tokens: Vec::new(),
+            pending: Vec::new(),
+            files: Vec::new(),
+            last_run: None,
+        }
+    }
+
+    /// The state under `home`; `Ok(None)` when there is none, `Err` (a reason) when it cannot
+    /// be used — callers start afresh then.
+    pub fn load(home: &Path) -> Result<Option<State>, String> {
+        let path = state_dir(home).join(STATE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {} ({e})", path.display())),
+        };
+        let state: State = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is damaged (line {}, column {})", path.display(), e.line(), e.column()))?;
+        if state.version != VERSION {
+            return Err(format!("{} has version {}, not {VERSION}", path.display(), state.version));
+        }
+        Ok(Some(state))
+    }
+
+    /// Write it atomically (temp file, fsync, rename), 0600 in a 0700 directory.
+    pub fn save(&self, home: &Path) -> std::io::Result<()> {
+        let dir = state_dir(home);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let mut temp = tempfile::Builder::new().prefix(".state-").tempfile_in(&dir)?;
+        temp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        temp.write_all(&json)?;
+        temp.as_file().sync_all()?;
+        temp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    pub fn holds_token(&self, token_id: &str) -> bool {
+        self.tokens.iter().any(|t| t.token_id == token_id)
+    }
+
+    /// Forget a token (revoked, or gone from the workspace).
+    pub fn forget(&mut self, token_id: &str) {
+        self.tokens.retain(|t| t.token_id != token_id);
+        self.pending.retain(|p| p.token_id != token_id);
+    }
+
+    /// Plan a revocation at `at_ms`, but never after the token's own expiry.
+    pub fn plan_revocation(&mut self, token_id: &str, at_ms: i64, expiry_ms: Option<i64>) {
+        let at_ms = match expiry_ms {
+            Some(expiry) if expiry > 0 => at_ms.min(expiry),
+            _ => at_ms,
+        };
+        match self.pending.iter_mut().find(|p| p.token_id == token_id) {
+            Some(pending) => pending.at_ms = pending.at_ms.min(at_ms),
+            None => self.pending.push(Pending { token_id: token_id.to_string(), at_ms }),
+        }
+    }
+
+    /// The earliest moment something is due: a refresh or a planned revocation.
+    pub fn next_due_ms(&self) -> i64 {
+        self.pending.iter().map(|p| p.at_ms).chain(std::iter::once(self.refresh_at_ms)).min().unwrap_or(0)
+    }
+}
+
+mod secret_value {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::secrets::Secret;
+
+    pub fn serialize<S: Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(secret.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// Whether `state` needs a rotation at `now_ms`: nothing served, the served credential
+/// expired, or its refresh time has come.
+pub fn rotation_due(state: &State, now_ms: i64) -> bool {
+    match &state.serve {
+        None => true,
+        Some(served) => served.meta.expiry_ms <= now_ms || state.refresh_at_ms <= now_ms,
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_privately_and_loads_back_and_damage_is_a_reason_not_a_crash() {
+        let home = tempfile::tempdir().unwrap();
+        assert!(State::load(home.path()).unwrap().is_none());
+        let mut state = State::new("d1");
+        state.serve = Some(Served {
+            meta: CredentialMeta { kind: "pat".into(), token_id: "t1".into(), created_ms: 1, expiry_ms: 2 },
+            value: Secret::new("dapi-value"),
+        });
+        state.plan_revocation("old", 500, Some(300));
+        state.plan_revocation("old", 900, Some(300));
+        state.save(home.path()).unwrap();
+        let file = state_dir(home.path()).join(STATE_FILE);
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(state_dir(home.path())).unwrap().permissions().mode() & 0o777, 0o700);
+        let loaded = State::load(home.path()).unwrap().unwrap();
+        assert_eq!(loaded.serve.as_ref().unwrap().value.expose(), "dapi-value");
+        assert_eq!(loaded.pending, [Pending { token_id: "old".into(), at_ms: 300 }], "never after expiry");
+        assert!(!format!("{loaded:?}").contains("dapi-value"));
+        fs::write(&file, "{ half").unwrap();
+        assert!(State::load(home.path()).unwrap_err().contains("damaged"));
+    }
+}
