@@ -72,6 +72,77 @@ fn wait_for_port(port: u16, ccr: &mut Child, log: &std::path::Path) {
     panic!("CCR did not listen on {port} within 60 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
 }
 
+/// The real CCR, in the foreground, serving `run`'s home on the config's port.
+fn start_ccr(package: &std::path::Path, run: &Run, port: u16) -> KillOnDrop {
+    let log = run.path("ccr.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("node")
+        .arg(package.join("dist/cli.js"))
+        .arg("start")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", run.home.path())
+        .current_dir(run.home.path())
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start node (is Node.js installed?)");
+    let mut ccr = KillOnDrop(child);
+    wait_for_port(port, &mut ccr.0, &log);
+    ccr
+}
+
+fn hello() -> Value {
+    json!({ "model": "claude-sonnet-4-20250514", "max_tokens": 64, "messages": [{ "role": "user", "content": "Say hello" }] })
+}
+
+#[test]
+fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
+    let Some(package) = ccr_package() else { return };
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
+    run.provision(&[]).success();
+    let port = free_port();
+    let config_path = ".claude-code-router/config.json";
+    let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    config["PORT"] = json!(port);
+    run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+    let first = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
+    let _ccr = start_ccr(&package, &run, port);
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(emulator.invocations()[0].header("authorization"), Some(format!("Bearer {first}").as_str()));
+
+    // watch rotates (at 75% of 4 s) and revokes the first token after its grace.
+    let mut watch = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+            .arg("watch")
+            .env_clear()
+            .envs(&run.env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !emulator.state.lock().unwrap().revoked.contains(&first) {
+        assert!(Instant::now() < deadline, "the first token was not revoked");
+        assert!(watch.0.try_wait().unwrap().is_none(), "watch stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let current: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    let second = current["Providers"][0]["api_key"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(current["PORT"], port, "the user's port survives every rotation");
+
+    // The same CCR process, never restarted, now sends the new token.
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "CCR answered {status} after the rotation: {body}");
+    let invocations = emulator.invocations();
+    assert_eq!(invocations.last().unwrap().header("authorization"), Some(format!("Bearer {second}").as_str()));
+}
+
 #[test]
 fn real_ccr_forwards_anthropic_requests_with_the_minted_token() {
     let Some(package) = ccr_package() else { return };
@@ -95,22 +166,8 @@ fn real_ccr_forwards_anthropic_requests_with_the_minted_token() {
     };
     assert_eq!(config["Providers"][0]["api_key"], token_value.as_str());
 
+    let _ccr = start_ccr(&package, &run, port);
     let log = run.path("ccr.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new("node")
-        .arg(package.join("dist/cli.js"))
-        .arg("start")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", run.home.path())
-        .current_dir(run.home.path())
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .expect("start node (is Node.js installed?)");
-    let mut ccr = KillOnDrop(child);
-    wait_for_port(port, &mut ccr.0, &log);
 
     let request = json!({
         "model": "claude-sonnet-4-20250514",

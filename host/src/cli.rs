@@ -307,7 +307,10 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
         output::out(&format!("devbox-auth: {line}"));
     }
     let paths: Vec<String> = outcome.files.iter().map(|f| format!("~/{}", f.path)).collect();
-    output::out(&format!("devbox-auth: wrote {}", if paths.is_empty() { "nothing".to_string() } else { paths.join(", ") }));
+    output::out(&format!(
+        "devbox-auth: wrote {}",
+        if paths.is_empty() { "nothing".to_string() } else { paths.join(", ") }
+    ));
 }
 
 /// Panics are bugs; their messages could still carry data, so print only where it happened.

@@ -18,7 +18,6 @@ use crate::databricks::{TokenInfo, WorkspaceClient};
 use crate::effects::{Effects, LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
 use crate::failure::Failure;
 use crate::output;
-use crate::state::{self, LastRun, MintedRecord, Served, State};
 use crate::pipeline::{self, RunInputs};
 use crate::runtime::cache::{CacheOutcome, ComponentCache};
 use crate::runtime::limits::SandboxLimits;
@@ -26,6 +25,7 @@ use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, Run
 use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
+use crate::state::{self, LastRun, MintedRecord, Served, State};
 
 /// Which policy to run.
 #[derive(Debug, Clone)]

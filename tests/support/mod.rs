@@ -153,13 +153,12 @@ impl Emulator {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
         let url = if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
-        let state =
-            Arc::new(Mutex::new(State {
-                base_url: url.clone(),
-                serve_host_metadata: true,
-                oauth_expires_in: 3600,
-                ..State::default()
-            }));
+        let state = Arc::new(Mutex::new(State {
+            base_url: url.clone(),
+            serve_host_metadata: true,
+            oauth_expires_in: 3600,
+            ..State::default()
+        }));
         let (acceptor, ca_pem) = if tls {
             let (acceptor, ca) = tls_acceptor();
             (Some(acceptor), Some(ca))
@@ -255,7 +254,10 @@ impl Emulator {
 
     /// Live tokens whose comment carries a devbox-auth marker.
     pub fn marked_tokens(&self) -> Vec<(String, Value)> {
-        self.live_tokens().into_iter().filter(|(_, info)| info["comment"].as_str().is_some_and(|c| c.contains("(devbox-auth "))).collect()
+        self.live_tokens()
+            .into_iter()
+            .filter(|(_, info)| info["comment"].as_str().is_some_and(|c| c.contains("(devbox-auth ")))
+            .collect()
     }
 
     /// OAuth access tokens handed out so far.
@@ -604,6 +606,21 @@ pub fn devbox_auth(run: &Run, args: &[&str]) -> Outcome {
         .unwrap();
     let outcome = Outcome::from(output);
     outcome.leaks_none_of(&known_secrets(run.watched.as_ref()));
+    outcome
+}
+
+/// `devbox-auth token ARGS`: its stdout is the token by design, so only stderr is checked.
+pub fn token(run: &Run, args: &[&str]) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("token")
+        .args(args)
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .output()
+        .unwrap();
+    let outcome = Outcome::from(output);
+    assert_no_secret("stderr", &outcome.stderr, &known_secrets(run.watched.as_ref()));
     outcome
 }
 

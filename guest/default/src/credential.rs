@@ -79,7 +79,10 @@ pub fn obtain(
     match choice {
         Choice::OAuth => {
             let credential = host.oauth_token()?;
-            Ok(Obtained { credential, why: format!("OAuth token of the app's service principal ({CREDENTIAL_VAR}=oauth)") })
+            Ok(Obtained {
+                credential,
+                why: format!("OAuth token of the app's service principal ({CREDENTIAL_VAR}=oauth)"),
+            })
         }
         Choice::Pat => {
             let credential = host.create_token(comment, lifetime_seconds)?;
@@ -93,18 +96,20 @@ pub fn obtain(
                 let reason = refused.message.clone();
                 host.log(
                     Level::Warn,
-                    &format!("the workspace refused a personal access token ({reason}); using the app's OAuth token instead"),
+                    &format!(
+                        "the workspace refused a personal access token ({reason}); using the app's OAuth token instead"
+                    ),
                 );
                 let credential = host.oauth_token().map_err(|oauth| {
                     PolicyError::Workspace(ApiError {
-                        message: format!(
-                            "{}; and no OAuth token either: {}",
-                            refused.message, oauth.message
-                        ),
+                        message: format!("{}; and no OAuth token either: {}", refused.message, oauth.message),
                         ..oauth
                     })
                 })?;
-                Ok(Obtained { credential, why: format!("OAuth token: the workspace refused a personal access token ({reason})") })
+                Ok(Obtained {
+                    credential,
+                    why: format!("OAuth token: the workspace refused a personal access token ({reason})"),
+                })
             }
             Err(other) => Err(other.into()),
         },
@@ -119,12 +124,7 @@ pub fn helper_ttl_ms(lifetime_ms: i64) -> i64 {
 }
 
 /// Decide the rotation and revocations after `served` was obtained.
-pub fn plan(
-    host: &mut impl Host,
-    context: &RunContext,
-    served: Obtained,
-    revoke_on_exit: bool,
-) -> Plan {
+pub fn plan(host: &mut impl Host, context: &RunContext, served: Obtained, revoke_on_exit: bool) -> Plan {
     let now = context.now_ms;
     let lifetime = (served.credential.expiry_time_ms - now).max(0);
     // A reader that fetched the old token just before the rotation gets two helper periods.
@@ -144,20 +144,16 @@ pub fn plan(
         Ok(tokens) => {
             for token in tokens {
                 let ours = token.origin == TokenOrigin::State || (token.origin == TokenOrigin::Marker && !person);
-                let known = token.token_id == served.credential.token_id || revoke.iter().any(|r| r.token_id == token.token_id);
+                let known =
+                    token.token_id == served.credential.token_id || revoke.iter().any(|r| r.token_id == token.token_id);
                 if ours && !known {
                     // Not the one in use, nor the one just superseded: nobody is reading it.
                     revoke.push(Revocation { token_id: token.token_id, at_ms: now });
                 }
             }
         }
-        Err(e) => host.log(Level::Warn, &format!("cannot list tokens to clean up old ones ({}); will try next time", e.message)),
+        Err(e) => host
+            .log(Level::Warn, &format!("cannot list tokens to clean up old ones ({}); will try next time", e.message)),
     }
-    Plan {
-        refresh_at_ms: now + lifetime * 3 / 4,
-        serve: served.credential,
-        why: served.why,
-        revoke,
-        revoke_on_exit,
-    }
+    Plan { refresh_at_ms: now + lifetime * 3 / 4, serve: served.credential, why: served.why, revoke, revoke_on_exit }
 }

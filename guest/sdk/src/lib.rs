@@ -23,6 +23,7 @@ pub mod mock;
 pub use databrickscfg;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated: the export's lowered record fields
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",

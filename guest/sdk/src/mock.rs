@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Host, Level, RunContext, ServingEndpoint, TokenInfo,
-    Trigger,
+    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Host, Level, RunContext, ServingEndpoint,
+    TokenInfo, Trigger,
 };
 
 /// The secret reference the mock hands out for a minted token.

@@ -35,7 +35,11 @@ impl Policy for StrictPolicy {
             plugin_path: &plugin_path(&host.home_dir()),
         };
         write_ccr(host, existing, &provider)?;
-        Ok(Plan::refresh_at_three_quarters(token, context.now_ms, "OAuth token of the app's service principal (strict policy: no PATs)"))
+        Ok(Plan::refresh_at_three_quarters(
+            token,
+            context.now_ms,
+            "OAuth token of the app's service principal (strict policy: no PATs)",
+        ))
     }
 }
 

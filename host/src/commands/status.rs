@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::cli::{StatusArgs, env_snapshot, fail, home_of, http_settings, runtime, when};
+use crate::databricks::WorkspaceClient;
 use crate::databricks::config;
 use crate::databricks::error::{ErrorClass, codes};
 use crate::databricks::http::Transport;
-use crate::databricks::WorkspaceClient;
 use crate::failure::Failure;
 use crate::output;
 use crate::state::{self, State};

@@ -15,11 +15,19 @@ use crate::output;
 use crate::provision;
 use crate::state::{self, State};
 
-/// A token with less than this left is not printed: the request it is for would fail.
+/// A token about to expire is not printed: the request it is for would fail. "About to": the
+/// last 5 seconds, or the last tenth of its life when that is shorter.
 const MIN_VALIDITY_MS: i64 = 5_000;
 
 fn usable(state: &State, now_ms: i64) -> Option<&crate::secrets::Secret> {
-    state.serve.as_ref().filter(|s| s.meta.expiry_ms > now_ms + MIN_VALIDITY_MS).map(|s| &s.value)
+    state
+        .serve
+        .as_ref()
+        .filter(|s| {
+            let margin = MIN_VALIDITY_MS.min((s.meta.expiry_ms - s.meta.created_ms) / 10);
+            s.meta.expiry_ms > now_ms + margin
+        })
+        .map(|s| &s.value)
 }
 
 fn print(value: &crate::secrets::Secret) -> ExitCode {
@@ -41,7 +49,8 @@ pub fn token(args: &RunArgs) -> ExitCode {
     {
         return print(value);
     }
-    let rotated = options(args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
+    let rotated =
+        options(args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     let after = State::load(&home).ok().flatten();
     match (rotated, after.as_ref().and_then(|s| usable(s, state::now_ms()))) {
         (Ok(_), Some(value)) => print(value),
@@ -50,7 +59,10 @@ pub fn token(args: &RunArgs) -> ExitCode {
         )),
         (Err(failure), Some(value)) => {
             // Still valid: better the current token than none. Say why it was not rotated.
-            output::err(&format!("devbox-auth: warning: could not rotate the token ({}); printing the current one", failure.message()));
+            output::err(&format!(
+                "devbox-auth: warning: could not rotate the token ({}); printing the current one",
+                failure.message()
+            ));
             print(value)
         }
         (Err(failure), None) => fail(&failure),

@@ -117,8 +117,9 @@ impl Watcher {
             .filter(|t| !after.holds_token(&t.token_id))
             .map(|t| t.token_id.as_str())
             .collect();
-        let served_changed = before.as_ref().and_then(|b| b.serve.as_ref()).map(|s| (&s.meta.token_id, s.meta.expiry_ms))
-            != after.serve.as_ref().map(|s| (&s.meta.token_id, s.meta.expiry_ms));
+        let served_changed =
+            before.as_ref().and_then(|b| b.serve.as_ref()).map(|s| (&s.meta.token_id, s.meta.expiry_ms))
+                != after.serve.as_ref().map(|s| (&s.meta.token_id, s.meta.expiry_ms));
         if served_changed && let Some(served) = &after.serve {
             let id = if served.meta.token_id.is_empty() { String::new() } else { format!(" {}", served.meta.token_id) };
             let files: Vec<String> = after.files.iter().map(|f| format!("~/{f}")).collect();
@@ -168,7 +169,10 @@ impl Watcher {
         let after = State::load(&self.home).ok().flatten();
         if code == 0 {
             self.report(&before, &after);
-            if rotate && !first && let Some(command) = &self.args.on_rotate {
+            if rotate
+                && !first
+                && let Some(command) = &self.args.on_rotate
+            {
                 let status = Command::new("/bin/sh").arg("-c").arg(command).stdin(Stdio::null()).status().await;
                 log(&format!("--on-rotate command exited with {}", code_of(status)));
             }

@@ -15,11 +15,11 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
-use crate::secrets::CredentialMeta;
 use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
 use self::limits::SandboxLimits;
 use self::state::PolicyState;
 use crate::effects::Effects;
+use crate::secrets::CredentialMeta;
 
 /// The default policy, built from guest/default by host/build.rs.
 pub static DEFAULT_POLICY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
@@ -266,8 +266,9 @@ impl PolicyRuntime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
-        let mismatch =
-            |e: wasmtime::Error| LoadError(format!("does not match the devbox:auth@{contract} policy world ({})", first_line(&e)));
+        let mismatch = |e: wasmtime::Error| {
+            LoadError(format!("does not match the devbox:auth@{contract} policy world ({})", first_line(&e)))
+        };
         let pre = match contract {
             bindings::WIT_VERSION => Pre::Current(PolicyPre::new(pre).map_err(mismatch)?),
             _ => Pre::V0_1_0(bindings::since_v0_1_0::PolicyPre::new(pre).map_err(mismatch)?),

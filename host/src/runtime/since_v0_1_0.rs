@@ -121,12 +121,7 @@ impl files::Host for PolicyState {
         Ok(result.map_err(file_error_v1))
     }
 
-    async fn write(
-        &mut self,
-        path: String,
-        contents: Vec<u8>,
-        mode: u32,
-    ) -> wasmtime::Result<Result<(), FileErrorV1>> {
+    async fn write(&mut self, path: String, contents: Vec<u8>, mode: u32) -> wasmtime::Result<Result<(), FileErrorV1>> {
         Ok(self.effects.write_file(&path, contents, mode).map_err(file_error_v1))
     }
 }

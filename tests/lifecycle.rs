@@ -1,0 +1,330 @@
+//! The token lifecycle end to end, against the loopback workspace emulation with lifetimes of a
+//! few seconds: `watch` rotates and revokes, `token` serves live tokens to many callers at
+//! once, `status` tells healthy from not, restarts leave one live token, a token someone else
+//! minted survives everything, and an outage longer than a token's life heals by itself.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Emulator, Run, fixture_guest};
+
+const CCR_CONFIG: &str = ".claude-code-router/config.json";
+
+/// `devbox-auth ARGS` in the background, in `run`'s home and environment.
+fn spawn(run: &Run, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .args(args)
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// Wait for `child` at most `limit`; its outcome, checked for secrets.
+fn finish(mut child: Child, limit: Duration, emulator: &Emulator) -> support::Outcome {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = support::Outcome::from(child.wait_with_output().unwrap());
+    out.leaks_none_of(&emulator.secrets());
+    out
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn api_key(run: &Run) -> String {
+    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
+    config["Providers"][0]["api_key"].as_str().unwrap().to_string()
+}
+
+fn live_values(emulator: &Emulator) -> Vec<String> {
+    emulator.live_tokens().into_iter().map(|(v, _)| v).collect()
+}
+
+fn revoked(emulator: &Emulator) -> Vec<String> {
+    emulator.state.lock().unwrap().revoked.clone()
+}
+
+#[test]
+fn watch_rotates_and_revokes_and_readers_never_see_a_partial_or_revoked_config() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
+    let watch = spawn(&run, &["watch"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+
+    // Sample config.json every ~50 ms while watch rotates at least twice.
+    let first = api_key(&run);
+    let started = Instant::now();
+    let mut seen = vec![first.clone()];
+    let mut samples = 0;
+    while seen.len() < 3 || !revoked(&emulator).contains(&seen[1]) {
+        assert!(started.elapsed() < Duration::from_secs(30), "only {} tokens seen", seen.len());
+        let revoked_before = revoked(&emulator);
+        let text = std::fs::read_to_string(run.path(CCR_CONFIG)).unwrap();
+        let config: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+        assert_eq!(run.mode(CCR_CONFIG), 0o600);
+        let key = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
+        assert!(!revoked_before.contains(&key), "config.json held a token that was already revoked");
+        if seen.last() != Some(&key) {
+            seen.push(key);
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(samples > 50, "{samples} samples");
+    assert!(revoked(&emulator).contains(&seen[0]), "the first token was revoked after its grace");
+    // Only the token in use (and at most one in its grace period) stays alive.
+    assert!(live_values(&emulator).len() <= 2, "{:?}", live_values(&emulator));
+
+    signal(&watch, libc::SIGTERM);
+    let stopped = Instant::now();
+    let out = finish(watch, Duration::from_secs(5), &emulator);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(stopped.elapsed() < Duration::from_secs(3), "{:?}", stopped.elapsed());
+    let rotations = out.stderr.lines().filter(|l| l.starts_with("devbox-auth watch: serving pat")).count();
+    assert!(rotations >= 3, "one line per rotation:\n{}", out.stderr);
+}
+
+#[test]
+fn token_prints_only_a_live_token_even_to_many_callers_during_a_rotation() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
+    run.provision(&[]).success();
+    let first = api_key(&run);
+    let out = support::token(&run, &[]);
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, format!("{first}\n").as_str(), ""));
+
+    // Past the refresh point (75% of 4 s): twenty callers at once, one rotation.
+    std::thread::sleep(Duration::from_millis(3200));
+    let children: Vec<Child> = (0..20).map(|_| spawn(&run, &["token"])).collect();
+    let mut printed = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        support::assert_no_secret("stderr", &stderr, &emulator.secrets());
+        assert!(output.status.success(), "{stderr}");
+        printed.push(String::from_utf8_lossy(&output.stdout).trim_end().to_string());
+    }
+    let second = api_key(&run);
+    assert_ne!(second, first);
+    assert!(printed.iter().all(|t| *t == second), "every caller got the new token: {printed:?}");
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 2, "one rotation for all");
+    assert!(live_values(&emulator).contains(&second));
+}
+
+#[test]
+fn token_never_prints_an_expired_token() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "2");
+    run.provision(&[]).success();
+    emulator.set_down(true);
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = support::token(&run, &["--timeout", "2"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
+}
+
+#[test]
+fn status_tells_healthy_from_revoked_and_recovers_after_provision() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let out = support::devbox_auth(&run, &["status"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("config missing"), "{}", out.stderr);
+
+    run.provision(&[]).success();
+    let out = support::devbox_auth(&run, &["status", "--check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("credential:  pat") && out.stdout.contains("the token works"), "{}", out.stdout);
+    let out = support::devbox_auth(&run, &["status", "--json"]);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["credential"]["kind"], "pat");
+    assert!(report["files"].as_array().unwrap().iter().all(|f| f["exists"] == true));
+
+    emulator.revoke(&api_key(&run));
+    let out = support::devbox_auth(&run, &["status", "--check"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("token expired or revoked"), "{}", out.stderr);
+
+    run.provision(&[]).success();
+    assert_eq!(support::devbox_auth(&run, &["status", "--check"]).code, 0);
+
+    emulator.set_down(true);
+    let out = support::devbox_auth(&run, &["status", "--check", "--timeout", "2"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("workspace unreachable"), "{}", out.stderr);
+    emulator.set_down(false);
+
+    std::fs::remove_file(run.path(CCR_CONFIG)).unwrap();
+    let out = support::devbox_auth(&run, &["status"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("config missing: ~/.claude-code-router/config.json is gone"), "{}", out.stderr);
+}
+
+#[test]
+fn restarts_leave_one_live_token_and_a_foreign_one_survives() {
+    let emulator = Emulator::start();
+    let foreign = emulator.add_foreign_token("a person's own token");
+    let run = Run::app(&emulator);
+    // Same container: the state file remembers the previous token.
+    for _ in 0..3 {
+        run.provision(&[]).success();
+    }
+    assert_eq!(emulator.marked_tokens().len(), 1, "{:?}", emulator.marked_tokens());
+    assert_eq!(emulator.marked_tokens()[0].0, api_key(&run));
+
+    // New container: the state is gone, and the previous token is known only by its marker.
+    std::fs::remove_dir_all(run.path(".local/state/devbox-auth")).unwrap();
+    run.provision(&[]).success();
+    assert_eq!(emulator.marked_tokens().len(), 1, "{:?}", emulator.marked_tokens());
+    assert!(live_values(&emulator).contains(&foreign), "the foreign token survives");
+
+    // Under a person's PAT, marked tokens not in the state are left alone: they may be in use.
+    let person =
+        Run::new().watching(&emulator).var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", support::USER_PAT);
+    person.provision(&[]).success();
+    std::fs::remove_dir_all(person.path(".local/state/devbox-auth")).unwrap();
+    person.provision(&[]).success();
+    person.provision(&[]).success();
+    let by_person: Vec<_> = emulator.marked_tokens().into_iter().filter(|(v, _)| *v != api_key(&run)).collect();
+    assert_eq!(by_person.len(), 2, "the state's token was revoked, the unknown one kept: {by_person:?}");
+    assert!(live_values(&emulator).contains(&foreign));
+}
+
+#[test]
+fn a_damaged_state_file_is_rebuilt_not_a_crash() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    std::fs::write(run.path(".local/state/devbox-auth/state.json"), "{ half a state").unwrap();
+    let out = run.provision(&[]);
+    out.success();
+    assert!(out.stderr.contains("is damaged") && out.stderr.contains("starting afresh"), "{}", out.stderr);
+    assert_eq!(emulator.marked_tokens().len(), 1, "the earlier token was found by its marker and revoked");
+    assert_eq!(support::token(&run, &[]).stdout.trim_end(), api_key(&run));
+    let state = run.path(".local/state/devbox-auth/state.json");
+    assert_eq!(std::fs::metadata(state).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn watch_recovers_by_itself_after_an_outage_longer_than_the_token() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
+    let watch = spawn(&run, &["watch", "--timeout", "2"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    let before = api_key(&run);
+    emulator.set_down(true);
+    std::thread::sleep(Duration::from_secs(5));
+    // The token it depended on has expired meanwhile; the network comes back.
+    emulator.set_down(false);
+    wait_for("a fresh token after the outage", Duration::from_secs(60), || {
+        let key = api_key(&run);
+        key != before && live_values(&emulator).contains(&key)
+    });
+    signal(&watch, libc::SIGTERM);
+    let out = finish(watch, Duration::from_secs(5), &emulator);
+    assert_eq!(out.code, 0);
+    assert!(out.stderr.contains("keeping the current credential and trying again"), "{}", out.stderr);
+}
+
+#[test]
+fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    // The app starts only once its config is there, and watch exits with the app's status.
+    let out = finish(
+        spawn(&run, &["watch", "--", "/bin/sh", "-c", "test -f .claude-code-router/config.json && exit 7"]),
+        Duration::from_secs(30),
+        &emulator,
+    );
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(out.stderr.contains("the app exited with 7"), "{}", out.stderr);
+
+    // SIGTERM reaches the app, and watch is done within a second or two.
+    let marker = run.path("app-got-sigterm");
+    let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
+    let watch = spawn(&run, &["watch", "--", "/bin/sh", "-c", &script]);
+    wait_for("the app", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&watch, libc::SIGTERM);
+    let stopped = Instant::now();
+    let out = finish(watch, Duration::from_secs(5), &emulator);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    assert!(marker.exists(), "the app got SIGTERM");
+}
+
+#[test]
+fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_REVOKE_ON_EXIT", "true");
+    let watch = spawn(&run, &["watch"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    let live = api_key(&run);
+    signal(&watch, libc::SIGINT);
+    assert_eq!(finish(watch, Duration::from_secs(8), &emulator).code, 0);
+    assert!(revoked(&emulator).contains(&live), "revoked on exit");
+
+    // Off by default.
+    let run = Run::app(&emulator);
+    let watch = spawn(&run, &["watch"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    signal(&watch, libc::SIGTERM);
+    assert_eq!(finish(watch, Duration::from_secs(5), &emulator).code, 0);
+    assert!(live_values(&emulator).contains(&api_key(&run)));
+}
+
+#[test]
+fn a_policy_built_against_0_1_0_still_provisions_and_rotates() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator)
+        .var("DEVBOX_AUTH_POLICY", fixture_guest("v0-1-0").to_str().unwrap())
+        .var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
+    let out = run.provision(&["--dry-run"]);
+    assert!(out.success().stdout.contains("(devbox:auth@0.1.0)"), "{}", out.stdout);
+    run.provision(&[]).success();
+    let first = api_key(&run);
+    assert!(live_values(&emulator).contains(&first));
+    // The host's default schedule: refresh at 75%, the old token revoked 10% of its life later.
+    let watch = spawn(&run, &["watch"]);
+    wait_for("a rotation and the old token's revocation", Duration::from_secs(20), || {
+        api_key(&run) != first && revoked(&emulator).contains(&first)
+    });
+    signal(&watch, libc::SIGTERM);
+    assert_eq!(finish(watch, Duration::from_secs(5), &emulator).code, 0);
+    let out = support::devbox_auth(&run, &["status"]);
+    assert!(out.stdout.contains("host's default schedule"), "{}", out.stdout);
+}
+
+#[test]
+fn watch_gives_up_at_once_on_a_problem_retrying_cannot_fix() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "nonsense");
+    let out = finish(spawn(&run, &["watch", "--", "/bin/true"]), Duration::from_secs(20), &emulator);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("trying again will not help"), "{}", out.stderr);
+    assert!(emulator.live_tokens().is_empty());
+}
