@@ -1,5 +1,7 @@
-//! Builds the default policy component (guest/default) for wasm32-wasip2, so the binary can
-//! embed it and nothing else has to be shipped.
+//! Builds the default policy component (guest/default) for wasm32-wasip2 and compiles it to
+//! machine code with the runtime's own engine configuration (`src/runtime/engine_config.rs`,
+//! included below), so the binary embeds both and a start only deserializes: no Cranelift at
+//! start-up, which in a Databricks App (a fresh container, an empty cache) is every start.
 //!
 //! The nested cargo gets its own target and build dirs (sharing the outer ones deadlocks on
 //! cargo's lock), no inherited RUSTFLAGS (host flags break the wasm build) and no
@@ -8,6 +10,9 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "src/runtime/engine_config.rs"]
+mod engine_config;
 
 const TARGET: &str = "wasm32-wasip2";
 const PACKAGE: &str = "devbox-policy-default";
@@ -46,6 +51,16 @@ fn main() {
     if std::fs::read(&embedded).ok().as_deref() != Some(bytes.as_slice()) {
         std::fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", embedded.display()));
     }
+
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    println!("cargo:rustc-env=DEVBOX_AUTH_TARGET={target}");
+    let engine = wasmtime::Engine::new(&engine_config::config(&target))
+        .unwrap_or_else(|e| panic!("cannot configure wasmtime for {target}: {e}"));
+    let compiled = engine
+        .precompile_component(&bytes)
+        .unwrap_or_else(|e| panic!("cannot precompile the default policy for {target}: {e}"));
+    let artifact = out_dir.join("default_policy.cwasm");
+    std::fs::write(&artifact, compiled).unwrap_or_else(|e| panic!("cannot write {}: {e}", artifact.display()));
 }
 
 /// The commit the binary is built from, for `--version`: `DEVBOX_AUTH_GIT_COMMIT` when set (a

@@ -8,4 +8,14 @@ if ccr_dir=$(scripts/install-ccr.sh); then
 else
     echo "test: the real-CCR test will be skipped (set DEVBOX_REQUIRE_CCR=1 to make that an error)" >&2
 fi
+if clients_bin=$(scripts/install-clients.sh); then
+    export DEVBOX_CLIENTS_DIR="$clients_bin"
+else
+    echo "test: the real-client tests (Claude Code, Codex, Gemini CLI) will be skipped" >&2
+fi
+# The wheel the app installs (profile `dist`), for tests/wheel.rs.
+DEVBOX_WHEEL=$(scripts/wheel.sh | tail -n 1)
+export DEVBOX_WHEEL
 cargo test --release --locked --workspace
+# The benchmark still works (3 runs, no Python original): bench/run.sh.
+bench/run.sh --quick

@@ -144,6 +144,29 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
 }
 
 #[test]
+fn real_ccr_forwards_with_the_apps_oauth_token_where_pats_are_refused() {
+    let Some(package) = ccr_package() else { return };
+    for pats in [support::PatPolicy::Disabled, support::PatPolicy::NoPermission] {
+        let emulator = Emulator::start();
+        emulator.set_pats(pats);
+        let run = Run::app(&emulator);
+        run.provision(&[]).success();
+        let port = free_port();
+        let config_path = ".claude-code-router/config.json";
+        let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+        config["PORT"] = json!(port);
+        run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+        let oauth = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
+        assert!(emulator.oauth_tokens().contains(&oauth), "{pats:?}");
+        let _ccr = start_ccr(&package, &run, port);
+        let (status, body) = post_json(port, "/v1/messages", &hello());
+        assert_eq!(status, 200, "{pats:?}: {body}");
+        assert_eq!(emulator.invocations()[0].header("authorization"), Some(format!("Bearer {oauth}").as_str()));
+        assert!(emulator.live_tokens().is_empty(), "{pats:?}: no PAT exists");
+    }
+}
+
+#[test]
 fn real_ccr_forwards_anthropic_requests_with_the_minted_token() {
     let Some(package) = ccr_package() else { return };
     let emulator = Emulator::start();

@@ -116,7 +116,8 @@ fn a_lost_create_answer_leaves_no_duplicate_token() {
     let live = emulator.live_tokens();
     assert_eq!(live.len(), 1, "the orphan was deleted: {live:?}");
     assert_eq!(config_api_key(&run), live[0].0);
-    let paths: Vec<String> = emulator.requests().iter().skip(3).map(|r| format!("{} {}", r.method, r.path)).collect();
+    // After the sign-in (3 requests) and model discovery (1).
+    let paths: Vec<String> = emulator.requests().iter().skip(4).map(|r| format!("{} {}", r.method, r.path)).collect();
     assert_eq!(
         paths,
         [

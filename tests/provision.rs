@@ -36,6 +36,7 @@ fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() 
             "GET /.well-known/databricks-config",
             "GET /oidc/.well-known/oauth-authorization-server",
             "POST /oidc/v1/token",
+            "GET /api/2.0/serving-endpoints",
             "POST /api/2.0/token/create",
             "GET /api/2.0/token/list"
         ]
@@ -104,7 +105,7 @@ fn pat_auth_uses_the_token_directly() {
     let run = Run::new().watching(&emulator).var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
     let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(paths, ["POST /api/2.0/token/create", "GET /api/2.0/token/list"]);
+    assert_eq!(paths, ["GET /api/2.0/serving-endpoints", "POST /api/2.0/token/create", "GET /api/2.0/token/list"]);
     let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
     assert_eq!(create.header("authorization"), Some(format!("Bearer {USER_PAT}").as_str()));
     assert_eq!(config_json(&run)["Providers"][0]["api_key"], minted(&emulator).0.as_str());

@@ -227,11 +227,13 @@ fn sha256_of(path: &Path) -> String {
 
 #[test]
 fn a_damaged_or_untrusted_cache_entry_is_recompiled_not_deserialized() {
-    let run = Run::new();
+    // A custom policy: the embedded one is precompiled and never touches the cache.
+    let policy = policy_component("default");
     let cache = tempfile::tempdir().unwrap();
-    let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().to_str().unwrap());
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Hit"));
+    let run = Run::new().var("DEVBOX_AUTH_CACHE_DIR", cache.path().to_str().unwrap());
+    let dry_run = || run.provision(&["--dry-run", "--policy", policy.to_str().unwrap()]).success().stdout.clone();
+    assert!(dry_run().contains(", compiled in "));
+    assert!(dry_run().contains(", from the compile cache, loaded in "));
     let entry = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -242,18 +244,18 @@ fn a_damaged_or_untrusted_cache_entry_is_recompiled_not_deserialized() {
     let middle = bad.len() / 2;
     bad[middle] ^= 0xff;
     std::fs::write(&entry, &bad).unwrap();
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert!(dry_run().contains(", compiled in "));
     assert_eq!(std::fs::read(&entry).unwrap(), good, "the damaged entry was replaced");
     std::fs::write(&entry, &good[..100]).unwrap();
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert!(dry_run().contains(", compiled in "));
 
     // Intact, but writable by others: someone else could have put it there.
     use std::os::unix::fs::PermissionsExt;
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Hit"));
+    assert!(dry_run().contains("from the compile cache"));
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert!(dry_run().contains(", compiled in "));
     std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert!(run.provision(&["--dry-run"]).success().stdout.contains("cache: Compiled"));
+    assert!(dry_run().contains(", compiled in "));
 }
 
 #[test]
@@ -410,4 +412,69 @@ fn policy_text_in_output_is_bounded_escaped_and_attributed() {
         "~/.databrickscfg.bak-1\\u{a}devbox-auth: forged line: the path contains a control character",
     );
     assert!(!out.stderr.lines().any(|l| l.starts_with("devbox-auth: forged")), "{}", out.stderr);
+}
+
+#[test]
+fn the_embedded_policy_starts_precompiled_without_the_compiler_or_cache() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().join("c").to_str().unwrap());
+    let out = run.provision(&["--dry-run"]);
+    out.success();
+    assert!(out.stdout.contains("default (embedded) (devbox:auth@0.2.0)"), "{}", out.stdout);
+    assert!(out.stdout.contains(", precompiled, loaded in "), "{}", out.stdout);
+    assert!(!cache.path().join("c").exists(), "nothing was compiled, so nothing was cached");
+}
+
+#[test]
+fn a_custom_policy_ships_precompiled_and_its_manifest_pins_both_files() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_MODELS", "databricks-claude-sonnet-4");
+    let deploy = run.path("deploy");
+    std::fs::create_dir_all(&deploy).unwrap();
+    std::fs::copy(policy_component("strict"), deploy.join("strict.wasm")).unwrap();
+    let out = support::devbox_auth(
+        &run,
+        &[
+            "policy",
+            "compile",
+            deploy.join("strict.wasm").to_str().unwrap(),
+            "-o",
+            deploy.join("strict.cwasm").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pins: String = out.stdout.lines().filter(|l| l.contains(" = ")).map(|l| format!("{l}\n")).collect();
+    let manifest = write_manifest(&run, &format!("[policy]\nfile = \"strict.wasm\"\n{pins}"));
+    let manifest = manifest.to_str().unwrap();
+    let out = run.provision(&["--manifest", manifest, "-v"]);
+    out.success();
+    assert!(out.stderr.contains("precompiled in "), "{}", out.stderr);
+
+    // A changed artifact, or one compiled from another component, is refused before loading.
+    let good = std::fs::read(deploy.join("strict.cwasm")).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(deploy.join("strict.cwasm"), &bad).unwrap();
+    run.provision(&["--manifest", manifest]).failure(2, "but the deployment manifest pins");
+    std::fs::write(deploy.join("strict.cwasm"), &good).unwrap();
+    let other = deploy.join("other.cwasm");
+    let out = support::devbox_auth(
+        &run,
+        &["policy", "compile", policy_component("default").to_str().unwrap(), "-o", other.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0);
+    let other_sha = out.stdout.lines().find_map(|l| l.strip_prefix("precompiled_sha256 = ")).unwrap().to_string();
+    let swapped = pins
+        .lines()
+        .map(|l| match l {
+            l if l.starts_with("precompiled = ") => "precompiled = \"other.cwasm\"".to_string(),
+            l if l.starts_with("precompiled_sha256 = ") => format!("precompiled_sha256 = {other_sha}"),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let manifest = write_manifest(&run, &format!("[policy]\nfile = \"strict.wasm\"\n{swapped}\n"));
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).failure(2, "was compiled from another component");
 }

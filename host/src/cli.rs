@@ -16,6 +16,7 @@ use crate::failure::Failure;
 use crate::output::{self, policy_text};
 use crate::provision::{self, Outcome, PolicyChoice, ProvisionOptions};
 use crate::runtime::Trigger;
+use crate::runtime::cache::PolicySource;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +73,14 @@ enum PolicyCommand {
     /// Print a policy's world, WIT version, imports and exports, and whether this host can run
     /// it (exit 2 when it cannot).
     Inspect { policy: PathBuf },
+    /// Compile a policy to machine code for this build's engine, to ship next to the manifest
+    /// (`[policy] precompiled`), so app starts only deserialize it.
+    Compile {
+        policy: PathBuf,
+        /// Where to write the artifact.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 /// What every command that runs the policy takes.
@@ -217,6 +226,7 @@ pub fn options(args: &RunArgs, trigger: Option<Trigger>, dry_run: bool) -> Resul
             .map(PolicyChoice::File)
             .unwrap_or(PolicyChoice::Embedded),
         pinned_sha256: deployment.sha256,
+        precompiled: deployment.precompiled,
         manifest: args.manifest.clone(),
         dry_run,
         http: http_settings(args.timeout, &env),
@@ -254,12 +264,16 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
     if dry_run {
         output::out("devbox-auth provision --dry-run: nothing was sent and no config file was written.");
         output::out(&format!(
-            "policy:    {} (devbox:auth@{}), sha256 {}, loaded in {} ms (cache: {:?})",
+            "policy:    {} (devbox:auth@{}), sha256 {}, {} in {:.1} ms",
             outcome.policy,
             outcome.contract,
             &outcome.policy_sha256[..12],
-            outcome.load_time.as_millis(),
-            outcome.cache
+            match outcome.source {
+                PolicySource::Precompiled => "precompiled, loaded",
+                PolicySource::Cache => "from the compile cache, loaded",
+                PolicySource::Compiled => "compiled",
+            },
+            outcome.load_time.as_secs_f64() * 1000.0
         ));
         output::out(&format!("workspace: {}", outcome.workspace));
         output::out(&format!("auth:      {}", outcome.auth));
@@ -357,6 +371,15 @@ fn provision_command(args: ProvisionArgs) -> ExitCode {
         .and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     match result {
         Ok(outcome) => {
+            if args.run.verbose && !args.dry_run {
+                output::err(&format!(
+                    "devbox-auth: policy {} ({}) {} in {:.1} ms",
+                    outcome.policy,
+                    &outcome.policy_sha256[..12],
+                    outcome.source,
+                    outcome.load_time.as_secs_f64() * 1000.0
+                ));
+            }
             print_outcome(&outcome, args.dry_run);
             ExitCode::SUCCESS
         }
@@ -364,8 +387,33 @@ fn provision_command(args: ProvisionArgs) -> ExitCode {
     }
 }
 
+/// `--version -v`: the version, and what this build embeds.
+fn verbose_version() -> ExitCode {
+    use crate::runtime::{DEFAULT_POLICY_WASM, TARGET, bindings, cache::sha256_hex, precompiled};
+    output::out(&format!("devbox-auth {}", crate::VERSION));
+    output::out(&format!("target:          {TARGET} (policies compiled for its baseline CPU)"));
+    output::out(&format!(
+        "contract:        {}@{} (also runs @{})",
+        bindings::WIT_PACKAGE,
+        bindings::WIT_VERSION,
+        bindings::FROZEN_VERSIONS.join(", @")
+    ));
+    output::out(&format!("default policy:  sha256 {}", sha256_hex(DEFAULT_POLICY_WASM)));
+    output::out(&format!(
+        "precompiled:     sha256 {} ({} bytes)",
+        sha256_hex(precompiled::DEFAULT_POLICY_CWASM),
+        precompiled::DEFAULT_POLICY_CWASM.len()
+    ));
+    ExitCode::SUCCESS
+}
+
 pub fn main() -> ExitCode {
     install_panic_hook();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let asks = |names: &[&str]| args.iter().any(|a| names.contains(&a.as_str()));
+    if asks(&["--version", "-V"]) && asks(&["-v", "--verbose"]) {
+        return verbose_version();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -381,5 +429,6 @@ pub fn main() -> ExitCode {
         Command::RevokeDue { run, serve } => commands::revoke::revoke_due(&run, serve),
         Command::Policy(PolicyCommand::Test { policy, cases, json }) => commands::policy::test(&policy, &cases, json),
         Command::Policy(PolicyCommand::Inspect { policy }) => commands::policy::inspect(&policy),
+        Command::Policy(PolicyCommand::Compile { policy, output }) => commands::policy::compile(&policy, &output),
     }
 }

@@ -5,6 +5,8 @@
 //! [policy]
 //! file = "strict.wasm"          # relative to this manifest; --policy / DEVBOX_AUTH_POLICY win
 //! sha256 = "3641db37..."        # refuse to run anything else
+//! precompiled = "strict.cwasm"  # optional: `devbox-auth policy compile` output, loaded without compiling
+//! precompiled_sha256 = "9e1c..."
 //!
 //! [grants]
 //! files = [".claude-code-router/**"]     # relative to home; `*` within a name, `/**` below a folder
@@ -54,6 +56,9 @@ pub struct Manifest {
 pub struct PolicySection {
     pub file: Option<PathBuf>,
     pub sha256: Option<String>,
+    /// The policy's `devbox-auth policy compile` artifact, relative to this manifest.
+    pub precompiled: Option<PathBuf>,
+    pub precompiled_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -87,6 +92,8 @@ pub struct LimitsSection {
 pub struct Deployment {
     pub policy_file: Option<PathBuf>,
     pub sha256: Option<String>,
+    /// The precompiled artifact and its pinned SHA-256.
+    pub precompiled: Option<(PathBuf, String)>,
     pub file_grants: Option<PathGrants>,
     pub operation_grants: Option<BTreeSet<Operation>>,
     pub limits: SandboxLimits,
@@ -177,13 +184,30 @@ pub fn load(path: &Path) -> Result<Deployment, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut deployment =
         Deployment { policy_file: manifest.policy.file.map(|f| base.join(f)), ..Deployment::default() };
-    if let Some(sha) = manifest.policy.sha256 {
+    let digest = |field: &str, sha: String| {
         let sha = sha.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(at(format!("policy.sha256 {sha:?} is not a SHA-256 hex digest (64 hex characters)")));
+            return Err(at(format!("policy.{field} {sha:?} is not a SHA-256 hex digest (64 hex characters)")));
         }
-        deployment.sha256 = Some(sha);
+        Ok(sha)
+    };
+    if let Some(sha) = manifest.policy.sha256 {
+        deployment.sha256 = Some(digest("sha256", sha)?);
     }
+    deployment.precompiled = match (manifest.policy.precompiled, manifest.policy.precompiled_sha256) {
+        (None, None) => None,
+        (Some(file), Some(sha)) if deployment.policy_file.is_some() && deployment.sha256.is_some() => {
+            Some((base.join(file), digest("precompiled_sha256", sha)?))
+        }
+        (Some(_), Some(_)) => {
+            return Err(at("policy.precompiled needs policy.file and policy.sha256 too: the artifact belongs to a pinned component".into()));
+        }
+        _ => {
+            return Err(at(
+                "policy.precompiled and policy.precompiled_sha256 go together (`devbox-auth policy compile` prints both)".into(),
+            ));
+        }
+    };
     if let Some(grants) = manifest.grants {
         let (files, workspace) = grants.check().map_err(at)?;
         deployment.file_grants = Some(files);

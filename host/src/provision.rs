@@ -19,7 +19,7 @@ use crate::effects::{Effects, LogLevel, Operation, RunIdentity, SimulatedWorkspa
 use crate::failure::Failure;
 use crate::output;
 use crate::pipeline::{self, RunInputs};
-use crate::runtime::cache::{CacheOutcome, ComponentCache};
+use crate::runtime::cache::{ComponentCache, PolicySource};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, RunStats, Trigger};
 use crate::sandbox::lock::HomeLock;
@@ -34,14 +34,27 @@ pub enum PolicyChoice {
     File(PathBuf),
 }
 
-/// `~/.databrickscfg.bak-<unix seconds>`: the backups the default policy keeps of a file it
-/// cannot parse, and nothing else of that name.
-const BACKUP_GRANT: &str = ".databrickscfg.bak-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
+/// The files the default policy merges into (each may be kept as `<file>.bak-<unix seconds>`
+/// when it cannot be parsed), and the Claude Code Router's folder.
+const MERGED_FILES: &[&str] = &[
+    ".databrickscfg",
+    ".claude/settings.json",
+    ".claude.json",
+    ".codex/config.toml",
+    ".gemini/settings.json",
+    ".gemini/.env",
+    ".gemini/trustedFolders.json",
+];
 
 /// What the default policy needs; a deployment manifest can widen or narrow it.
 pub fn default_file_grants() -> PathGrants {
-    PathGrants::new([".claude-code-router/**", ".databrickscfg", BACKUP_GRANT])
-        .expect("the built-in grants are valid patterns")
+    // Unix seconds: ten digits until 2286, and nothing else of that name.
+    let backup = ".bak-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
+    let patterns = MERGED_FILES
+        .iter()
+        .flat_map(|file| [file.to_string(), format!("{file}{backup}")])
+        .chain([".claude-code-router/**".to_string()]);
+    PathGrants::new(patterns).expect("the built-in grants are valid patterns")
 }
 
 /// What the shipped policies call. Deleting is limited to this deployment's own tokens;
@@ -62,6 +75,8 @@ pub struct ProvisionOptions {
     pub policy: PolicyChoice,
     /// Refuse to run a policy whose SHA-256 differs (from the deployment manifest).
     pub pinned_sha256: Option<String>,
+    /// The policy's `policy compile` artifact and its pinned SHA-256 (from the manifest).
+    pub precompiled: Option<(PathBuf, String)>,
     /// The deployment manifest, kept out of the policy's reach.
     pub manifest: Option<PathBuf>,
     pub dry_run: bool,
@@ -111,7 +126,7 @@ pub struct Outcome {
     /// The contract the policy speaks.
     pub contract: &'static str,
     pub policy_sha256: String,
-    pub cache: CacheOutcome,
+    pub source: PolicySource,
     pub load_time: Duration,
     pub run: RunStats,
     pub workspace: String,
@@ -134,7 +149,7 @@ impl Outcome {
             policy: policy.name.clone(),
             contract: policy.contract,
             policy_sha256: policy.sha256.clone(),
-            cache: policy.cache,
+            source: policy.source,
             load_time: policy.load_time,
             run: RunStats::default(),
             workspace: target.host_url,
@@ -164,7 +179,7 @@ struct Target {
 
 fn live_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     let resolved = config::resolve(&opts.env, &opts.home).map_err(|e| Failure::Usage(e.0))?;
-    let transport = Transport::new(opts.http.clone()).map_err(Failure::Usage)?;
+    let transport = Transport::for_workspace(opts.http.clone(), &resolved.host).map_err(Failure::Usage)?;
     let (client_id, client_secret, principal) = match &resolved.credentials {
         config::Credentials::OAuthM2m { client_id, client_secret } => {
             (Some(client_id.clone()), Some(client_secret.clone()), format!("sp:{client_id}"))
@@ -231,28 +246,50 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
 }
 
 pub fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<LoadedPolicy, Failure> {
-    let (name, wasm) = match &opts.policy {
-        PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.to_vec()),
-        PolicyChoice::File(path) => {
-            let wasm = std::fs::read(path).map_err(|e| {
-                Failure::Usage(format!(
-                    "policy {}: cannot read it ({e}); fix --policy or DEVBOX_AUTH_POLICY",
-                    path.display()
-                ))
-            })?;
-            (path.display().to_string(), wasm)
-        }
+    use crate::runtime::cache::sha256_hex;
+    use crate::runtime::precompiled;
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            Failure::Usage(format!(
+                "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
+                path.display()
+            ))
+        })
+    };
+    // Borrowed when embedded: no copies of the component or its machine code at start.
+    let (name, wasm): (String, std::borrow::Cow<[u8]>) = match &opts.policy {
+        PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.into()),
+        PolicyChoice::File(path) => (path.display().to_string(), read(path, "policy")?.into()),
     };
     if let Some(pinned) = &opts.pinned_sha256 {
-        let actual = crate::runtime::cache::sha256_hex(&wasm);
+        let actual = sha256_hex(&wasm);
         if &actual != pinned {
             return Err(Failure::Usage(format!(
                 "policy {name} has sha256 {actual}, but the deployment manifest pins {pinned}; refusing to run it"
             )));
         }
     }
+    let artifact: Option<std::borrow::Cow<[u8]>> = match (&opts.policy, &opts.precompiled) {
+        (PolicyChoice::Embedded, _) => Some(precompiled::DEFAULT_POLICY_CWASM.into()),
+        (PolicyChoice::File(_), Some((path, pinned))) => {
+            let bytes = read(path, "precompiled policy")?;
+            let actual = sha256_hex(&bytes);
+            if &actual != pinned {
+                return Err(Failure::Usage(format!(
+                    "precompiled policy {} has sha256 {actual}, but the deployment manifest pins {pinned}; refusing to load it",
+                    path.display()
+                )));
+            }
+            let compiled = precompiled::unwrap(&bytes, &wasm)
+                .map_err(|why| Failure::Usage(format!("precompiled policy {} {why}", path.display())))?;
+            Some(compiled.to_vec().into())
+        }
+        (PolicyChoice::File(_), None) => None,
+    };
     let cache = opts.cache_dir.as_ref().map(ComponentCache::new);
-    runtime.load(&name, &wasm, cache.as_ref()).map_err(|e| Failure::Usage(format!("policy {name} {e}")))
+    runtime
+        .load(&name, &wasm, artifact.as_deref(), cache.as_ref())
+        .map_err(|e| Failure::Usage(format!("policy {name} {e}")))
 }
 
 /// Dry runs show each file's contents with secrets masked, except long files holding no
@@ -292,6 +329,9 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     };
     if let Some(secret) = &target.client_secret {
         redactor().register(secret);
+    }
+    if let Workspace::Live(client) = &target.workspace {
+        client.sign_in().await.map_err(Failure::from_api)?;
     }
     let deployment =
         deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
@@ -346,6 +386,11 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             return Err(failure);
         }
         update_state(&mut state, &policy, &ran.plan, effects, trigger, ran.now_ms);
+        state.policy_file = match &opts.policy {
+            PolicyChoice::File(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
+            PolicyChoice::Embedded => None,
+        };
+        state.manifest = opts.manifest.as_ref().map(|m| std::path::absolute(m).unwrap_or_else(|_| m.clone()));
         revoked = revoke_due(&mut state, &mut effects.workspace, state::now_ms()).await;
         state.save(&home).map_err(|e| {
             Failure::Other(format!(
@@ -376,7 +421,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         policy: policy.name.clone(),
         contract: policy.contract,
         policy_sha256: policy.sha256.clone(),
-        cache: policy.cache,
+        source: policy.source,
         load_time: policy.load_time,
         run: ran.stats,
         workspace: target.host_url,

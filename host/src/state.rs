@@ -78,6 +78,12 @@ pub struct State {
     /// The deployment marker its tokens carry (see `effects::TokenMarker`).
     pub deployment: String,
     pub policy_sha256: String,
+    /// The policy file and manifest the last run used (none: the embedded policy), so a token
+    /// helper started without them rotates with the same policy.
+    #[serde(default)]
+    pub policy_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub manifest: Option<std::path::PathBuf>,
     pub serve: Option<Served>,
     /// Why this credential, in the policy's words.
     #[serde(default)]
@@ -101,6 +107,8 @@ impl State {
             version: VERSION,
             deployment: deployment.to_string(),
             policy_sha256: String::new(),
+            policy_file: None,
+            manifest: None,
             serve: None,
             why: String::new(),
             refresh_at_ms: 0,

@@ -3,7 +3,8 @@
 //! Merging rules, so a user's own edits survive a re-provision:
 //! - the `databricks` provider is ours: it is replaced whole (or inserted first);
 //! - the `databricks-custom` plugin entry in `transformers` is ours; other entries stay;
-//! - `Router.default` is set when missing or when it already routes to our provider;
+//! - each Router entry we route (`default`, and with discovered models `background`, `think`,
+//!   `longContext`) is set when missing or when it already routes to our provider;
 //! - the top-level defaults of the original app (port, host, timeouts, ...) are filled in only
 //!   when missing; every other key, provider and Router entry is left as it is.
 
@@ -22,6 +23,8 @@ pub struct DatabricksProvider<'a> {
     pub api_key: &'a str,
     /// Absolute path of the transformer plugin.
     pub plugin_path: &'a str,
+    /// Router entries (`default`, `background`, ...) and the model each routes to.
+    pub routes: Vec<(&'static str, String)>,
 }
 
 /// One endpoint's own URL, as the original app wrote it.
@@ -50,10 +53,11 @@ impl DatabricksProvider<'_> {
             "transformer": transformer,
         })
     }
+}
 
-    fn route(&self) -> String {
-        format!("{PROVIDER_NAME},{}", self.models.first().map(String::as_str).unwrap_or_default())
-    }
+/// Route only `default`, to the first model (the original app's Router).
+pub fn default_route(models: &[String]) -> Vec<(&'static str, String)> {
+    models.first().map(|m| vec![("default", m.clone())]).unwrap_or_default()
 }
 
 /// The original app's top-level settings, used where the user has not set their own.
@@ -126,12 +130,14 @@ pub fn merge(mut config: Map<String, Value>, ours: &DatabricksProvider) -> Value
         *router = json!({});
     }
     let router = router.as_object_mut().expect("just made an object");
-    let routes_elsewhere = router
-        .get("default")
-        .and_then(Value::as_str)
-        .is_some_and(|r| !r.is_empty() && !r.starts_with(&format!("{PROVIDER_NAME},")));
-    if !routes_elsewhere {
-        router.insert("default".into(), Value::String(ours.route()));
+    for (key, model) in &ours.routes {
+        let routes_elsewhere = router
+            .get(*key)
+            .and_then(Value::as_str)
+            .is_some_and(|r| !r.is_empty() && !r.starts_with(&format!("{PROVIDER_NAME},")));
+        if !routes_elsewhere {
+            router.insert(key.to_string(), Value::String(format!("{PROVIDER_NAME},{model}")));
+        }
     }
     Value::Object(config)
 }

@@ -5,16 +5,24 @@
 //! 2. Obtain the credential (`credential.rs`): a PAT (`sdk-<unix ns>`, lifetime from
 //!    `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS`, default 1 h), or the app's OAuth token where PATs are
 //!    refused or `DEVBOX_CREDENTIAL=oauth`.
-//! 3. Render the Claude Code Router config and plugin, and the `[DEFAULT]` profile of
-//!    `~/.databrickscfg`, merging into what the user already has.
+//! 3. Pick the models (`models.rs`: discovered from the workspace, or `DEVBOX_MODELS`) and render
+//!    each selected assistant's files (`DEVBOX_ASSISTANTS`, default: every one the workspace
+//!    serves models for), merging into what the user already has: the Claude Code Router config
+//!    and plugin (`ccr.rs`), Claude Code, Codex and Gemini CLI (`assistants.rs`), and the
+//!    `[DEFAULT]` profile of `~/.databrickscfg`.
 //! 4. Plan the rotation at 75% of the lifetime and revoke this deployment's superseded tokens.
 
 use devbox_policy_sdk::databrickscfg;
 use devbox_policy_sdk::{FileError, FileErrorKind, Host, Level, Plan, Policy, PolicyError, RunContext};
 use serde_json::{Map, Value};
 
+pub mod assistants;
 pub mod ccr;
 pub mod credential;
+pub mod models;
+
+use assistants::{Assistant, Selection};
+use models::Picks;
 
 pub const CCR_CONFIG: &str = ".claude-code-router/config.json";
 pub const CCR_PLUGIN: &str = ".claude-code-router/plugins/databricks-claude-transformers.js";
@@ -39,31 +47,237 @@ devbox_policy_sdk::export_policy!(DefaultPolicy);
 
 impl Policy for DefaultPolicy {
     fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
+        // Every setting and every existing file is checked before anything is minted.
         let lifetime_seconds = token_lifetime(host.var(LIFETIME_VAR).as_deref())?;
         let model = model_name(host.var(MODEL_VAR).as_deref())?;
         let choice = credential::choice(host.var(credential::CREDENTIAL_VAR).as_deref())?;
         let revoke_on_exit = credential::revoke_on_exit(host.var(credential::REVOKE_ON_EXIT_VAR).as_deref())?;
+        let selection =
+            Selection::parse(host.var(assistants::ASSISTANTS_VAR).as_deref()).map_err(PolicyError::InvalidConfig)?;
+        let listed = match host.var(models::MODELS_VAR) {
+            Some(raw) => Some(models::parse_list(&raw).map_err(PolicyError::InvalidConfig)?),
+            None => None,
+        };
+        let existing = Existing::read(host, &selection)?;
+        let picks = pick_models(host, &selection, listed, &model);
         let workspace_url = host.host_url();
-        let ccr_existing = read_json_object(host, CCR_CONFIG)?;
-        let cfg_existing = read_databrickscfg(host)?;
 
         let comment = format!("sdk-{}", host.now_unix_nanos());
         let obtained = credential::obtain(host, choice, &comment, lifetime_seconds, context)?;
         host.log(Level::Info, &format!("serving {}", obtained.why));
-
-        let plugin_path = plugin_path(&host.home_dir());
-        let models = [model];
-        let settings = ccr::DatabricksProvider {
-            api_base_url: ccr::invocations_url(&workspace_url, &models[0]),
-            models: &models,
-            api_key: &obtained.credential.secret_ref,
-            plugin_path: &plugin_path,
+        let lifetime_ms = obtained.credential.expiry_time_ms - context.now_ms;
+        let rendering = Rendering {
+            workspace_url: &workspace_url,
+            home: host.home_dir(),
+            binary: host.host_binary(),
+            token_ref: obtained.credential.secret_ref.clone(),
+            helper_ttl_ms: credential::helper_ttl_ms(lifetime_ms),
         };
-        write_ccr(host, ccr_existing, &settings)?;
-
-        let profile = render_databrickscfg(host, cfg_existing, &workspace_url)?;
-        host.write_file(DATABRICKSCFG, profile.as_bytes(), SECRET_MODE)?;
+        rendering.write_all(host, existing, &selection, &picks)?;
         Ok(credential::plan(host, context, obtained, revoke_on_exit))
+    }
+}
+
+/// Which models to use: `DEVBOX_MODELS` when set, else the workspace's (only when an assistant
+/// beyond the original CCR setup is wanted), else `DEVBOX_MODEL` / the original default.
+fn pick_models(host: &mut impl Host, selection: &Selection, listed: Option<Vec<String>>, model: &str) -> Picks {
+    let fallback = || Picks::from_names(&[model.to_string()]);
+    if let Some(names) = listed {
+        return Picks::from_names(&names);
+    }
+    if selection.explicit && selection.assistants == [Assistant::Ccr] {
+        return fallback();
+    }
+    let discovered = host.list_serving_endpoints().map(|endpoints| {
+        let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();
+        Picks::from_names(&names)
+    });
+    match discovered {
+        Ok(picks) if !picks.is_empty() => picks,
+        Ok(_) => {
+            host.log(
+                Level::Warn,
+                &format!("the workspace serves no foundation chat model the assistants can use; using {model}"),
+            );
+            fallback()
+        }
+        Err(e) => {
+            host.log(Level::Warn, &format!("cannot list the workspace's models ({}); using {model}", e.message));
+            fallback()
+        }
+    }
+}
+
+/// The files to merge into, read (and checked) before anything is minted.
+struct Existing {
+    ccr: Option<Map<String, Value>>,
+    databrickscfg: databrickscfg::Document,
+    claude_settings: Option<Map<String, Value>>,
+    claude_state: Option<Map<String, Value>>,
+    codex: Option<String>,
+    gemini_settings: Option<Map<String, Value>>,
+    gemini_env: Option<String>,
+    gemini_trust: Option<Map<String, Value>>,
+}
+
+impl Existing {
+    fn read(host: &mut impl Host, selection: &Selection) -> Result<Existing, PolicyError> {
+        let json_if = |host: &mut _, wanted: bool, path| if wanted { read_json_object(host, path) } else { Ok(None) };
+        let claude = selection.has(Assistant::Claude);
+        let gemini = selection.has(Assistant::Gemini);
+        Ok(Existing {
+            ccr: json_if(host, selection.has(Assistant::Ccr), CCR_CONFIG)?,
+            databrickscfg: read_databrickscfg(host)?,
+            claude_settings: json_if(host, claude, assistants::CLAUDE_SETTINGS)?,
+            claude_state: json_if(host, claude, assistants::CLAUDE_STATE)?,
+            codex: if selection.has(Assistant::Codex) { read_toml(host, assistants::CODEX_CONFIG)? } else { None },
+            gemini_settings: json_if(host, gemini, assistants::GEMINI_SETTINGS)?,
+            gemini_env: if gemini { read_text(host, assistants::GEMINI_ENV)? } else { None },
+            gemini_trust: json_if(host, gemini, assistants::GEMINI_TRUST)?,
+        })
+    }
+}
+
+/// What every file is rendered from.
+struct Rendering<'a> {
+    workspace_url: &'a str,
+    home: String,
+    binary: String,
+    token_ref: String,
+    helper_ttl_ms: i64,
+}
+
+impl Rendering<'_> {
+    fn write_all(
+        &self,
+        host: &mut impl Host,
+        existing: Existing,
+        selection: &Selection,
+        picks: &Picks,
+    ) -> Result<(), PolicyError> {
+        let default = picks.default.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        if selection.has(Assistant::Ccr) {
+            let models = if picks.claude.is_empty() { vec![default.clone()] } else { picks.claude.clone() };
+            let mut routes = vec![("default", default.clone())];
+            for (key, pick) in
+                [("background", &picks.background), ("think", &picks.think), ("longContext", &picks.default)]
+            {
+                if let Some(model) = pick.as_ref().filter(|_| models.len() > 1) {
+                    routes.push((key, model.clone()));
+                }
+            }
+            // One model: its own endpoint, as the original app wrote it. Several: the
+            // OpenAI-compatible route, which serves every endpoint named in the request.
+            let api_base_url = match models.as_slice() {
+                [only] => ccr::invocations_url(self.workspace_url, only),
+                _ => ccr::chat_completions_url(self.workspace_url),
+            };
+            let plugin_path = plugin_path(&self.home);
+            let provider = ccr::DatabricksProvider {
+                api_base_url,
+                models: &models,
+                api_key: &self.token_ref,
+                plugin_path: &plugin_path,
+                routes,
+            };
+            write_ccr(host, existing.ccr, &provider)?;
+        }
+        let profile = render_databrickscfg(host, existing.databrickscfg, self.workspace_url)?;
+        host.write_file(DATABRICKSCFG, profile.as_bytes(), SECRET_MODE)?;
+
+        if selection.has(Assistant::Claude) && picks.default.is_some() {
+            let settings = assistants::ClaudeSettings {
+                workspace_url: self.workspace_url,
+                binary: &self.binary,
+                home: &self.home,
+                model: &default,
+                opus: picks.think.as_deref().unwrap_or(&default),
+                sonnet: &default,
+                haiku: picks.background.as_deref().unwrap_or(&default),
+                helper_ttl_ms: self.helper_ttl_ms,
+            };
+            let (rendered, removed) =
+                assistants::claude_settings(existing.claude_settings.unwrap_or_default(), &settings);
+            for key in removed {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "removed env.{key} from ~/{}: the token now comes from apiKeyHelper",
+                        assistants::CLAUDE_SETTINGS
+                    ),
+                );
+            }
+            host.write_file(assistants::CLAUDE_SETTINGS, &pretty_json(&rendered), SECRET_MODE)?;
+            let state = assistants::claude_state(existing.claude_state.unwrap_or_default());
+            host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE)?;
+        } else if selection.has(Assistant::Claude) && selection.explicit {
+            host.log(Level::Warn, "Claude Code not configured: the workspace serves no Claude chat model");
+        }
+
+        match (&picks.openai, selection.has(Assistant::Codex)) {
+            (Some(model), true) => {
+                let settings = assistants::CodexSettings {
+                    workspace_url: self.workspace_url,
+                    binary: &self.binary,
+                    home: &self.home,
+                    model,
+                    helper_ttl_ms: self.helper_ttl_ms,
+                };
+                let rendered = assistants::codex_config(existing.codex.as_deref().unwrap_or_default(), &settings)
+                    .map_err(|e| PolicyError::Other(format!("cannot edit ~/{}: {e}", assistants::CODEX_CONFIG)))?;
+                host.write_file(assistants::CODEX_CONFIG, rendered.as_bytes(), SECRET_MODE)?;
+            }
+            (None, true) => host.log(
+                Level::Warn,
+                "Codex not configured: the workspace serves no OpenAI chat model (Codex speaks only the Responses API, which Databricks serves for OpenAI models)",
+            ),
+            _ => {}
+        }
+
+        match (&picks.gemini, selection.has(Assistant::Gemini)) {
+            (Some(model), true) => {
+                let settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
+                host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;
+                let env = assistants::gemini_env(
+                    existing.gemini_env.as_deref().unwrap_or_default(),
+                    &self.token_ref,
+                    self.workspace_url,
+                );
+                host.write_file(assistants::GEMINI_ENV, env.as_bytes(), SECRET_MODE)?;
+                let trust = assistants::gemini_trust(existing.gemini_trust.unwrap_or_default(), &self.home);
+                host.write_file(assistants::GEMINI_TRUST, &pretty_json(&trust), SECRET_MODE)?;
+            }
+            (None, true) if selection.explicit => {
+                host.log(Level::Warn, "Gemini CLI not configured: the workspace serves no Gemini chat model")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A text file's contents; one that is not UTF-8 is backed up and replaced.
+fn read_text(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyError> {
+    let Some(bytes) = host.read_file(path)? else { return Ok(None) };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) => {
+            back_up(host, path, e.as_bytes(), "is not UTF-8 text")?;
+            Ok(None)
+        }
+    }
+}
+
+/// A TOML file's text, checked to parse; one that does not is backed up and replaced.
+fn read_toml(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyError> {
+    let Some(text) = read_text(host, path)? else { return Ok(None) };
+    match text.parse::<toml_edit::DocumentMut>() {
+        Ok(_) => Ok(Some(text)),
+        Err(e) => {
+            let at = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            back_up(host, path, text.as_bytes(), &format!("is not valid TOML (line {at})"))?;
+            Ok(None)
+        }
     }
 }
 

@@ -123,8 +123,8 @@ fn where_pats_are_refused_auto_falls_back_to_oauth_with_one_warning() {
     assert_eq!(plan.serve.kind, CredentialKind::Oauth);
     assert!(plan.why.contains("refused a personal access token") && plan.why.contains("permission to use tokens"));
     assert_eq!(config_json(&host)["Providers"][0]["api_key"], MOCK_OAUTH_REF);
-    let warnings: Vec<_> = host.logs.iter().filter(|(l, _)| *l == Level::Warn).collect();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warnings: Vec<_> = host.logs.iter().filter(|(l, m)| *l == Level::Warn && m.contains("OAuth")).collect();
+    assert_eq!(warnings.len(), 1, "one warning names the switch: {:?}", host.logs);
     assert_eq!(plan.refresh_at_ms, host.now_ms() + 2_700_000, "75% of the hour");
 
     // A failure OAuth would not fix is not papered over.
@@ -292,4 +292,99 @@ fn duplicate_databricks_providers_collapse_into_ours() {
         .collect();
     assert_eq!(names, ["a", "databricks", "b"]);
     assert_eq!(config_json(&host)["Providers"][1]["api_key"], MOCK_TOKEN_REF);
+}
+
+fn endpoint(name: &str) -> devbox_policy_sdk::ServingEndpoint {
+    devbox_policy_sdk::ServingEndpoint {
+        name: name.into(),
+        task: "llm/v1/chat".into(),
+        ready: true,
+        endpoint_type: "FOUNDATION_MODEL_API".into(),
+        entities: Vec::new(),
+    }
+}
+
+fn served(names: &[&str]) -> MockHost {
+    let mut host = app_host();
+    host.endpoints = names.iter().map(|n| endpoint(n)).collect();
+    host
+}
+
+const SERVED: &[&str] = &[
+    "databricks-claude-sonnet-4-5",
+    "databricks-claude-opus-4-6",
+    "databricks-claude-haiku-4-5",
+    "databricks-gpt-5-2",
+    "databricks-gemini-2-5-pro",
+];
+
+#[test]
+fn every_assistant_with_served_models_is_configured_from_discovery() {
+    let mut host = served(SERVED);
+    provision(&mut host).unwrap();
+    let config = config_json(&host);
+    assert_eq!(
+        config["Providers"][0]["api_base_url"],
+        "https://example.cloud.databricks.com/serving-endpoints/chat/completions"
+    );
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4-5");
+    assert_eq!(config["Router"]["think"], "databricks,databricks-claude-opus-4-6");
+    assert_eq!(config["Router"]["background"], "databricks,databricks-claude-haiku-4-5");
+    let claude: Value = serde_json::from_str(host.file(assistants::CLAUDE_SETTINGS)).unwrap();
+    assert_eq!(claude["apiKeyHelper"], "/opt/devbox-auth/bin/devbox-auth token --home /home/app");
+    assert_eq!(claude["env"]["ANTHROPIC_BASE_URL"], "https://example.cloud.databricks.com/serving-endpoints/anthropic");
+    assert_eq!(claude["env"]["ANTHROPIC_MODEL"], "databricks-claude-sonnet-4-5");
+    assert_eq!(claude["env"]["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"], "300000", "a tenth of the hour, at most 5 minutes");
+    assert!(!host.file(assistants::CLAUDE_SETTINGS).contains(MOCK_TOKEN_REF), "no literal token");
+    let codex: toml_edit::DocumentMut = host.file(assistants::CODEX_CONFIG).parse().unwrap();
+    assert_eq!(codex["model"].as_str(), Some("databricks-gpt-5-2"));
+    assert_eq!(
+        codex["model_providers"]["databricks"]["auth"]["args"].to_string(),
+        " [\"token\", \"--home\", \"/home/app\"]"
+    );
+    assert!(host.file(assistants::GEMINI_ENV).contains(&format!("GEMINI_API_KEY={MOCK_TOKEN_REF}\n")));
+    assert_eq!(host.mode(assistants::GEMINI_ENV), 0o600);
+}
+
+#[test]
+fn the_original_single_assistant_output_stays_available() {
+    let mut original = app_host().with_var(assistants::ASSISTANTS_VAR, "ccr");
+    provision(&mut original).unwrap();
+    assert!(!original.calls.contains(&Call::ListServingEndpoints), "no discovery");
+    let written: Vec<&String> = original.files.keys().collect();
+    assert_eq!(written, [CCR_CONFIG, CCR_PLUGIN, DATABRICKSCFG]);
+    assert_eq!(
+        config_json(&original)["Providers"][0]["api_base_url"],
+        "https://example.cloud.databricks.com/serving-endpoints/databricks-claude-sonnet-4/invocations"
+    );
+}
+
+#[test]
+fn the_model_list_override_wins_and_a_failed_discovery_falls_back() {
+    let mut host = served(SERVED).with_var(models::MODELS_VAR, "databricks-claude-sonnet-4-1");
+    provision(&mut host).unwrap();
+    assert!(!host.calls.contains(&Call::ListServingEndpoints));
+    assert_eq!(config_json(&host)["Router"]["default"], "databricks,databricks-claude-sonnet-4-1");
+
+    let mut host = app_host();
+    host.endpoints_result =
+        Some(Err(devbox_policy_sdk::ApiError { status: 503, error_code: String::new(), message: "busy".into() }));
+    provision(&mut host).unwrap();
+    assert!(
+        host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("cannot list the workspace's models (busy)"))
+    );
+    assert_eq!(config_json(&host)["Router"]["default"], "databricks,databricks-claude-sonnet-4");
+}
+
+#[test]
+fn users_own_assistant_settings_survive() {
+    let settings = "{\n  \"theme\": \"dark\",\n  \"env\": {\n    \"MY_VAR\": \"1\",\n    \"ANTHROPIC_AUTH_TOKEN\": \"stale\"\n  },\n  \"permissions\": {\n    \"allow\": [\n      \"Bash(ls)\"\n    ]\n  }\n}\n";
+    let mut host = served(SERVED).with_file(assistants::CLAUDE_SETTINGS, settings);
+    provision(&mut host).unwrap();
+    let out: Value = serde_json::from_str(host.file(assistants::CLAUDE_SETTINGS)).unwrap();
+    assert_eq!(out["theme"], "dark");
+    assert_eq!(out["env"]["MY_VAR"], "1");
+    assert_eq!(out["permissions"]["allow"][0], "Bash(ls)");
+    assert!(out["env"].get("ANTHROPIC_AUTH_TOKEN").is_none(), "a literal token would win over the helper");
+    assert!(host.logs.iter().any(|(_, m)| m.contains("removed env.ANTHROPIC_AUTH_TOKEN")));
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::output;
 use crate::runtime::PolicyRuntime;
 use crate::runtime::bindings::{WIT_PACKAGE, WIT_VERSION};
+use crate::runtime::cache::sha256_hex;
 use crate::testkit::{Case, PolicyHarness};
 
 fn tool_error(message: String) -> ExitCode {
@@ -178,4 +179,30 @@ pub fn inspect(policy: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `policy compile POLICY -o FILE`: the artifact and the two lines to paste into the manifest.
+pub fn compile(policy: &Path, output: &Path) -> ExitCode {
+    let wasm = match std::fs::read(policy) {
+        Ok(wasm) => wasm,
+        Err(e) => return tool_error(format!("policy {}: cannot read it ({e})", policy.display())),
+    };
+    let runtime = match PolicyRuntime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return tool_error(format!("cannot start the policy sandbox: {e}")),
+    };
+    let compiled = match runtime.compile_checked(&wasm) {
+        Ok(compiled) => compiled,
+        Err(e) => return tool_error(format!("policy {} {e}", policy.display())),
+    };
+    let artifact = crate::runtime::precompiled::wrap(&wasm, &compiled);
+    if let Err(e) = std::fs::write(output, &artifact) {
+        return tool_error(format!("cannot write {} ({e})", output.display()));
+    }
+    output::out(&format!("wrote {} ({} bytes) for {}", output.display(), artifact.len(), policy.display()));
+    output::out("for the deployment manifest's [policy] section:");
+    output::out(&format!("sha256 = \"{}\"", sha256_hex(&wasm)));
+    output::out(&format!("precompiled = {:?}", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    output::out(&format!("precompiled_sha256 = \"{}\"", sha256_hex(&artifact)));
+    ExitCode::SUCCESS
 }

@@ -27,7 +27,7 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Vec<String>, Failure> {
         let token_id = served.meta.token_id.clone();
         state.plan_revocation(&token_id, now, None);
     }
-    let transport = Transport::new(settings).map_err(Failure::Usage)?;
+    let transport = Transport::for_workspace(settings, &resolved.host).map_err(Failure::Usage)?;
     let mut workspace = Workspace::Live(WorkspaceClient::new(transport, resolved));
     let lines = provision::revoke_due(&mut state, &mut workspace, now).await;
     if serve {

@@ -68,6 +68,12 @@ impl WorkspaceClient {
         &self.config
     }
 
+    /// Sign in now (OAuth M2M: fetch the access token; a PAT needs nothing), so a run fails on
+    /// bad credentials before a policy runs rather than somewhere inside it.
+    pub async fn sign_in(&self) -> Result<(), ApiError> {
+        self.bearer().await.map(|_| ())
+    }
+
     async fn bearer(&self) -> Result<Secret, ApiError> {
         if let Credentials::Pat(token) = &self.config.credentials {
             return Ok(token.clone());

@@ -104,13 +104,25 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub fn new(settings: HttpSettings) -> Result<Self, String> {
+    /// The transport for `workspace`. A plain-http workspace (loopback only: a local emulator)
+    /// loads no TLS roots at all — reading and parsing the system's certificate store is the
+    /// largest fixed cost of a start otherwise.
+    pub fn for_workspace(settings: HttpSettings, workspace: &super::WorkspaceUrl) -> Result<Self, String> {
+        Self::new(settings, workspace.as_str().starts_with("https://"))
+    }
+
+    pub fn new(settings: HttpSettings, tls: bool) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
+        if !tls {
+            builder = builder.tls_built_in_root_certs(false).https_only(false);
+            let client = builder.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+            return Ok(Self { client, settings });
+        }
         if let Some(file) = &settings.extra_ca_file {
             let pem = std::fs::read(file).map_err(|e| {
                 format!("SSL_CERT_FILE={} cannot be read ({e}); point it at a PEM CA bundle", file.display())

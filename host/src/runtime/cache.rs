@@ -27,14 +27,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// How a component was obtained, for logs and benchmarks.
+/// Where a loaded policy's machine code came from, for `--dry-run`, `-v` and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    Hit,
-    /// Not cached yet (or the entry was stale, damaged or untrusted): compiled and stored.
+pub enum PolicySource {
+    /// Compiled when devbox-auth was built (the embedded policies), or by `policy compile`
+    /// (a deployment's artifact): only deserialized at start.
+    Precompiled,
+    /// From the on-disk cache of an earlier start.
+    Cache,
+    /// Compiled at this start (and stored in the cache, when there is one).
     Compiled,
-    /// No cache directory: compiled in memory only.
-    Uncached,
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PolicySource::Precompiled => "precompiled",
+            PolicySource::Cache => "cache",
+            PolicySource::Compiled => "compiled",
+        })
+    }
 }
 
 pub struct ComponentCache {
@@ -57,17 +69,17 @@ impl ComponentCache {
     }
 
     /// Load the compiled form of `wasm`, compiling and storing it when needed.
-    pub fn load(&self, engine: &Engine, wasm: &[u8], wasm_sha256: &str) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn load(&self, engine: &Engine, wasm: &[u8], wasm_sha256: &str) -> wasmtime::Result<(Component, PolicySource)> {
         let path = self.entry_path(engine, wasm_sha256);
         if let Some(component) = read_entry(engine, &self.dir, &path) {
-            return Ok((component, CacheOutcome::Hit));
+            return Ok((component, PolicySource::Cache));
         }
         let component = Component::new(engine, wasm)?;
         // A cache we cannot write is only slower, never an error.
         if let Ok(compiled) = component.serialize() {
             let _ = write_entry(&self.dir, &path, &compiled);
         }
-        Ok((component, CacheOutcome::Compiled))
+        Ok((component, PolicySource::Compiled))
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod engine_config;
 pub mod limits;
+pub mod precompiled;
 pub mod since_v0_1_0;
 pub mod state;
 
@@ -12,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
-use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
-use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
+use self::cache::{ComponentCache, PolicySource, sha256_hex};
 use self::limits::SandboxLimits;
 use self::state::PolicyState;
 use crate::effects::Effects;
@@ -23,6 +25,9 @@ use crate::secrets::CredentialMeta;
 
 /// The default policy, built from guest/default by host/build.rs.
 pub static DEFAULT_POLICY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
+
+/// The target triple this binary was built for; the engine generates code for its baseline CPU.
+pub const TARGET: &str = env!("DEVBOX_AUTH_TARGET");
 
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -71,7 +76,7 @@ pub struct Inspection {
 pub struct LoadedPolicy {
     pub name: String,
     pub sha256: String,
-    pub cache: CacheOutcome,
+    pub source: PolicySource,
     pub load_time: Duration,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
@@ -160,11 +165,7 @@ impl Drop for PolicyRuntime {
 
 impl PolicyRuntime {
     pub fn new() -> wasmtime::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.consume_fuel(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config::config(TARGET))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
@@ -191,13 +192,40 @@ impl PolicyRuntime {
     }
 
     /// Check and compile a policy component.
-    pub fn load(&self, name: &str, wasm: &[u8], cache: Option<&ComponentCache>) -> Result<LoadedPolicy, LoadError> {
+    /// Check a policy component and get its machine code: deserialized from `precompiled`
+    /// when given and this engine accepts it, else from the cache, else compiled now. An
+    /// artifact wasmtime refuses (another engine version or configuration, another CPU) is not
+    /// an error: the policy is compiled instead, with one warning line.
+    pub fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        precompiled: Option<&[u8]>,
+        cache: Option<&ComponentCache>,
+    ) -> Result<LoadedPolicy, LoadError> {
         let started = Instant::now();
         check_is_component(wasm)?;
         let sha256 = sha256_hex(wasm);
-        let (component, outcome) = match cache {
-            Some(cache) => cache.load(&self.engine, wasm, &sha256),
-            None => Component::new(&self.engine, wasm).map(|c| (c, CacheOutcome::Uncached)),
+        let deserialized = precompiled.and_then(|artifact| {
+            // SAFETY: the artifact is either embedded in this binary by its build (the same
+            // wasmtime and `engine_config`), or a deployment's `policy compile` output whose
+            // SHA-256 its manifest pins; `deserialize` itself refuses artifacts of another
+            // wasmtime version, configuration or CPU, and those fall back to compiling.
+            match unsafe { Component::deserialize(&self.engine, artifact) } {
+                Ok(component) => Some(component),
+                Err(e) => {
+                    crate::output::err(&format!(
+                        "devbox-auth: warning: the precompiled form of policy {name} does not fit this engine ({}); compiling it instead",
+                        first_line(&e)
+                    ));
+                    None
+                }
+            }
+        });
+        let (component, source) = match (deserialized, cache) {
+            (Some(component), _) => Ok((component, PolicySource::Precompiled)),
+            (None, Some(cache)) => cache.load(&self.engine, wasm, &sha256),
+            (None, None) => Component::new(&self.engine, wasm).map(|c| (c, PolicySource::Compiled)),
         }
         .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
         let (imports, exports) = self.interface(&component);
@@ -206,12 +234,23 @@ impl PolicyRuntime {
             contract,
             name: name.to_string(),
             sha256,
-            cache: outcome,
+            source,
             load_time: started.elapsed(),
             imports,
             exports,
             pre,
         })
+    }
+
+    /// Check a policy and compile it to an artifact this engine's configuration can load
+    /// (`devbox-auth policy compile`).
+    pub fn compile_checked(&self, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
+        check_is_component(wasm)?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        let (imports, exports) = self.interface(&component);
+        self.validate(&component, &imports, &exports)?;
+        component.serialize().map_err(|e| LoadError(format!("cannot be serialized ({})", first_line(&e))))
     }
 
     /// What a component imports and exports, and whether this host can run it.
@@ -409,4 +448,26 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
 
 fn first_line(error: &wasmtime::Error) -> String {
     crate::databricks::error::one_line(&format!("{error:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_policy_loads_precompiled_and_a_refused_artifact_falls_back_to_compiling() {
+        let runtime = PolicyRuntime::new().unwrap();
+        let policy =
+            runtime.load("default", DEFAULT_POLICY_WASM, Some(precompiled::DEFAULT_POLICY_CWASM), None).unwrap();
+        assert_eq!(policy.source, PolicySource::Precompiled);
+        // An artifact this engine refuses (here: not an artifact at all; in the field: another
+        // wasmtime, configuration or CPU) is compiled instead, not an error.
+        let policy = runtime.load("default", DEFAULT_POLICY_WASM, Some(b"not machine code"), None).unwrap();
+        assert_eq!(policy.source, PolicySource::Compiled);
+        let mut other_engine = precompiled::DEFAULT_POLICY_CWASM.to_vec();
+        let middle = other_engine.len() / 2;
+        other_engine.truncate(middle);
+        let policy = runtime.load("default", DEFAULT_POLICY_WASM, Some(&other_engine), None).unwrap();
+        assert_eq!(policy.source, PolicySource::Compiled);
+    }
 }

@@ -1,0 +1,297 @@
+//! The assistants configured directly, besides the Claude Code Router: Claude Code, Codex and
+//! Gemini CLI. Each file is merged into what the user has: only the keys named here are ours;
+//! every other key, table, comment and provider stays as it was.
+//!
+//! - Claude Code and Codex never hold a literal token: they run `devbox-auth token` (by the
+//!   absolute path of the running binary) through `apiKeyHelper` / `[model_providers.*.auth]`,
+//!   re-asking well before the token's end (Databricks answers an expired token with 403, on
+//!   which neither re-asks).
+//! - Gemini CLI has no token helper, so its `.env` holds the token itself (0600), re-rendered on
+//!   every rotation.
+
+use serde_json::{Map, Value, json};
+
+pub const CLAUDE_SETTINGS: &str = ".claude/settings.json";
+pub const CLAUDE_STATE: &str = ".claude.json";
+pub const CODEX_CONFIG: &str = ".codex/config.toml";
+pub const GEMINI_SETTINGS: &str = ".gemini/settings.json";
+pub const GEMINI_ENV: &str = ".gemini/.env";
+pub const GEMINI_TRUST: &str = ".gemini/trustedFolders.json";
+
+pub const ASSISTANTS_VAR: &str = "DEVBOX_ASSISTANTS";
+pub const PROVIDER: &str = "databricks";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assistant {
+    /// Claude Code through the Claude Code Router (the original app's setup).
+    Ccr,
+    /// Claude Code talking to the workspace's Anthropic endpoint itself.
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Assistant {
+    pub const ALL: [Assistant; 4] = [Assistant::Ccr, Assistant::Claude, Assistant::Codex, Assistant::Gemini];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Assistant::Ccr => "ccr",
+            Assistant::Claude => "claude",
+            Assistant::Codex => "codex",
+            Assistant::Gemini => "gemini",
+        }
+    }
+}
+
+/// `DEVBOX_ASSISTANTS`: which assistants to configure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub assistants: Vec<Assistant>,
+    /// Named by the deployment (rather than every assistant the workspace serves models for).
+    pub explicit: bool,
+}
+
+impl Selection {
+    pub fn parse(raw: Option<&str>) -> Result<Selection, String> {
+        let raw = raw.map(str::trim).unwrap_or_default();
+        if raw.is_empty() || raw == "auto" {
+            return Ok(Selection { assistants: Assistant::ALL.to_vec(), explicit: false });
+        }
+        let mut assistants = Vec::new();
+        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let assistant = Assistant::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| {
+                format!("{ASSISTANTS_VAR} names {name:?}; use a comma-separated list of ccr, claude, codex and gemini, or auto")
+            })?;
+            if !assistants.contains(&assistant) {
+                assistants.push(assistant);
+            }
+        }
+        Ok(Selection { assistants, explicit: true })
+    }
+
+    pub fn has(&self, assistant: Assistant) -> bool {
+        self.assistants.contains(&assistant)
+    }
+}
+
+/// `/bin/sh` quoting, for the one command string Claude Code runs.
+pub fn sh_quote(word: &str) -> String {
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// The keys of Claude Code's `settings.json` that are ours.
+pub struct ClaudeSettings<'a> {
+    pub workspace_url: &'a str,
+    pub binary: &'a str,
+    pub home: &'a str,
+    pub model: &'a str,
+    pub opus: &'a str,
+    pub sonnet: &'a str,
+    pub haiku: &'a str,
+    pub helper_ttl_ms: i64,
+}
+
+fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
+    let slot = map.entry(key).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("just made an object")
+}
+
+/// `~/.claude/settings.json`: the workspace's Anthropic endpoint, the models, and the token
+/// through `apiKeyHelper`. A literal token the user had set would win over the helper and go
+/// stale, so it is removed (returned, to say so).
+pub fn claude_settings(mut settings: Map<String, Value>, ours: &ClaudeSettings) -> (Value, Vec<&'static str>) {
+    settings.insert(
+        "apiKeyHelper".into(),
+        json!(format!("{} token --home {}", sh_quote(ours.binary), sh_quote(ours.home))),
+    );
+    let env = object(&mut settings, "env");
+    let mut removed = Vec::new();
+    for stale in ["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY"] {
+        if env.remove(stale).is_some() {
+            removed.push(stale);
+        }
+    }
+    for (key, value) in [
+        ("ANTHROPIC_BASE_URL", format!("{}/serving-endpoints/anthropic", ours.workspace_url)),
+        ("ANTHROPIC_MODEL", ours.model.to_string()),
+        ("ANTHROPIC_DEFAULT_OPUS_MODEL", ours.opus.to_string()),
+        ("ANTHROPIC_DEFAULT_SONNET_MODEL", ours.sonnet.to_string()),
+        ("ANTHROPIC_DEFAULT_HAIKU_MODEL", ours.haiku.to_string()),
+        ("ANTHROPIC_CUSTOM_HEADERS", "x-databricks-use-coding-agent-mode: true".to_string()),
+        ("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", ours.helper_ttl_ms.to_string()),
+        // Databricks serves the Anthropic API without Anthropic's experimental betas.
+        ("CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "1".to_string()),
+    ] {
+        env.insert(key.into(), Value::String(value));
+    }
+    // An app container talks to its workspace, not to anthropic.com; a user may say otherwise.
+    env.entry("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC").or_insert(json!("1"));
+    (Value::Object(settings), removed)
+}
+
+/// `~/.claude.json`: onboarding done, so the first start does not stop to ask.
+pub fn claude_state(mut state: Map<String, Value>) -> Value {
+    state.insert("hasCompletedOnboarding".into(), json!(true));
+    Value::Object(state)
+}
+
+/// The keys of Codex's `config.toml` that are ours.
+pub struct CodexSettings<'a> {
+    pub workspace_url: &'a str,
+    pub binary: &'a str,
+    pub home: &'a str,
+    pub model: &'a str,
+    pub helper_ttl_ms: i64,
+}
+
+/// `~/.codex/config.toml`, edited in place (comments, tables and other providers survive): our
+/// provider with command-based auth, selected as `model_provider`.
+pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<String, String> {
+    use toml_edit::{Array, DocumentMut, Item, Table, value};
+    let mut doc: DocumentMut = existing.parse().map_err(|e: toml_edit::TomlError| e.message().to_string())?;
+    doc["model"] = value(ours.model);
+    doc["model_provider"] = value(PROVIDER);
+    // Databricks' Responses API has no web search; Codex would send the tool anyway.
+    if doc.get("web_search").is_none() {
+        doc["web_search"] = value("disabled");
+    }
+    // No egress from an app container but to the workspace: analytics would only delay exit,
+    // and plugins fetch from github.com. A user's own choice stands.
+    for (table, key) in [("analytics", "enabled"), ("features", "plugins")] {
+        if !doc.contains_table(table) {
+            doc[table] = Item::Table(Table::new());
+        }
+        if let Some(table) = doc[table].as_table_mut()
+            && !table.contains_key(key)
+        {
+            table[key] = value(false);
+        }
+    }
+    if !doc.contains_table("model_providers") {
+        let mut providers = Table::new();
+        providers.set_implicit(true);
+        doc["model_providers"] = Item::Table(providers);
+    }
+    let providers = doc["model_providers"].as_table_mut().ok_or("`model_providers` is not a table")?;
+    let mut provider = Table::new();
+    provider["name"] = value("Databricks");
+    provider["base_url"] = value(format!("{}/serving-endpoints", ours.workspace_url));
+    provider["wire_api"] = value("responses");
+    let mut auth = Table::new();
+    auth["command"] = value(ours.binary);
+    let mut args = Array::new();
+    for arg in ["token", "--home", ours.home] {
+        args.push(arg);
+    }
+    auth["args"] = value(args);
+    auth["timeout_ms"] = value(10_000i64);
+    auth["refresh_interval_ms"] = value(ours.helper_ttl_ms);
+    provider["auth"] = Item::Table(auth);
+    providers[PROVIDER] = Item::Table(provider);
+    Ok(doc.to_string())
+}
+
+/// `~/.gemini/settings.json`: API-key auth (a custom base URL would otherwise select the
+/// `gateway` auth type, which non-interactive use refuses) and the model.
+pub fn gemini_settings(mut settings: Map<String, Value>, model: &str) -> Value {
+    let security = object(&mut settings, "security");
+    object(security, "auth").insert("selectedType".into(), json!("gemini-api-key"));
+    object(&mut settings, "model").insert("name".into(), json!(model));
+    object(&mut settings, "privacy").entry("usageStatisticsEnabled").or_insert(json!(false));
+    Value::Object(settings)
+}
+
+/// `~/.gemini/.env`: our three variables replaced or appended; every other line kept.
+pub fn gemini_env(existing: &str, token_ref: &str, workspace_url: &str) -> String {
+    let ours = [
+        ("GEMINI_API_KEY", token_ref.to_string()),
+        ("GOOGLE_GEMINI_BASE_URL", format!("{workspace_url}/ai-gateway/gemini")),
+        ("GEMINI_API_KEY_AUTH_MECHANISM", "bearer".to_string()),
+    ];
+    let key_of = |line: &str| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        line.split_once('=').map(|(k, _)| k.trim().to_string())
+    };
+    let mut lines: Vec<String> = existing
+        .lines()
+        .filter(|line| key_of(line).is_none_or(|k| !ours.iter().any(|(o, _)| *o == k)))
+        .map(str::to_string)
+        .collect();
+    lines.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
+    lines.join("\n") + "\n"
+}
+
+/// `~/.gemini/trustedFolders.json`: home trusted, or Gemini CLI ignores `~/.gemini/.env`.
+pub fn gemini_trust(mut folders: Map<String, Value>, home: &str) -> Value {
+    folders.insert(home.to_string(), json!("TRUST_FOLDER"));
+    Value::Object(folders)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_parse() {
+        assert_eq!(Selection::parse(None).unwrap(), Selection { assistants: Assistant::ALL.to_vec(), explicit: false });
+        let s = Selection::parse(Some("ccr")).unwrap();
+        assert!(s.explicit && s.has(Assistant::Ccr) && !s.has(Assistant::Claude));
+        assert!(Selection::parse(Some("ccr,cursor")).unwrap_err().contains("\"cursor\""));
+    }
+
+    #[test]
+    fn shell_quoting_survives_spaces_and_quotes() {
+        assert_eq!(sh_quote("/opt/bin/devbox-auth"), "/opt/bin/devbox-auth");
+        assert_eq!(sh_quote("/home/my app/it's"), "'/home/my app/it'\\''s'");
+    }
+
+    #[test]
+    fn codex_config_keeps_comments_and_other_providers() {
+        let existing = "# my settings\nmodel = \"o3\" # old\n\n[model_providers.mine]\nname = \"Mine\" # keep me\nbase_url = \"https://mine\"\n\n[profiles.fast]\nmodel = \"x\"\n";
+        let out = codex_config(
+            existing,
+            &CodexSettings {
+                workspace_url: "https://w",
+                binary: "/b/devbox-auth",
+                home: "/home/app",
+                model: "gpt",
+                helper_ttl_ms: 300000,
+            },
+        )
+        .unwrap();
+        assert!(out.starts_with("# my settings\n"), "{out}");
+        assert!(
+            out.contains("[model_providers.mine]\nname = \"Mine\" # keep me\nbase_url = \"https://mine\"\n"),
+            "{out}"
+        );
+        assert!(out.contains("[profiles.fast]\nmodel = \"x\"\n"), "{out}");
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        assert_eq!(doc["model"].as_str(), Some("gpt"));
+        assert_eq!(doc["model_provider"].as_str(), Some("databricks"));
+        assert_eq!(doc["model_providers"]["databricks"]["wire_api"].as_str(), Some("responses"));
+        assert_eq!(doc["model_providers"]["databricks"]["auth"]["command"].as_str(), Some("/b/devbox-auth"));
+        assert_eq!(doc["model_providers"]["databricks"]["auth"]["refresh_interval_ms"].as_integer(), Some(300000));
+    }
+
+    #[test]
+    fn gemini_env_replaces_ours_and_keeps_the_rest() {
+        let out = gemini_env(
+            "# mine\nOTHER=1\nGEMINI_API_KEY=old\nexport GOOGLE_GEMINI_BASE_URL=x\n",
+            "{{ref}}",
+            "https://w",
+        );
+        assert_eq!(
+            out,
+            "# mine\nOTHER=1\nGEMINI_API_KEY={{ref}}\nGOOGLE_GEMINI_BASE_URL=https://w/ai-gateway/gemini\nGEMINI_API_KEY_AUTH_MECHANISM=bearer\n"
+        );
+    }
+}

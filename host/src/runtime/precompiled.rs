@@ -1,0 +1,52 @@
+//! Precompiled policies, so a start only deserializes machine code instead of running Cranelift:
+//! the embedded default (compiled by `build.rs` with the shared engine configuration) and a
+//! deployment's own policy compiled by `devbox-auth policy compile`.
+//!
+//! A `policy compile` artifact is `DBXPOLC1`, the SHA-256 of the component it was compiled
+//! from, then wasmtime's serialized component. The deployment manifest pins both the component
+//! and the artifact, so an artifact that does not belong to the pinned component, or was
+//! changed, is refused before anything is deserialized.
+
+use sha2::{Digest, Sha256};
+
+/// The embedded default policy as machine code, compiled when devbox-auth was built.
+pub static DEFAULT_POLICY_CWASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.cwasm"));
+
+const MAGIC: &[u8; 8] = b"DBXPOLC1";
+
+/// An artifact file for the component whose SHA-256 is `wasm_sha256`.
+pub fn wrap(wasm: &[u8], compiled: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 32 + compiled.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&Sha256::digest(wasm));
+    out.extend_from_slice(compiled);
+    out
+}
+
+/// The serialized component inside an artifact, if it was compiled from `wasm`.
+pub fn unwrap<'a>(artifact: &'a [u8], wasm: &[u8]) -> Result<&'a [u8], String> {
+    let rest = artifact
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("is not a devbox-auth precompiled policy (made by `devbox-auth policy compile`)")?;
+    let (source, compiled) = rest.split_at_checked(32).ok_or("is truncated")?;
+    if source != Sha256::digest(wasm).as_slice() {
+        return Err(
+            "was compiled from another component than the policy file; run `devbox-auth policy compile` again".into()
+        );
+    }
+    Ok(compiled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_belongs_to_one_component() {
+        let artifact = wrap(b"component a", b"machine code");
+        assert_eq!(unwrap(&artifact, b"component a").unwrap(), b"machine code");
+        assert!(unwrap(&artifact, b"component b").unwrap_err().contains("another component"));
+        assert!(unwrap(b"garbage", b"component a").is_err());
+        assert!(unwrap(&artifact[..20], b"component a").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The assistants configured directly, proven with the real clients: Claude Code
+//! (`claude -p`), Codex (`codex exec`) and Gemini CLI (`gemini -p`), installed pinned from npm
+//! by scripts/install-clients.sh (found through DEVBOX_CLIENTS_DIR). Each runs offline against
+//! the workspace emulation, which serves a realistic list of endpoints and the Anthropic,
+//! OpenAI Responses and Gemini APIs; each must get the emulated reply, with a live token as the
+//! bearer — before and after `watch` rotated the token and revoked the first one.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Emulator, REPLY, Run, realistic_endpoints};
+
+fn clients() -> Option<PathBuf> {
+    let dir = std::env::var_os("DEVBOX_CLIENTS_DIR").map(PathBuf::from).filter(|d| d.join("claude").exists());
+    if dir.is_none() {
+        let message = "SKIPPED: the real-client tests need DEVBOX_CLIENTS_DIR (run scripts/test.sh, which installs the pinned clients)";
+        assert!(!support::must_not_skip(), "{message}; in CI this is a failure");
+        eprintln!("{message}");
+    }
+    dir
+}
+
+/// Run an assistant in `run`'s home, with stdin closed (they wait on an open one).
+fn assistant(run: &Run, program: PathBuf, args: &[&str]) -> support::Outcome {
+    let mut env = run.env.clone();
+    env.insert("TMPDIR".into(), run.path("tmp").display().to_string());
+    std::fs::create_dir_all(run.path("tmp")).unwrap();
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(&env)
+        .current_dir(run.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    support::Outcome::from(child.wait_with_output().unwrap())
+}
+
+fn claude(bin: &std::path::Path, run: &Run) -> support::Outcome {
+    assistant(run, bin.join("claude"), &["-p", "say hi"])
+}
+
+fn codex(bin: &std::path::Path, run: &Run) -> support::Outcome {
+    assistant(run, bin.join("codex"), &["exec", "--skip-git-repo-check", "say hi"])
+}
+
+fn gemini(bin: &std::path::Path, run: &Run) -> support::Outcome {
+    let run = run.clone_with("GEMINI_CLI_NO_RELAUNCH", "true");
+    assistant(&run, bin.join("gemini"), &["-p", "say hi"])
+}
+
+fn bearer(emulator: &Emulator, path: &str) -> Option<String> {
+    emulator
+        .invocations()
+        .iter()
+        .rev()
+        .find(|r| r.path.starts_with(path))
+        .and_then(|r| r.header("authorization").map(str::to_string))
+}
+
+fn live(emulator: &Emulator) -> Vec<String> {
+    emulator.live_tokens().into_iter().map(|(v, _)| v).collect()
+}
+
+#[track_caller]
+fn answered(out: &support::Outcome, who: &str) {
+    assert_eq!(out.code, 0, "{who} failed:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(REPLY), "{who} did not print the reply:\n{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn claude_code_codex_and_gemini_answer_through_the_workspace_before_and_after_a_rotation() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "30");
+    run.provision(&[]).success();
+    let first = live(&emulator);
+    assert_eq!(first.len(), 1);
+
+    answered(&claude(&bin, &run), "claude -p");
+    let call = emulator
+        .invocations()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/serving-endpoints/anthropic/v1/messages")
+        .unwrap();
+    assert_eq!(call.header("authorization"), Some(format!("Bearer {}", first[0]).as_str()), "the helper's token");
+    assert_eq!(call.header("x-databricks-use-coding-agent-mode"), Some("true"));
+    assert_eq!(call.json()["model"], "databricks-claude-sonnet-4-13", "the newest ready Sonnet");
+
+    answered(&codex(&bin, &run), "codex exec");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/responses"), Some(format!("Bearer {}", first[0])));
+    let call = emulator.invocations().into_iter().rev().find(|r| r.path == "/serving-endpoints/responses").unwrap();
+    assert_eq!(call.json()["model"], "databricks-gpt-5-2");
+
+    answered(&gemini(&bin, &run), "gemini -p");
+    assert_eq!(bearer(&emulator, "/ai-gateway/gemini/"), Some(format!("Bearer {}", first[0])));
+
+    // watch rotates (at 75% of 30 s) and revokes the first token after its grace; every client
+    // then works with the new one, without being reconfigured.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("watch")
+        .env_clear()
+        .envs(&run.env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !emulator.state.lock().unwrap().revoked.contains(&first[0]) {
+        assert!(Instant::now() < deadline, "the first token was not revoked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = live(&emulator);
+    assert_eq!(second.len(), 1);
+    answered(&claude(&bin, &run), "claude -p after the rotation");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/anthropic/"), Some(format!("Bearer {}", second[0])));
+    answered(&codex(&bin, &run), "codex exec after the rotation");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/responses"), Some(format!("Bearer {}", second[0])));
+    answered(&gemini(&bin, &run), "gemini -p after the rotation");
+    assert_eq!(bearer(&emulator, "/ai-gateway/gemini/"), Some(format!("Bearer {}", second[0])));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    assert!(watch.wait().unwrap().success());
+}
+
+#[test]
+fn claude_code_answers_with_the_apps_oauth_token_where_pats_are_refused() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    emulator.set_pats(support::PatPolicy::NoPermission);
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    answered(&claude(&bin, &run), "claude -p");
+    let used = bearer(&emulator, "/serving-endpoints/anthropic/").unwrap();
+    assert!(emulator.oauth_tokens().iter().any(|t| used == format!("Bearer {t}")), "{used}");
+    assert!(emulator.live_tokens().is_empty());
+}
+
+#[test]
+fn a_users_own_settings_survive_byte_for_byte_outside_our_keys() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator);
+    let settings = "{\n  \"theme\": \"dark\",\n  \"env\": {\n    \"MY_VAR\": \"1\"\n  },\n  \"permissions\": {\n    \"allow\": [\n      \"Bash(ls)\"\n    ]\n  }\n}\n";
+    run.write(".claude/settings.json", settings);
+    let codex = "# my codex settings\nmodel_reasoning_effort = \"high\" # keep me\n\n[model_providers.mine]\nname = \"Mine\"\nbase_url = \"https://mine.example.com/v1\"\n\n[profiles.fast]\nmodel = \"o4-mini\"\n";
+    run.write(".codex/config.toml", codex);
+    let gemini = "{\n  \"ui\": {\n    \"theme\": \"GitHub\"\n  }\n}\n";
+    run.write(".gemini/settings.json", gemini);
+    run.write(".gemini/.env", "# mine\nSOMETHING_ELSE=1\n");
+    run.provision(&[]).success();
+
+    // Take our keys out again: what is left is the user's file, byte for byte.
+    let mut written: Value = serde_json::from_str(&run.read(".claude/settings.json")).unwrap();
+    written.as_object_mut().unwrap().remove("apiKeyHelper");
+    written["env"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("ANTHROPIC_") && !k.starts_with("CLAUDE_CODE_"));
+    assert_eq!(serde_json::to_string_pretty(&written).unwrap() + "\n", settings);
+
+    let out = run.read(".codex/config.toml");
+    assert!(out.starts_with("# my codex settings\nmodel_reasoning_effort = \"high\" # keep me\n"), "{out}");
+    assert!(
+        out.contains("[model_providers.mine]\nname = \"Mine\"\nbase_url = \"https://mine.example.com/v1\"\n"),
+        "{out}"
+    );
+    assert!(out.contains("[profiles.fast]\nmodel = \"o4-mini\"\n"), "{out}");
+
+    let mut out: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
+    for ours in ["security", "model", "privacy"] {
+        out.as_object_mut().unwrap().remove(ours);
+    }
+    assert_eq!(serde_json::to_string_pretty(&out).unwrap() + "\n", gemini);
+    assert!(run.read(".gemini/.env").starts_with("# mine\nSOMETHING_ELSE=1\n"));
+    for file in [".claude/settings.json", ".codex/config.toml", ".gemini/settings.json", ".gemini/.env"] {
+        assert_eq!(run.mode(file), 0o600, "{file}");
+    }
+}
+
+#[test]
+fn the_models_are_picked_from_what_the_workspace_serves() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let config: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
+    let models: Vec<&str> =
+        config["Providers"][0]["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(
+        models,
+        [
+            "databricks-claude-sonnet-4-13",
+            "databricks-claude-opus-4-6",
+            "databricks-claude-haiku-4-5",
+            "databricks-claude-sonnet-4-5",
+            "databricks-claude-sonnet-4"
+        ],
+        "ready foundation chat models only: no embeddings, external, custom or not-ready endpoint"
+    );
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4-13");
+    assert_eq!(config["Router"]["think"], "databricks,databricks-claude-opus-4-6");
+    assert_eq!(config["Router"]["background"], "databricks,databricks-claude-haiku-4-5");
+    assert!(config["Providers"][0]["api_base_url"].as_str().unwrap().ends_with("/serving-endpoints/chat/completions"));
+
+    // The override wins; a failing discovery falls back to the default model with a warning.
+    let run = Run::app(&emulator).var("DEVBOX_MODELS", "databricks-claude-opus-4-6,databricks-gpt-5-2");
+    run.provision(&[]).success();
+    let config: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-opus-4-6");
+    let emulator = Emulator::start();
+    emulator.script("GET /api/2.0/serving-endpoints", [support::Canned::error(500, "INTERNAL_ERROR", "boom")]);
+    let run = Run::app(&emulator);
+    let out = run.provision(&[]);
+    out.success();
+    assert!(out.stderr.contains("cannot list the workspace's models"), "{}", out.stderr);
+    let config: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
+    assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4");
+}

@@ -1,0 +1,658 @@
+//! A Databricks workspace emulator on 127.0.0.1, for devbox-auth's tests and benchmarks.
+//!
+//! It is a real HTTP(S) server (hyper, optionally rustls with a throwaway CA) that
+//! speaks the parts of Databricks devbox-auth uses, with real status codes and error bodies:
+//! host metadata and OIDC discovery, the OAuth token endpoint (HTTP Basic client credentials),
+//! the Tokens API, serving-endpoint listing and chat invocations. Any answer can be scripted
+//! per path (status, body, headers) to produce failures; every request is recorded.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+pub const CLIENT_ID: &str = "emulated-sp-client-id";
+pub const CLIENT_SECRET: &str = "doseEMULATEDclientSECRETvalue0123";
+pub const ACCESS_TOKEN: &str = "eyJEMULATEDoauthACCESStoken.payload.sig";
+pub const USER_PAT: &str = "dapi3c9e1f7b52d04a8e96b1c07d4f2a8e5b";
+/// A second profile's token a user keeps in ~/.databrickscfg.
+pub const OTHER_PROFILE_PAT: &str = "dapi7a41c9e0b3d85f26c1e94b07da3f6c28";
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: std::time::Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before answering (timeouts).
+    pub delay: Duration,
+    /// Do the real work first (e.g. mint the token), then answer with this instead: the
+    /// server acted but the client never learns the result.
+    pub act_anyway: bool,
+}
+
+impl Canned {
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        Self::raw(status, &json!({ "error_code": code, "message": message }).to_string())
+    }
+
+    pub fn raw(status: u16, body: &str) -> Self {
+        Self { status, body: body.to_string(), headers: Vec::new(), delay: Duration::ZERO, act_anyway: false }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn after_acting(mut self) -> Self {
+        self.act_anyway = true;
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub base_url: String,
+    pub requests: Vec<Recorded>,
+    /// token_id -> (token_value, token_info)
+    pub tokens: Vec<(String, Value)>,
+    /// Scripted answers by "METHOD /path", used in order before the normal behaviour.
+    pub scripted: BTreeMap<String, VecDeque<Canned>>,
+    pub serve_host_metadata: bool,
+    pub invocations: Vec<Recorded>,
+    /// Values of tokens deleted since they were minted.
+    pub revoked: Vec<String>,
+    /// What `GET /api/2.0/serving-endpoints` lists; `None`: one ready Claude endpoint.
+    pub endpoints: Option<Vec<Value>>,
+    /// Whether the workspace lets this principal create PATs.
+    pub pats: PatPolicy,
+    /// OAuth access tokens handed out: (value, expiry epoch ms).
+    pub oauth_tokens: Vec<(String, i64)>,
+    /// `expires_in` of the OAuth tokens it hands out, seconds.
+    pub oauth_expires_in: i64,
+    /// Drop every connection (a network outage).
+    pub down: bool,
+    minted: u64,
+}
+
+/// What `token/create` does for the principal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PatPolicy {
+    #[default]
+    Allowed,
+    /// Personal access tokens are switched off for the whole workspace.
+    Disabled,
+    /// The principal lacks `CAN USE` on tokens.
+    NoPermission,
+}
+
+pub struct Emulator {
+    pub url: String,
+    pub port: u16,
+    pub state: Arc<Mutex<State>>,
+    /// PEM of the CA that signed the server certificate (TLS emulators only).
+    pub ca_pem: Option<String>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Emulator {
+    /// Plain HTTP on 127.0.0.1 (devbox-auth allows plain http for loopback only).
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// HTTPS on 127.0.0.1 with a certificate for `localhost` from a throwaway CA.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
+        let state = Arc::new(Mutex::new(State {
+            base_url: url.clone(),
+            serve_host_metadata: true,
+            oauth_expires_in: 3600,
+            ..State::default()
+        }));
+        let (acceptor, ca_pem) = if tls {
+            let (acceptor, ca) = tls_acceptor();
+            (Some(acceptor), Some(ca))
+        } else {
+            (None, None)
+        };
+        let server_state = state.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                if server_state.lock().unwrap().down {
+                    drop(stream);
+                    continue;
+                }
+                let state = server_state.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, port, state, ca_pem, runtime: Some(runtime) }
+    }
+
+    /// Answer the next requests to `"METHOD /path"` with these, in order.
+    pub fn script(&self, route: &str, answers: impl IntoIterator<Item = Canned>) {
+        self.state.lock().unwrap().scripted.entry(route.to_string()).or_default().extend(answers);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.method == method && r.path == path).collect()
+    }
+
+    /// token values currently live.
+    pub fn live_tokens(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().tokens.clone()
+    }
+
+    pub fn invocations(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().invocations.clone()
+    }
+
+    /// A token someone else minted (another tool, a person), as the Tokens API would hold it.
+    pub fn add_foreign_token(&self, comment: &str) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.minted += 1;
+        let value = format!("dapi{}", hex(state.minted + 5000, 32));
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let info = json!({
+            "token_id": hex(state.minted + 9000, 64),
+            "creation_time": now_ms,
+            "expiry_time": now_ms + 86_400_000,
+            "comment": comment,
+        });
+        state.tokens.push((value.clone(), info));
+        value
+    }
+
+    /// Serve a realistic endpoint list (see [`realistic_endpoints`]) instead of one Claude model.
+    pub fn serve_endpoints(&self, endpoints: Vec<Value>) {
+        self.state.lock().unwrap().endpoints = Some(endpoints);
+    }
+
+    pub fn set_pats(&self, policy: PatPolicy) {
+        self.state.lock().unwrap().pats = policy;
+    }
+
+    pub fn set_oauth_expires_in(&self, seconds: i64) {
+        self.state.lock().unwrap().oauth_expires_in = seconds;
+    }
+
+    /// Drop every connection until set back (a network outage).
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    /// Delete a token behind devbox-auth's back (an admin, the 90-day inactivity rule).
+    pub fn revoke(&self, value: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.tokens.retain(|(v, _)| v != value);
+        state.revoked.push(value.to_string());
+    }
+
+    /// Live tokens whose comment carries a devbox-auth marker.
+    pub fn marked_tokens(&self) -> Vec<(String, Value)> {
+        self.live_tokens()
+            .into_iter()
+            .filter(|(_, info)| info["comment"].as_str().is_some_and(|c| c.contains("(devbox-auth ")))
+            .collect()
+    }
+
+    /// OAuth access tokens handed out so far.
+    pub fn oauth_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().oauth_tokens.iter().map(|(v, _)| v.clone()).collect()
+    }
+
+    pub fn set_host_metadata(&self, served: bool) {
+        self.state.lock().unwrap().serve_host_metadata = served;
+    }
+
+    /// Every secret this emulator handed out or accepted.
+    pub fn secrets(&self) -> Vec<String> {
+        known_secrets(Some(&self.state))
+    }
+}
+
+/// The fixed test credentials, plus every token `state` minted (live or since deleted).
+pub fn known_secrets(state: Option<&Arc<Mutex<State>>>) -> Vec<String> {
+    let mut all =
+        vec![CLIENT_SECRET.to_string(), ACCESS_TOKEN.to_string(), USER_PAT.to_string(), OTHER_PROFILE_PAT.to_string()];
+    if let Some(state) = state {
+        let state = state.lock().unwrap();
+        all.extend(state.tokens.iter().map(|(v, _)| v.clone()));
+        all.extend(state.revoked.iter().cloned());
+        all.extend(state.oauth_tokens.iter().map(|(v, _)| v.clone()));
+    }
+    all
+}
+
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "devbox-auth throwaway test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
+}
+
+use tokio_rustls::rustls;
+
+fn reply(status: u16, body: Value) -> Canned {
+    Canned::raw(status, &body.to_string())
+}
+
+fn hex(seed: u64, len: usize) -> String {
+    let mut out = String::new();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+fn bearer(req: &Recorded) -> Option<&str> {
+    req.header("authorization")?.strip_prefix("Bearer ")
+}
+
+fn answer(state: &mut State, req: &Recorded) -> Canned {
+    let route = format!("{} {}", req.method, req.path);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    if let Some(canned) = state.scripted.get_mut(&route).and_then(VecDeque::pop_front) {
+        if canned.act_anyway {
+            api(state, req, now_ms);
+        }
+        return canned;
+    }
+    let base = state.base_url.clone();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/.well-known/databricks-config") if state.serve_host_metadata => {
+            reply(200, json!({ "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "aws" }))
+        }
+        ("GET", "/oidc/.well-known/oauth-authorization-server") => reply(
+            200,
+            json!({ "authorization_endpoint": format!("{base}/oidc/v1/authorize"), "token_endpoint": format!("{base}/oidc/v1/token") }),
+        ),
+        ("POST", "/oidc/v1/token") => {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+            );
+            if req.header("authorization") != Some(expected.as_str()) {
+                return reply(
+                    401,
+                    json!({ "error": "invalid_client", "error_description": "Client authentication failed" }),
+                );
+            }
+            // The first is ACCESS_TOKEN; each later one is new, as a real token endpoint's are.
+            let value = match state.oauth_tokens.len() {
+                0 => ACCESS_TOKEN.to_string(),
+                n => format!("{ACCESS_TOKEN}{n}"),
+            };
+            let expires_in = state.oauth_expires_in;
+            state.oauth_tokens.push((value.clone(), now_ms + expires_in * 1000));
+            reply(
+                200,
+                json!({ "access_token": value, "token_type": "Bearer", "expires_in": expires_in, "scope": "all-apis" }),
+            )
+        }
+        (_, path)
+            if path.starts_with("/api/")
+                || path.starts_with("/serving-endpoints")
+                || path.starts_with("/ai-gateway/") =>
+        {
+            let token = bearer(req).unwrap_or_default();
+            if !valid_bearer(state, token, now_ms) {
+                // Databricks answers an expired or revoked token with 403, not 401.
+                return Canned::error(403, "403", "Invalid access token.");
+            }
+            api(state, req, now_ms)
+        }
+        _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
+    }
+}
+
+/// A live bearer: the user's PAT, an unexpired OAuth token, or a minted token neither expired
+/// nor revoked.
+fn valid_bearer(state: &State, token: &str, now_ms: i64) -> bool {
+    token == USER_PAT
+        || state.oauth_tokens.iter().any(|(v, expiry)| v == token && *expiry > now_ms)
+        || state
+            .tokens
+            .iter()
+            .any(|(v, info)| v == token && info["expiry_time"].as_i64().is_none_or(|e| e < 0 || e > now_ms))
+}
+
+fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/api/2.0/token/create") if state.pats == PatPolicy::Disabled => {
+            Canned::error(403, "PERMISSION_DENIED", "Personal access tokens are disabled for this workspace.")
+        }
+        ("POST", "/api/2.0/token/create") if state.pats == PatPolicy::NoPermission => {
+            Canned::error(403, "PERMISSION_DENIED", "User does not have permission to use tokens.")
+        }
+        ("GET", "/api/2.0/preview/scim/v2/Me") => {
+            reply(200, json!({ "id": "7788", "userName": CLIENT_ID, "active": true }))
+        }
+        ("POST", "/api/2.0/token/create") => {
+            let body = req.json();
+            let Some(lifetime) = body.get("lifetime_seconds").and_then(Value::as_i64) else {
+                return Canned::error(400, "INVALID_PARAMETER_VALUE", "lifetime_seconds is required");
+            };
+            state.minted += 1;
+            let value = format!("dapi{}", hex(state.minted, 32));
+            let info = json!({
+                "token_id": hex(state.minted + 1000, 64),
+                "creation_time": now_ms,
+                "expiry_time": now_ms + lifetime * 1000,
+                "comment": body.get("comment").cloned().unwrap_or(json!("")),
+            });
+            state.tokens.push((value.clone(), info.clone()));
+            reply(200, json!({ "token_value": value, "token_info": info }))
+        }
+        ("GET", "/api/2.0/token/list") => {
+            reply(200, json!({ "token_infos": state.tokens.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>() }))
+        }
+        ("POST", "/api/2.0/token/delete") => {
+            let id = req.json().get("token_id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let Some(at) = state.tokens.iter().position(|(_, info)| info["token_id"] == id) else {
+                return Canned::error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Token with id {id} does not exist."));
+            };
+            let (value, _) = state.tokens.remove(at);
+            state.revoked.push(value);
+            reply(200, json!({}))
+        }
+        ("GET", "/api/2.0/serving-endpoints") => {
+            let endpoints = state.endpoints.clone().unwrap_or_else(|| {
+                vec![endpoint("databricks-claude-sonnet-4", "llm/v1/chat", true, "FOUNDATION_MODEL_API")]
+            });
+            reply(200, json!({ "endpoints": endpoints }))
+        }
+        ("POST", "/serving-endpoints/anthropic/v1/messages") => {
+            state.invocations.push(req.clone());
+            anthropic_message(&req.json())
+        }
+        ("POST", "/serving-endpoints/responses") => {
+            state.invocations.push(req.clone());
+            openai_response(&req.json())
+        }
+        ("POST", "/serving-endpoints/chat/completions") => {
+            state.invocations.push(req.clone());
+            let model = req.json()["model"].as_str().unwrap_or_default().to_string();
+            chat_completion(&model, now_ms)
+        }
+        ("POST", path) if path.starts_with("/ai-gateway/gemini/v1beta/models/") => {
+            state.invocations.push(req.clone());
+            gemini_answer(path)
+        }
+        ("POST", path) if path.starts_with("/serving-endpoints/") && path.ends_with("/invocations") => {
+            state.invocations.push(req.clone());
+            let model = path.trim_start_matches("/serving-endpoints/").trim_end_matches("/invocations");
+            chat_completion(model, now_ms)
+        }
+        _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
+    }
+}
+
+/// The reply every model gives, so tests can find it in a client's output.
+pub const REPLY: &str = "Hello from the emulated workspace";
+
+/// A `GET /api/2.0/serving-endpoints` entry.
+pub fn endpoint(name: &str, task: &str, ready: bool, endpoint_type: &str) -> Value {
+    let entity = match endpoint_type {
+        "FOUNDATION_MODEL_API" => {
+            json!({ "name": name, "entity_name": format!("system.ai.{name}"), "foundation_model": { "name": name, "display_name": name } })
+        }
+        "EXTERNAL_MODEL" => {
+            json!({ "name": name, "external_model": { "provider": "openai", "name": "gpt-4o", "task": task } })
+        }
+        _ => json!({ "name": name, "entity_name": "main.default.my_model", "entity_version": "3" }),
+    };
+    json!({
+        "name": name, "task": task, "endpoint_type": endpoint_type,
+        "state": { "ready": if ready { "READY" } else { "NOT_READY" }, "config_update": "NOT_UPDATING" },
+        "config": { "served_entities": [entity] },
+    })
+}
+
+/// What a real workspace lists: ready and not-ready chat endpoints of three families, an
+/// embeddings endpoint, an external model, a custom model, and a Claude endpoint newer than any
+/// name a hard-coded list would hold.
+pub fn realistic_endpoints() -> Vec<Value> {
+    vec![
+        endpoint("databricks-claude-sonnet-4", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-claude-sonnet-4-5", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-claude-sonnet-4-13", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-claude-sonnet-5", "llm/v1/chat", false, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-claude-opus-4-6", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-claude-haiku-4-5", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-gpt-5-2", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-gemini-2-5-pro", "llm/v1/chat", true, "FOUNDATION_MODEL_API"),
+        endpoint("databricks-gte-large-en", "llm/v1/embeddings", true, "FOUNDATION_MODEL_API"),
+        endpoint("my-openai-proxy", "llm/v1/chat", true, "EXTERNAL_MODEL"),
+        endpoint("claude-finetune", "llm/v1/chat", true, "CUSTOM_MODEL"),
+    ]
+}
+
+fn chat_completion(model: &str, now_ms: i64) -> Canned {
+    reply(
+        200,
+        json!({
+            "id": "chatcmpl-emulated", "object": "chat.completion", "created": now_ms / 1000, "model": model,
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": REPLY }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9 }
+        }),
+    )
+}
+
+fn sse(events: &[(Option<&str>, Value)]) -> Canned {
+    let body: String = events
+        .iter()
+        .map(|(name, data)| match name {
+            Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        })
+        .collect();
+    let mut canned = Canned::raw(200, &body);
+    canned.headers.push(("content-type".into(), "text/event-stream".into()));
+    canned
+}
+
+/// The Anthropic Messages API, streamed (SSE) or not, as Claude Code calls it.
+fn anthropic_message(body: &Value) -> Canned {
+    let model = body["model"].as_str().unwrap_or("unknown");
+    let usage = json!({ "input_tokens": 10, "output_tokens": 8 });
+    if body["stream"] != true {
+        return reply(
+            200,
+            json!({
+                "id": "msg_emulated", "type": "message", "role": "assistant", "model": model,
+                "content": [{ "type": "text", "text": REPLY }], "stop_reason": "end_turn", "stop_sequence": null, "usage": usage,
+            }),
+        );
+    }
+    sse(&[
+        (
+            Some("message_start"),
+            json!({ "type": "message_start", "message": { "id": "msg_emulated", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": { "input_tokens": 10, "output_tokens": 1 } } }),
+        ),
+        (
+            Some("content_block_start"),
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": REPLY } }),
+        ),
+        (Some("content_block_stop"), json!({ "type": "content_block_stop", "index": 0 })),
+        (
+            Some("message_delta"),
+            json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": 8 } }),
+        ),
+        (Some("message_stop"), json!({ "type": "message_stop" })),
+    ])
+}
+
+/// The OpenAI Responses API, streamed, as Codex calls it.
+fn openai_response(body: &Value) -> Canned {
+    let model = body["model"].as_str().unwrap_or("unknown");
+    let base = json!({ "id": "resp_emulated", "object": "response", "created_at": 1_700_000_000, "model": model });
+    let item =
+        json!({ "id": "msg_emulated", "type": "message", "role": "assistant", "status": "in_progress", "content": [] });
+    let part = json!({ "type": "output_text", "text": REPLY, "annotations": [] });
+    let done = json!({ "id": "msg_emulated", "type": "message", "role": "assistant", "status": "completed", "content": [part] });
+    let with = |mut v: Value, extra: Value| {
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let usage = json!({ "input_tokens": 10, "input_tokens_details": { "cached_tokens": 0 }, "output_tokens": 5, "output_tokens_details": { "reasoning_tokens": 0 }, "total_tokens": 15 });
+    let events = [
+        (
+            "response.created",
+            json!({ "response": with(base.clone(), json!({ "status": "in_progress", "output": [] })) }),
+        ),
+        ("response.output_item.added", json!({ "output_index": 0, "item": item })),
+        (
+            "response.output_text.delta",
+            json!({ "item_id": "msg_emulated", "output_index": 0, "content_index": 0, "delta": REPLY }),
+        ),
+        ("response.output_item.done", json!({ "output_index": 0, "item": done.clone() })),
+        (
+            "response.completed",
+            json!({ "response": with(base, json!({ "status": "completed", "output": [done], "usage": usage })) }),
+        ),
+    ];
+    let numbered: Vec<(Option<&str>, Value)> = events
+        .iter()
+        .enumerate()
+        .map(|(n, (name, data))| (Some(*name), with(json!({ "type": name, "sequence_number": n }), data.clone())))
+        .collect();
+    sse(&numbered)
+}
+
+/// Gemini's `streamGenerateContent` (SSE) and `generateContent`, as Gemini CLI calls them.
+fn gemini_answer(path: &str) -> Canned {
+    let answer = json!({
+        "candidates": [{ "content": { "parts": [{ "text": REPLY }], "role": "model" }, "finishReason": "STOP", "index": 0 }],
+        "usageMetadata": { "promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15 },
+        "modelVersion": "emulated",
+    });
+    if path.ends_with(":streamGenerateContent") { sse(&[(None, answer)]) } else { reply(200, answer) }
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let recorded = Recorded {
+        at: std::time::Instant::now(),
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let canned = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(recorded.clone());
+        answer(&mut state, &recorded)
+    };
+    if !canned.delay.is_zero() {
+        tokio::time::sleep(canned.delay).await;
+    }
+    let mut response = Response::builder().status(canned.status);
+    if !canned.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        response = response.header("content-type", "application/json");
+    }
+    for (name, value) in &canned.headers {
+        response = response.header(name, value);
+    }
+    Ok(response.body(Full::new(Bytes::from(canned.body))).unwrap())
+}
