@@ -4,6 +4,9 @@
 #
 #   bench/run.sh            21 runs per scenario, with the Python original (BENCH_RUNS=N to change)
 #   bench/run.sh --quick    3 runs, no Python: checks the benchmark works (CI runs this)
+#   BENCH_BIN=path          measure that binary (e.g. the wheel's, built by scripts/wheel.sh:
+#                           target/x86_64-unknown-linux-gnu/dist/devbox-auth) instead of the
+#                           release build
 #
 # The emulator runs as a separate process (target/release/devbox-emulator) and is not timed.
 # Measurements: bench/measure.py (wait4 for wall time and peak RSS; /proc for watch idle).
@@ -23,7 +26,7 @@ fi
 cargo build --release --locked -p devbox-auth -p devbox-emulator
 cargo build --release --locked --target wasm32-wasip2 -p devbox-policy-strict
 cargo build --release --locked --target wasm32-wasip2 -p devbox-policy-default
-bin=$PWD/target/release/devbox-auth
+bin=${BENCH_BIN:-$PWD/target/release/devbox-auth}
 wasm=$PWD/target/wasm32-wasip2/release
 
 work=$(mktemp -d)
@@ -51,7 +54,7 @@ url=$(sed -n 's/^url=//p' "$work/emulator.out")
 
 python_args=()
 if ! $quick; then
-    venv=target/bench-venv
+    venv=$PWD/target/bench-venv
     if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import databricks.sdk' 2>/dev/null; then
         python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --disable-pip-version-check 'databricks-sdk==0.162.0'

@@ -11,6 +11,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::Digest;
+
 #[path = "src/runtime/engine_config.rs"]
 mod engine_config;
 
@@ -52,6 +54,8 @@ fn main() {
         std::fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", embedded.display()));
     }
 
+    let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=DEVBOX_AUTH_DEFAULT_POLICY_SHA256={digest}");
     let target = env::var("TARGET").expect("cargo sets TARGET");
     println!("cargo:rustc-env=DEVBOX_AUTH_TARGET={target}");
     let engine = wasmtime::Engine::new(&engine_config::config(&target))

@@ -4,7 +4,7 @@
 # x86-64 Linux with glibc >= 2.17 (manylinux_2_17; Databricks Apps run Ubuntu 22.04, glibc
 # 2.35). Everything comes from registries: maturin and ziglang from PyPI into target/wheel-venv.
 #
-#   scripts/wheel.sh        prints the wheel's path on the last line
+#   scripts/wheel.sh        prints the wheel's absolute path on the last line
 set -euo pipefail
 cd "$(dirname "$0")/.."
 maturin_version=1.16.0
@@ -24,6 +24,6 @@ rm -rf dist
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/maturin" build --locked --zig \
     --compatibility manylinux_2_17 --target x86_64-unknown-linux-gnu \
     -m host/Cargo.toml --out dist >&2
-wheel=$(ls dist/devbox_auth-*.whl)
+wheel=$PWD/$(ls dist/devbox_auth-*.whl)
 "$venv/bin/auditwheel" show "$wheel" >&2
 echo "$wheel"

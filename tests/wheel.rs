@@ -16,8 +16,16 @@ use support::{CLIENT_ID, CLIENT_SECRET, Emulator, free_port};
 const APP_FILE_LIMIT: u64 = 10 * 1000 * 1000;
 
 fn wheel() -> Option<PathBuf> {
-    let wheel = std::env::var_os("DEVBOX_WHEEL").map(PathBuf::from).filter(|w| w.exists());
-    if wheel.is_none() {
+    let wheel = std::env::var_os("DEVBOX_WHEEL").map(PathBuf::from);
+    if let Some(wheel) = &wheel {
+        // A path that names nothing is a broken setup, not a reason to skip (cargo runs tests
+        // from host/, so a relative path would silently miss).
+        assert!(
+            wheel.is_absolute() && wheel.is_file(),
+            "DEVBOX_WHEEL={} is not an absolute path to a file",
+            wheel.display()
+        );
+    } else {
         let message =
             "SKIPPED: the wheel tests need DEVBOX_WHEEL (run scripts/test.sh, which builds it with scripts/wheel.sh)";
         assert!(!support::must_not_skip(), "{message}; in CI this is a failure");

@@ -5,7 +5,7 @@
 //! Whole-process figures, against the workspace emulation and the Python original, are
 //! bench/run.sh's; see BENCHMARKS.md for both.
 
-use devbox_auth::runtime::precompiled::DEFAULT_POLICY_CWASM;
+use devbox_auth::runtime::precompiled::{DEFAULT_POLICY_CWASM, DEFAULT_POLICY_SHA256};
 use devbox_auth::runtime::{DEFAULT_POLICY_WASM, PolicyRuntime};
 use devbox_auth::sandbox::{FileLimits, FileSandbox, PathGrants};
 use devbox_auth::secrets::{Redactor, SecretVault};
@@ -18,20 +18,27 @@ fn main() {
 /// Load the embedded default policy from its precompiled form: deserialize, type-check, link.
 #[divan::bench]
 fn policy_load_precompiled(bencher: divan::Bencher) {
-    let runtime = PolicyRuntime::new().unwrap();
-    bencher.bench(|| runtime.load("default", DEFAULT_POLICY_WASM, Some(DEFAULT_POLICY_CWASM), None).unwrap());
+    let runtime = PolicyRuntime::deserializer().unwrap();
+    bencher.bench(|| runtime.load_precompiled("default", DEFAULT_POLICY_SHA256, DEFAULT_POLICY_CWASM).unwrap());
 }
 
 /// The same policy compiled by Cranelift (what a custom policy costs without a cache).
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn policy_load_compiled(bencher: divan::Bencher) {
     let runtime = PolicyRuntime::new().unwrap();
-    bencher.bench(|| runtime.load("default", DEFAULT_POLICY_WASM, None, None).unwrap());
+    bencher.bench(|| runtime.load("default", DEFAULT_POLICY_WASM, None).unwrap());
 }
 
-/// A fresh engine and linker: what every start pays before loading a policy.
+/// A fresh engine and linker without a compiler: what every start pays before loading a
+/// precompiled policy.
 #[divan::bench]
-fn runtime_new() -> PolicyRuntime {
+fn runtime_new_deserializer() -> PolicyRuntime {
+    PolicyRuntime::deserializer().unwrap()
+}
+
+/// The same with Cranelift set up (custom policies).
+#[divan::bench]
+fn runtime_new_with_compiler() -> PolicyRuntime {
     PolicyRuntime::new().unwrap()
 }
 

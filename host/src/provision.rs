@@ -245,7 +245,11 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
     format!("{:x}", Sha256::digest(key.as_bytes()))[..12].to_string()
 }
 
-pub fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<LoadedPolicy, Failure> {
+/// The policy, ready to run, and the runtime that loaded it. A precompiled policy (the
+/// embedded one, or a deployment's pinned `policy compile` artifact) is loaded by a runtime
+/// without a compiler; if wasmtime refuses the artifact, it is compiled instead, with one
+/// warning line. Anything else is compiled, or taken from the cache.
+pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
     let read = |path: &Path, what: &str| {
@@ -256,18 +260,24 @@ pub fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<L
             ))
         })
     };
-    // Borrowed when embedded: no copies of the component or its machine code at start.
-    let (name, wasm): (String, std::borrow::Cow<[u8]>) = match &opts.policy {
-        PolicyChoice::Embedded => ("default (embedded)".to_string(), DEFAULT_POLICY_WASM.into()),
-        PolicyChoice::File(path) => (path.display().to_string(), read(path, "policy")?.into()),
-    };
-    if let Some(pinned) = &opts.pinned_sha256 {
-        let actual = sha256_hex(&wasm);
-        if &actual != pinned {
-            return Err(Failure::Usage(format!(
-                "policy {name} has sha256 {actual}, but the deployment manifest pins {pinned}; refusing to run it"
-            )));
+    let sandbox = |e: wasmtime::Error| Failure::Other(format!("cannot start the policy sandbox: {e}"));
+    // Borrowed when embedded: no copies, and the component is not even read.
+    let (name, wasm, sha256): (String, std::borrow::Cow<[u8]>, String) = match &opts.policy {
+        PolicyChoice::Embedded => (
+            "default (embedded)".to_string(),
+            DEFAULT_POLICY_WASM.into(),
+            precompiled::DEFAULT_POLICY_SHA256.to_string(),
+        ),
+        PolicyChoice::File(path) => {
+            let wasm = read(path, "policy")?;
+            let sha256 = sha256_hex(&wasm);
+            (path.display().to_string(), wasm.into(), sha256)
         }
+    };
+    if let Some(pinned) = opts.pinned_sha256.as_ref().filter(|pinned| **pinned != sha256) {
+        return Err(Failure::Usage(format!(
+            "policy {name} has sha256 {sha256}, but the deployment manifest pins {pinned}; refusing to run it"
+        )));
     }
     let artifact: Option<std::borrow::Cow<[u8]>> = match (&opts.policy, &opts.precompiled) {
         (PolicyChoice::Embedded, _) => Some(precompiled::DEFAULT_POLICY_CWASM.into()),
@@ -286,10 +296,18 @@ pub fn load_policy(runtime: &PolicyRuntime, opts: &ProvisionOptions) -> Result<L
         }
         (PolicyChoice::File(_), None) => None,
     };
+    if let Some(artifact) = &artifact {
+        let runtime = PolicyRuntime::deserializer().map_err(sandbox)?;
+        match runtime.load_precompiled(&name, &sha256, artifact) {
+            Ok(policy) => return Ok((runtime, policy)),
+            Err(e) => output::err(&format!("devbox-auth: warning: policy {name} {e}; compiling it instead")),
+        }
+    }
+    let runtime = PolicyRuntime::new().map_err(sandbox)?;
     let cache = opts.cache_dir.as_ref().map(ComponentCache::new);
-    runtime
-        .load(&name, &wasm, artifact.as_deref(), cache.as_ref())
-        .map_err(|e| Failure::Usage(format!("policy {name} {e}")))
+    let policy =
+        runtime.load(&name, &wasm, cache.as_ref()).map_err(|e| Failure::Usage(format!("policy {name} {e}")))?;
+    Ok((runtime, policy))
 }
 
 /// Dry runs show each file's contents with secrets masked, except long files holding no
@@ -317,8 +335,7 @@ fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
 }
 
 pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String>) -> Result<Outcome, Failure> {
-    let runtime = PolicyRuntime::new().map_err(|e| Failure::Other(format!("cannot start the policy sandbox: {e}")))?;
-    let policy = load_policy(&runtime, &opts)?;
+    let (runtime, policy) = load_policy(&opts)?;
     let files = file_sandbox(&opts)?;
     let home = files.home().to_path_buf();
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };

@@ -269,7 +269,7 @@ impl PolicyHarness {
 
     pub fn from_bytes(name: &str, wasm: &[u8]) -> Result<Self, String> {
         let runtime = PolicyRuntime::new().map_err(|e| format!("cannot start the policy sandbox: {e}"))?;
-        let policy = runtime.load(name, wasm, None, None).map_err(|e| format!("policy {name} {e}"))?;
+        let policy = runtime.load(name, wasm, None).map_err(|e| format!("policy {name} {e}"))?;
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         Ok(Self { runtime, policy, tokio })
     }

@@ -164,8 +164,21 @@ impl Drop for PolicyRuntime {
 }
 
 impl PolicyRuntime {
+    /// A runtime that can compile policies.
     pub fn new() -> wasmtime::Result<Self> {
-        let engine = Engine::new(&engine_config::config(TARGET))?;
+        Self::build(true)
+    }
+
+    /// A runtime that only loads precompiled policies: it never sets up Cranelift, which is
+    /// most of what a start would otherwise touch (time and resident memory).
+    pub fn deserializer() -> wasmtime::Result<Self> {
+        Self::build(false)
+    }
+
+    fn build(compiler: bool) -> wasmtime::Result<Self> {
+        let mut config = engine_config::config(TARGET);
+        config.enable_compiler(compiler);
+        let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
@@ -191,43 +204,41 @@ impl PolicyRuntime {
         &self.engine
     }
 
-    /// Check and compile a policy component.
-    /// Check a policy component and get its machine code: deserialized from `precompiled`
-    /// when given and this engine accepts it, else from the cache, else compiled now. An
-    /// artifact wasmtime refuses (another engine version or configuration, another CPU) is not
-    /// an error: the policy is compiled instead, with one warning line.
-    pub fn load(
-        &self,
-        name: &str,
-        wasm: &[u8],
-        precompiled: Option<&[u8]>,
-        cache: Option<&ComponentCache>,
-    ) -> Result<LoadedPolicy, LoadError> {
+    /// Check a policy component and compile it (or take it from the cache).
+    pub fn load(&self, name: &str, wasm: &[u8], cache: Option<&ComponentCache>) -> Result<LoadedPolicy, LoadError> {
         let started = Instant::now();
         check_is_component(wasm)?;
         let sha256 = sha256_hex(wasm);
-        let deserialized = precompiled.and_then(|artifact| {
-            // SAFETY: the artifact is either embedded in this binary by its build (the same
-            // wasmtime and `engine_config`), or a deployment's `policy compile` output whose
-            // SHA-256 its manifest pins; `deserialize` itself refuses artifacts of another
-            // wasmtime version, configuration or CPU, and those fall back to compiling.
-            match unsafe { Component::deserialize(&self.engine, artifact) } {
-                Ok(component) => Some(component),
-                Err(e) => {
-                    crate::output::err(&format!(
-                        "devbox-auth: warning: the precompiled form of policy {name} does not fit this engine ({}); compiling it instead",
-                        first_line(&e)
-                    ));
-                    None
-                }
-            }
-        });
-        let (component, source) = match (deserialized, cache) {
-            (Some(component), _) => Ok((component, PolicySource::Precompiled)),
-            (None, Some(cache)) => cache.load(&self.engine, wasm, &sha256),
-            (None, None) => Component::new(&self.engine, wasm).map(|c| (c, PolicySource::Compiled)),
+        let (component, source) = match cache {
+            Some(cache) => cache.load(&self.engine, wasm, &sha256),
+            None => Component::new(&self.engine, wasm).map(|c| (c, PolicySource::Compiled)),
         }
         .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        self.finish(name, sha256, component, source, started)
+    }
+
+    /// Load a policy from its precompiled form; `sha256` is the component's. Fails when
+    /// wasmtime refuses the artifact (another engine version or configuration, another CPU):
+    /// the caller then compiles the component instead.
+    pub fn load_precompiled(&self, name: &str, sha256: &str, artifact: &[u8]) -> Result<LoadedPolicy, LoadError> {
+        let started = Instant::now();
+        // SAFETY: the artifact is either embedded in this binary by its build (the same
+        // wasmtime and `engine_config`), or a deployment's `policy compile` output whose
+        // SHA-256 its manifest pins; `deserialize` itself refuses artifacts of another wasmtime
+        // version, configuration or CPU.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| LoadError(format!("has a precompiled form this engine refuses ({})", first_line(&e))))?;
+        self.finish(name, sha256.to_string(), component, PolicySource::Precompiled, started)
+    }
+
+    fn finish(
+        &self,
+        name: &str,
+        sha256: String,
+        component: Component,
+        source: PolicySource,
+        started: Instant,
+    ) -> Result<LoadedPolicy, LoadError> {
         let (imports, exports) = self.interface(&component);
         let (contract, pre) = self.validate(&component, &imports, &exports)?;
         Ok(LoadedPolicy {
@@ -455,19 +466,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_embedded_policy_loads_precompiled_and_a_refused_artifact_falls_back_to_compiling() {
-        let runtime = PolicyRuntime::new().unwrap();
-        let policy =
-            runtime.load("default", DEFAULT_POLICY_WASM, Some(precompiled::DEFAULT_POLICY_CWASM), None).unwrap();
+    fn the_embedded_policy_loads_without_a_compiler_and_a_refused_artifact_is_an_error_to_fall_back_on() {
+        let runtime = PolicyRuntime::deserializer().unwrap();
+        let sha = precompiled::DEFAULT_POLICY_SHA256;
+        let policy = runtime.load_precompiled("default", sha, precompiled::DEFAULT_POLICY_CWASM).unwrap();
         assert_eq!(policy.source, PolicySource::Precompiled);
-        // An artifact this engine refuses (here: not an artifact at all; in the field: another
-        // wasmtime, configuration or CPU) is compiled instead, not an error.
-        let policy = runtime.load("default", DEFAULT_POLICY_WASM, Some(b"not machine code"), None).unwrap();
-        assert_eq!(policy.source, PolicySource::Compiled);
-        let mut other_engine = precompiled::DEFAULT_POLICY_CWASM.to_vec();
-        let middle = other_engine.len() / 2;
-        other_engine.truncate(middle);
-        let policy = runtime.load("default", DEFAULT_POLICY_WASM, Some(&other_engine), None).unwrap();
+        assert_eq!(policy.sha256, sha256_hex(DEFAULT_POLICY_WASM), "the build's digest is the component's");
+        assert!(runtime.load("default", DEFAULT_POLICY_WASM, None).is_err(), "this runtime has no compiler");
+        let mut truncated = precompiled::DEFAULT_POLICY_CWASM.to_vec();
+        truncated.truncate(truncated.len() / 2);
+        for refused in [b"not machine code".as_slice(), &truncated] {
+            let Err(err) = runtime.load_precompiled("default", sha, refused) else {
+                panic!("a refused artifact loaded")
+            };
+            assert!(err.0.contains("this engine refuses"), "{err}");
+        }
+        // What the caller falls back to.
+        let policy = PolicyRuntime::new().unwrap().load("default", DEFAULT_POLICY_WASM, None).unwrap();
         assert_eq!(policy.source, PolicySource::Compiled);
     }
 }

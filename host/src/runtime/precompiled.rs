@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 /// The embedded default policy as machine code, compiled when devbox-auth was built.
 pub static DEFAULT_POLICY_CWASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.cwasm"));
 
+/// The embedded component's SHA-256, computed by the build (a start need not read the
+/// component at all).
+pub const DEFAULT_POLICY_SHA256: &str = env!("DEVBOX_AUTH_DEFAULT_POLICY_SHA256");
+
 const MAGIC: &[u8; 8] = b"DBXPOLC1";
 
 /// An artifact file for the component whose SHA-256 is `wasm_sha256`.
