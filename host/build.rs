@@ -14,6 +14,7 @@ use std::process::Command;
 use sha2::Digest;
 
 #[path = "src/runtime/engine_config.rs"]
+#[allow(dead_code)] // the build only uses Cranelift
 mod engine_config;
 
 const TARGET: &str = "wasm32-wasip2";
@@ -58,7 +59,7 @@ fn main() {
     println!("cargo:rustc-env=DEVBOX_AUTH_DEFAULT_POLICY_SHA256={digest}");
     let target = env::var("TARGET").expect("cargo sets TARGET");
     println!("cargo:rustc-env=DEVBOX_AUTH_TARGET={target}");
-    let engine = wasmtime::Engine::new(&engine_config::config(&target))
+    let engine = wasmtime::Engine::new(&engine_config::config(&target, engine_config::Compiler::Cranelift))
         .unwrap_or_else(|e| panic!("cannot configure wasmtime for {target}: {e}"));
     let compiled = engine
         .precompile_component(&bytes)

@@ -21,7 +21,7 @@ use crate::output;
 use crate::pipeline::{self, RunInputs};
 use crate::runtime::cache::{ComponentCache, PolicySource};
 use crate::runtime::limits::SandboxLimits;
-use crate::runtime::{DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, RunStats, Trigger};
+use crate::runtime::{Compiler, DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, RunStats, Trigger};
 use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
@@ -297,7 +297,12 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
         (PolicyChoice::File(_), None) => None,
     };
     if let Some(artifact) = &artifact {
-        let runtime = PolicyRuntime::deserializer().map_err(sandbox)?;
+        // The build compiles the embedded policy with Cranelift; this binary compiled the rest.
+        let compiler = match opts.policy {
+            PolicyChoice::Embedded => Compiler::Cranelift,
+            PolicyChoice::File(_) => Compiler::Winch,
+        };
+        let runtime = PolicyRuntime::deserializer(compiler).map_err(sandbox)?;
         match runtime.load_precompiled(&name, &sha256, artifact) {
             Ok(policy) => return Ok((runtime, policy)),
             Err(e) => output::err(&format!("devbox-auth: warning: policy {name} {e}; compiling it instead")),

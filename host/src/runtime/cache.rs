@@ -1,4 +1,4 @@
-//! On-disk cache of compiled policies, so a start-up pays Cranelift's compile cost once per
+//! On-disk cache of compiled policies, so a start-up pays the compile (Winch) once per
 //! policy and host version rather than on every start.
 //!
 //! An entry is keyed by the SHA-256 of the component and the engine's compatibility hash (which

@@ -4,6 +4,8 @@
 pub mod bindings;
 pub mod cache;
 pub mod engine_config;
+
+pub use engine_config::Compiler;
 pub mod limits;
 pub mod precompiled;
 pub mod since_v0_1_0;
@@ -164,20 +166,27 @@ impl Drop for PolicyRuntime {
 }
 
 impl PolicyRuntime {
-    /// A runtime that can compile policies.
+    /// A runtime that compiles policies, with Winch (see [`Compiler`]).
     pub fn new() -> wasmtime::Result<Self> {
-        Self::build(true)
+        Self::with_compiler(Compiler::Winch)
     }
 
-    /// A runtime that only loads precompiled policies: it never sets up Cranelift, which is
-    /// most of what a start would otherwise touch (time and resident memory).
-    pub fn deserializer() -> wasmtime::Result<Self> {
-        Self::build(false)
+    /// A runtime that compiles policies with `compiler` (the benchmarks compare the two).
+    pub fn with_compiler(compiler: Compiler) -> wasmtime::Result<Self> {
+        Self::build(compiler, true)
     }
 
-    fn build(compiler: bool) -> wasmtime::Result<Self> {
-        let mut config = engine_config::config(TARGET);
-        config.enable_compiler(compiler);
+    /// A runtime that only loads policies precompiled by `compiler`: it never sets up a
+    /// compiler, which is most of what a start would otherwise touch (time and resident memory).
+    pub fn deserializer(compiler: Compiler) -> wasmtime::Result<Self> {
+        // Wasmtime 48 derives Winch's calling convention from the configured compiler, so an
+        // engine for Winch artifacts keeps one (set up lazily; it compiles nothing here).
+        Self::build(compiler, compiler == Compiler::Winch)
+    }
+
+    fn build(compiler: Compiler, compiles: bool) -> wasmtime::Result<Self> {
+        let mut config = engine_config::config(TARGET, compiler);
+        config.enable_compiler(compiles);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -467,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_embedded_policy_loads_without_a_compiler_and_a_refused_artifact_is_an_error_to_fall_back_on() {
-        let runtime = PolicyRuntime::deserializer().unwrap();
+        let runtime = PolicyRuntime::deserializer(Compiler::Cranelift).unwrap();
         let sha = precompiled::DEFAULT_POLICY_SHA256;
         let policy = runtime.load_precompiled("default", sha, precompiled::DEFAULT_POLICY_CWASM).unwrap();
         assert_eq!(policy.source, PolicySource::Precompiled);
@@ -484,5 +493,16 @@ mod tests {
         // What the caller falls back to.
         let policy = PolicyRuntime::new().unwrap().load("default", DEFAULT_POLICY_WASM, None).unwrap();
         assert_eq!(policy.source, PolicySource::Compiled);
+    }
+
+    #[test]
+    fn what_the_runtime_compiles_loads_only_in_a_winch_deserializer() {
+        let compiled = PolicyRuntime::new().unwrap().compile_checked(DEFAULT_POLICY_WASM).unwrap();
+        let sha = precompiled::DEFAULT_POLICY_SHA256;
+        let winch = PolicyRuntime::deserializer(Compiler::Winch).unwrap();
+        assert_eq!(winch.load_precompiled("custom", sha, &compiled).unwrap().source, PolicySource::Precompiled);
+        assert!(winch.load_precompiled("default", sha, precompiled::DEFAULT_POLICY_CWASM).is_err(), "Cranelift code");
+        let cranelift = PolicyRuntime::deserializer(Compiler::Cranelift).unwrap();
+        assert!(cranelift.load_precompiled("custom", sha, &compiled).is_err(), "Winch code");
     }
 }

@@ -1,6 +1,7 @@
-//! Precompiled policies, so a start only deserializes machine code instead of running Cranelift:
-//! the embedded default (compiled by `build.rs` with the shared engine configuration) and a
-//! deployment's own policy compiled by `devbox-auth policy compile`.
+//! Precompiled policies, so a start only deserializes machine code instead of compiling: the
+//! embedded default (compiled by `build.rs` with Cranelift and the shared engine
+//! configuration) and a deployment's own policy compiled (by Winch) with `devbox-auth policy
+//! compile`.
 //!
 //! A `policy compile` artifact is `DBXPOLC1`, the SHA-256 of the component it was compiled
 //! from, then wasmtime's serialized component. The deployment manifest pins both the component
