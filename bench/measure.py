@@ -91,6 +91,7 @@ class Bench:
             "provision-cold": ("`provision`, cold: fresh home, empty cache (the Databricks App case)", cold(["provision"])),
             "provision-warm": ("`provision`, warm: the same home again", warm(warm_home, warm_cache, ["provision"])),
             "custom-cold": ("custom policy (strict), cold: compiled at start", cold(["provision", "--policy", a.custom], **models)),
+            "custom-default-cold": ("custom policy the size of the default (the default's own .wasm), cold: compiled at start", cold(["provision", "--policy", a.default_wasm])),
             "custom-warm": ("custom policy (strict), warm: from the compile cache", warm(custom_home, custom_cache, ["provision", "--policy", a.custom], **models)),
             "custom-precompiled": ("custom policy (strict), cold, shipped precompiled (`policy compile` + manifest)", cold(["provision", "--manifest", a.manifest], **models)),
             "dry-run": ("`provision --dry-run`, fresh home", cold(["provision", "--dry-run"])),

@@ -23,11 +23,15 @@ if [ ! -x /usr/bin/time ]; then
     echo "bench: installing GNU time (peak RSS per process)" >&2
     apt-get install -y -qq time >/dev/null
 fi
-cargo build --release --locked -p devbox-auth -p devbox-emulator
-cargo build --release --locked --target wasm32-wasip2 -p devbox-policy-strict
-cargo build --release --locked --target wasm32-wasip2 -p devbox-policy-default
+# The same builds, with the same features and target dirs, as `cargo test --release --workspace`
+# (dev-dependency features included) and tests/support's policy_component: right after the
+# tests (CI) they are no-ops.
+cargo build --release --locked --workspace --tests
+policies=$PWD/target/tmp/test-policies
+cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies" -p devbox-policy-default
+cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies/strict" -p devbox-policy-strict
 bin=${BENCH_BIN:-$PWD/target/release/devbox-auth}
-wasm=$PWD/target/wasm32-wasip2/release
+wasm=$policies/wasm32-wasip2/release
 
 work=$(mktemp -d)
 emulator_pid=
@@ -38,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A custom policy shipped precompiled, pinned by a manifest.
-cp "$wasm/devbox_policy_strict.wasm" "$work/strict.wasm"
+cp "$policies/strict/wasm32-wasip2/release/devbox_policy_strict.wasm" "$work/strict.wasm"
 "$bin" policy compile "$work/strict.wasm" -o "$work/strict.cwasm" > "$work/compile.txt"
 {
     echo '[policy]'

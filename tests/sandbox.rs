@@ -478,3 +478,39 @@ fn a_custom_policy_ships_precompiled_and_its_manifest_pins_both_files() {
     let manifest = write_manifest(&run, &format!("[policy]\nfile = \"strict.wasm\"\n{swapped}\n"));
     run.provision(&["--manifest", manifest.to_str().unwrap()]).failure(2, "was compiled from another component");
 }
+
+#[test]
+fn a_precompiled_policy_the_engine_refuses_is_compiled_instead_with_one_warning() {
+    use sha2::Digest;
+    let emulator = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let run = Run::app(&emulator)
+        .var("DEVBOX_MODELS", "databricks-claude-sonnet-4")
+        .var("DEVBOX_AUTH_CACHE_DIR", cache.path().join("c").to_str().unwrap());
+    let deploy = run.path("deploy");
+    std::fs::create_dir_all(&deploy).unwrap();
+    let wasm = std::fs::read(policy_component("strict")).unwrap();
+    std::fs::write(deploy.join("strict.wasm"), &wasm).unwrap();
+    // Well-formed and pinned, but machine code this engine refuses, as an artifact from another
+    // wasmtime version or CPU would be.
+    let artifact = devbox_auth::runtime::precompiled::wrap(&wasm, b"\x7fELF\x02\x01\x01 not this engine's code");
+    std::fs::write(deploy.join("strict.cwasm"), &artifact).unwrap();
+    let sha = |bytes: &[u8]| format!("{:x}", sha2::Sha256::digest(bytes));
+    let manifest = write_manifest(
+        &run,
+        &format!(
+            "[policy]\nfile = \"strict.wasm\"\nsha256 = \"{}\"\nprecompiled = \"strict.cwasm\"\nprecompiled_sha256 = \"{}\"\n",
+            sha(&wasm),
+            sha(&artifact)
+        ),
+    );
+    let out = run.provision(&["--manifest", manifest.to_str().unwrap(), "-v"]);
+    out.success();
+    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("precompiled form this engine refuses") && warnings[0].ends_with("compiling it instead")
+    );
+    assert!(out.stderr.contains(") compiled in "), "{}", out.stderr);
+    assert!(run.path(".claude-code-router/config.json").exists());
+}

@@ -135,14 +135,18 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
     ExitCode::from(if failed == 0 { 0 } else { 2 })
 }
 
+/// The policy's bytes and a runtime that can compile them, or the tool error saying why not.
+fn read_with_runtime(policy: &Path) -> Result<(Vec<u8>, PolicyRuntime), ExitCode> {
+    let wasm =
+        std::fs::read(policy).map_err(|e| tool_error(format!("policy {}: cannot read it ({e})", policy.display())))?;
+    let runtime = PolicyRuntime::new().map_err(|e| tool_error(format!("cannot start the policy sandbox: {e}")))?;
+    Ok((wasm, runtime))
+}
+
 pub fn inspect(policy: &Path) -> ExitCode {
-    let wasm = match std::fs::read(policy) {
-        Ok(wasm) => wasm,
-        Err(e) => return tool_error(format!("policy {}: cannot read it ({e})", policy.display())),
-    };
-    let runtime = match PolicyRuntime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return tool_error(format!("cannot start the policy sandbox: {e}")),
+    let (wasm, runtime) = match read_with_runtime(policy) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let inspection = match runtime.inspect(&wasm) {
         Ok(inspection) => inspection,
@@ -183,13 +187,9 @@ pub fn inspect(policy: &Path) -> ExitCode {
 
 /// `policy compile POLICY -o FILE`: the artifact and the two lines to paste into the manifest.
 pub fn compile(policy: &Path, output: &Path) -> ExitCode {
-    let wasm = match std::fs::read(policy) {
-        Ok(wasm) => wasm,
-        Err(e) => return tool_error(format!("policy {}: cannot read it ({e})", policy.display())),
-    };
-    let runtime = match PolicyRuntime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return tool_error(format!("cannot start the policy sandbox: {e}")),
+    let (wasm, runtime) = match read_with_runtime(policy) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let compiled = match runtime.compile_checked(&wasm) {
         Ok(compiled) => compiled,
