@@ -304,7 +304,12 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
         };
         let runtime = PolicyRuntime::deserializer(compiler).map_err(sandbox)?;
         match runtime.load_precompiled(&name, &sha256, artifact) {
-            Ok(policy) => return Ok((runtime, policy)),
+            Ok(policy) => {
+                if matches!(opts.policy, PolicyChoice::Embedded) {
+                    precompiled::release_embedded_artifact();
+                }
+                return Ok((runtime, policy));
+            }
             Err(e) => output::err(&format!("devbox-auth: warning: policy {name} {e}; compiling it instead")),
         }
     }
