@@ -113,14 +113,7 @@ fn claude_code_codex_and_gemini_answer_through_the_workspace_before_and_after_a_
 
     // watch rotates (at 75% of 30 s) and revokes the first token after its grace; every client
     // then works with the new one, without being reconfigured.
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
-        .arg("watch")
-        .env_clear()
-        .envs(&run.env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = support::spawn_devbox_auth(&run, &["watch"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !emulator.state.lock().unwrap().revoked.contains(&first[0]) {
         assert!(Instant::now() < deadline, "the first token was not revoked");

@@ -73,6 +73,17 @@ fn wait_for_port(port: u16, ccr: &mut Child, log: &std::path::Path) {
 }
 
 /// The real CCR, in the foreground, serving `run`'s home on the config's port.
+const CCR_CONFIG: &str = ".claude-code-router/config.json";
+
+/// Points the rendered CCR config at a free loopback port: (the port, the config as written).
+fn listen_on_a_free_port(run: &Run) -> (u16, Value) {
+    let port = free_port();
+    let mut config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
+    config["PORT"] = json!(port);
+    run.write(CCR_CONFIG, &serde_json::to_string_pretty(&config).unwrap());
+    (port, config)
+}
+
 fn start_ccr(package: &std::path::Path, run: &Run, port: u16) -> KillOnDrop {
     let log = run.path("ccr.log");
     let log_file = std::fs::File::create(&log).unwrap();
@@ -103,11 +114,7 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
     run.provision(&[]).success();
-    let port = free_port();
-    let config_path = ".claude-code-router/config.json";
-    let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
-    config["PORT"] = json!(port);
-    run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+    let (port, config) = listen_on_a_free_port(&run);
     let first = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
     let _ccr = start_ccr(&package, &run, port);
     let (status, body) = post_json(port, "/v1/messages", &hello());
@@ -115,23 +122,14 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     assert_eq!(emulator.invocations()[0].header("authorization"), Some(format!("Bearer {first}").as_str()));
 
     // watch rotates (at 75% of 4 s) and revokes the first token after its grace.
-    let mut watch = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
-            .arg("watch")
-            .env_clear()
-            .envs(&run.env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut watch = KillOnDrop(support::spawn_devbox_auth(&run, &["watch"]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !emulator.state.lock().unwrap().revoked.contains(&first) {
         assert!(Instant::now() < deadline, "the first token was not revoked");
         assert!(watch.0.try_wait().unwrap().is_none(), "watch stopped");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let current: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    let current: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
     let second = current["Providers"][0]["api_key"].as_str().unwrap().to_string();
     assert_ne!(second, first);
     assert_eq!(current["PORT"], port, "the user's port survives every rotation");
@@ -151,11 +149,7 @@ fn real_ccr_forwards_with_the_apps_oauth_token_where_pats_are_refused() {
         emulator.set_pats(pats);
         let run = Run::app(&emulator);
         run.provision(&[]).success();
-        let port = free_port();
-        let config_path = ".claude-code-router/config.json";
-        let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
-        config["PORT"] = json!(port);
-        run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+        let (port, config) = listen_on_a_free_port(&run);
         let oauth = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
         assert!(emulator.oauth_tokens().contains(&oauth), "{pats:?}");
         let _ccr = start_ccr(&package, &run, port);
@@ -175,13 +169,9 @@ fn real_ccr_forwards_anthropic_requests_with_the_minted_token() {
     let (token_value, _) = emulator.live_tokens()[0].clone();
 
     // The user picks a free port in their config; provisioning keeps it (it is their edit).
-    let port = free_port();
-    let config_path = ".claude-code-router/config.json";
-    let mut config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
-    config["PORT"] = json!(port);
-    run.write(config_path, &serde_json::to_string_pretty(&config).unwrap());
+    let (port, _) = listen_on_a_free_port(&run);
     run.provision(&[]).success();
-    let config: Value = serde_json::from_str(&run.read(config_path)).unwrap();
+    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
     assert_eq!(config["PORT"], port);
     let token_value = {
         let live = emulator.live_tokens();

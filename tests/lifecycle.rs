@@ -6,28 +6,15 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Emulator, Run, fixture_guest};
+use support::{Emulator, Run, fixture_guest, spawn_devbox_auth};
 
 const CCR_CONFIG: &str = ".claude-code-router/config.json";
 
 /// `devbox-auth ARGS` in the background, in `run`'s home and environment.
-fn spawn(run: &Run, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
-        .args(args)
-        .env_clear()
-        .envs(&run.env)
-        .current_dir(run.home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn signal(child: &Child, signal: i32) {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
@@ -70,7 +57,7 @@ fn revoked(emulator: &Emulator) -> Vec<String> {
 fn watch_rotates_and_revokes_and_readers_never_see_a_partial_or_revoked_config() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
-    let watch = spawn(&run, &["watch"]);
+    let watch = spawn_devbox_auth(&run, &["watch"]);
     wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
 
     // Sample config.json every ~50 ms while watch rotates at least twice.
@@ -117,7 +104,7 @@ fn token_prints_only_a_live_token_even_to_many_callers_during_a_rotation() {
 
     // Past the refresh point (75% of 4 s): twenty callers at once, one rotation.
     std::thread::sleep(Duration::from_millis(3200));
-    let children: Vec<Child> = (0..20).map(|_| spawn(&run, &["token"])).collect();
+    let children: Vec<Child> = (0..20).map(|_| spawn_devbox_auth(&run, &["token"])).collect();
     let mut printed = Vec::new();
     for child in children {
         let output = child.wait_with_output().unwrap();
@@ -233,7 +220,7 @@ fn a_damaged_state_file_is_rebuilt_not_a_crash() {
 fn watch_recovers_by_itself_after_an_outage_longer_than_the_token() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
-    let watch = spawn(&run, &["watch", "--timeout", "2"]);
+    let watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2"]);
     wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     let before = api_key(&run);
     emulator.set_down(true);
@@ -256,7 +243,7 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
     let run = Run::app(&emulator);
     // The app starts only once its config is there, and watch exits with the app's status.
     let out = finish(
-        spawn(&run, &["watch", "--", "/bin/sh", "-c", "test -f .claude-code-router/config.json && exit 7"]),
+        spawn_devbox_auth(&run, &["watch", "--", "/bin/sh", "-c", "test -f .claude-code-router/config.json && exit 7"]),
         Duration::from_secs(30),
         &emulator,
     );
@@ -266,7 +253,7 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
     // SIGTERM reaches the app, and watch is done within a second or two.
     let marker = run.path("app-got-sigterm");
     let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
-    let watch = spawn(&run, &["watch", "--", "/bin/sh", "-c", &script]);
+    let watch = spawn_devbox_auth(&run, &["watch", "--", "/bin/sh", "-c", &script]);
     wait_for("the app", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     std::thread::sleep(Duration::from_millis(500));
     signal(&watch, libc::SIGTERM);
@@ -281,7 +268,7 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
 fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("DEVBOX_REVOKE_ON_EXIT", "true");
-    let watch = spawn(&run, &["watch"]);
+    let watch = spawn_devbox_auth(&run, &["watch"]);
     wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     let live = api_key(&run);
     signal(&watch, libc::SIGINT);
@@ -290,7 +277,7 @@ fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
 
     // Off by default.
     let run = Run::app(&emulator);
-    let watch = spawn(&run, &["watch"]);
+    let watch = spawn_devbox_auth(&run, &["watch"]);
     wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     signal(&watch, libc::SIGTERM);
     assert_eq!(finish(watch, Duration::from_secs(5), &emulator).code, 0);
@@ -309,7 +296,7 @@ fn a_policy_built_against_0_1_0_still_provisions_and_rotates() {
     let first = api_key(&run);
     assert!(live_values(&emulator).contains(&first));
     // The host's default schedule: refresh at 75%, the old token revoked 10% of its life later.
-    let watch = spawn(&run, &["watch"]);
+    let watch = spawn_devbox_auth(&run, &["watch"]);
     wait_for("a rotation and the old token's revocation", Duration::from_secs(20), || {
         api_key(&run) != first && revoked(&emulator).contains(&first)
     });
@@ -323,7 +310,7 @@ fn a_policy_built_against_0_1_0_still_provisions_and_rotates() {
 fn watch_gives_up_at_once_on_a_problem_retrying_cannot_fix() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "nonsense");
-    let out = finish(spawn(&run, &["watch", "--", "/bin/true"]), Duration::from_secs(20), &emulator);
+    let out = finish(spawn_devbox_auth(&run, &["watch", "--", "/bin/true"]), Duration::from_secs(20), &emulator);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("trying again will not help"), "{}", out.stderr);
     assert!(emulator.live_tokens().is_empty());

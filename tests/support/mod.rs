@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -116,6 +116,21 @@ impl Run {
 
 /// Run the devbox-auth binary with `args` in `run`'s home and environment only, and check that
 /// no secret the emulator knows appears in its output.
+/// devbox-auth started in the background (e.g. `watch`) in the run's home and environment,
+/// its output piped.
+pub fn spawn_devbox_auth(run: &Run, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .args(args)
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 pub fn devbox_auth(run: &Run, args: &[&str]) -> Outcome {
     let output = Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
         .args(args)
