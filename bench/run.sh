@@ -25,8 +25,9 @@ if [ ! -x /usr/bin/time ]; then
 fi
 # The same builds, with the same features and target dirs, as `cargo test --release --workspace`
 # (dev-dependency features included) and tests/support's policy_component: right after the
-# tests (CI) they are no-ops.
-cargo build --release --locked --workspace --tests
+# tests (CI) they only link the emulator's binary, which `cargo test` does not build (its
+# package has no integration tests; the host's tests use it as a library).
+cargo build --release --locked --workspace --bins --tests
 policies=$PWD/target/tmp/test-policies
 cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies" -p devbox-policy-default
 cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies/strict" -p devbox-policy-strict
