@@ -188,6 +188,25 @@ fn a_users_own_settings_survive_byte_for_byte_outside_our_keys() {
     }
 }
 
+/// Claude Code's own `~/.claude.json` grows with its history, past the per-file read limit:
+/// it is left alone, and every other file and the token are still there (through the real host).
+#[test]
+fn a_claude_state_larger_than_the_read_limit_does_not_stop_the_start() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator);
+    let big = format!("{{\"projects\": {{\"/p\": \"{}\"}}}}\n", "x".repeat(3 << 20));
+    run.write(".claude.json", &big);
+    let out = run.provision(&[]);
+    out.success();
+    assert!(out.stderr.contains("~/.claude.json is larger than"), "{}", out.stderr);
+    assert_eq!(run.read(".claude.json"), big, "left byte for byte");
+    for file in [".claude-code-router/config.json", ".claude/settings.json", ".codex/config.toml"] {
+        assert_eq!(run.mode(file), 0o600, "{file} is written");
+    }
+    assert_eq!(live(&emulator).len(), 1);
+}
+
 #[test]
 fn the_models_are_picked_from_what_the_workspace_serves() {
     let emulator = Emulator::start();

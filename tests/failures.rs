@@ -288,7 +288,8 @@ fn a_config_symlinked_out_of_home_is_refused_before_minting() {
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("config.json"), run.path(CCR_CONFIG)).unwrap();
     let before = run.snapshot();
-    run.provision(&[]).failure(5, "outside the home directory");
+    // The policy asked for a fair path; the user's link is what is in the way (exit 1).
+    run.provision(&[]).failure(1, "outside the home directory");
     assert_eq!(run.snapshot(), before);
     assert_eq!(std::fs::read_to_string(outside.path().join("config.json")).unwrap(), "{}");
     assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
@@ -389,7 +390,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn a_read_only_home_is_a_clear_error_and_the_minted_token_is_deleted() {
+fn a_read_only_home_is_a_clear_error_before_anything_is_minted() {
     let Some(home) = TmpfsHome::mount("1m") else { return };
     let emulator = Emulator::start();
     std::fs::create_dir(home.dir.path().join(".claude-code-router")).unwrap();
@@ -398,9 +399,10 @@ fn a_read_only_home_is_a_clear_error_and_the_minted_token_is_deleted() {
     let before = tree(home.dir.path());
     let out = run_in(&home, &emulator).provision(&[]);
     out.failure(1, "Read-only file system");
-    assert!(out.stderr.contains("deleted again"), "{}", out.stderr);
+    assert!(out.stderr.contains("state directory"), "{}", out.stderr);
     assert_eq!(tree(home.dir.path()), before);
     assert!(emulator.live_tokens().is_empty());
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty(), "checked before minting");
 }
 
 #[test]
@@ -416,5 +418,8 @@ fn a_full_disk_is_a_clear_error_and_old_files_stay_intact() {
     let out = run_in(&home, &emulator).provision(&[]);
     out.failure(1, "No space left on device");
     assert_eq!(tree(home.dir.path()), before);
+    // The commit failed after minting: the token was minted, and deleted again.
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 1);
+    assert!(out.stderr.contains("deleted again"), "{}", out.stderr);
     assert!(emulator.live_tokens().is_empty());
 }

@@ -120,6 +120,29 @@ fn token_prints_only_a_live_token_even_to_many_callers_during_a_rotation() {
     assert!(live_values(&emulator).contains(&second));
 }
 
+/// A helper whose stdout cannot take the token must not look like it succeeded. (A closed
+/// stdout, `>&-`, cannot be told apart: Rust's runtime reopens it on /dev/null at start.)
+#[test]
+fn token_fails_loudly_when_its_stdout_cannot_take_the_token() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    for redirect in [">/dev/full"] {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" token {redirect}"))
+            .arg(env!("CARGO_BIN_EXE_devbox-auth"))
+            .env_clear()
+            .envs(&run.env)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{redirect}: {stderr}");
+        assert!(stderr.contains("cannot write the token to stdout"), "{redirect}: {stderr}");
+        support::assert_no_secret("stderr", &stderr, &emulator.secrets());
+    }
+}
+
 #[test]
 fn token_never_prints_an_expired_token() {
     let emulator = Emulator::start();
@@ -235,6 +258,19 @@ fn watch_recovers_by_itself_after_an_outage_longer_than_the_token() {
     let out = finish(watch, Duration::from_secs(5), &emulator);
     assert_eq!(out.code, 0);
     assert!(out.stderr.contains("keeping the current credential and trying again"), "{}", out.stderr);
+}
+
+#[test]
+fn a_mistyped_app_command_is_refused_before_anything_is_minted() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    for (program, why) in [("/nonexistent/app", "No such file"), ("no-such-app-on-path", "not found on PATH")] {
+        let out = support::devbox_auth(&run, &["watch", "--", program]);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains(program) && out.stderr.contains(why), "{}", out.stderr);
+    }
+    assert!(emulator.requests().is_empty(), "nothing was asked of the workspace");
+    assert!(run.snapshot().is_empty(), "nothing was written");
 }
 
 #[test]

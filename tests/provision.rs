@@ -196,6 +196,32 @@ fn bad_hosts_are_refused_before_any_request() {
     assert!(emulator.requests().is_empty());
 }
 
+/// Every failure is one line that says what to fix, argument errors too; a bad value that came
+/// from the environment names its variable, not just the flag it stands for.
+#[test]
+fn argument_errors_are_one_line_naming_the_fix() {
+    let emulator = Emulator::start();
+    for (env, args, needles) in [
+        (None, &["provision", "--timeout", "0"][..], &["--timeout", "see `devbox-auth provision --help`"][..]),
+        (None, &["watch", "python3", "app.py"], &["unexpected argument 'python3'", "after `--`"]),
+        (None, &["token", "--json"], &["--json", "see `devbox-auth token --help`"]),
+        (Some(("DEVBOX_AUTH_TIMEOUT_SECONDS", "abc")), &["provision"], &["environment variable DEVBOX_AUTH_TIMEOUT_SECONDS"]),
+        (Some(("HOME", "")), &["provision"], &["--home", "environment variable HOME"]),
+    ] {
+        let run = match env {
+            Some((name, value)) => Run::app(&emulator).var(name, value),
+            None => Run::app(&emulator),
+        };
+        let out = support::devbox_auth(&run, args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        for needle in needles {
+            assert!(out.stderr.contains(needle), "{args:?}: {needle:?} in {}", out.stderr);
+        }
+    }
+    assert!(emulator.requests().is_empty());
+}
+
 #[test]
 fn conflicting_or_half_configured_credentials_are_usage_errors() {
     let emulator = Emulator::start();

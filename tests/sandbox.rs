@@ -80,7 +80,8 @@ fn hostile_write_through_a_symlink_out_of_home_is_refused() {
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink(outside.path(), run.path(".claude-code-router/outside")).unwrap();
     let before = run.snapshot();
-    run.provision(&[]).failure(5, "outside the home directory");
+    // Refused; the link on disk is what the user must fix (exit 1), whoever asked.
+    run.provision(&[]).failure(1, "outside the home directory");
     assert_eq!(run.snapshot(), before);
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
@@ -220,6 +221,26 @@ fn a_manifest_pins_the_policy_hash() {
     run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
 }
 
+/// The README's strict deployment, copied as a user would: its manifest verbatim (with the
+/// real hash), next to the strict policy, and the model list the strict policy requires.
+#[test]
+fn the_readmes_strict_deployment_runs_as_written() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_MODELS", "databricks-claude-sonnet-4");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let block = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("the manifest block");
+    let strict = run.path("deploy/strict.wasm");
+    std::fs::create_dir_all(strict.parent().unwrap()).unwrap();
+    std::fs::copy(policy_component("strict"), &strict).unwrap();
+    let manifest = write_manifest(&run, &block.replace("<the sha256sum above>", &sha256_of(&strict)));
+    let run = run.var("DEVBOX_AUTH_MANIFEST", manifest.to_str().unwrap());
+    run.provision(&[]).success();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.path(".claude-code-router/config.json")).unwrap()).unwrap();
+    assert_eq!(config["Providers"][0]["name"], "databricks", "{config}");
+    assert!(emulator.live_tokens().is_empty(), "the strict policy mints no PAT");
+}
+
 fn sha256_of(path: &Path) -> String {
     let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
@@ -334,7 +355,7 @@ fn a_fifo_is_refused_without_blocking() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     run.provision(&["--manifest", write_manifest(&run, "[limits]\ntimeout_ms = 20000\n").to_str().unwrap()])
-        .failure(5, "not a regular file");
+        .failure(1, "not a regular file");
 }
 
 #[test]

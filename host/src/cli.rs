@@ -214,7 +214,7 @@ pub fn options(args: &RunArgs, trigger: Option<Trigger>, dry_run: bool) -> Resul
         _ => default_cache_dir(&env),
     };
     let deployment = match &args.manifest {
-        Some(path) => crate::manifest::load(path).map_err(Failure::Usage)?,
+        Some(path) => crate::manifest::load(path)?,
         None => crate::manifest::Deployment::default(),
     };
     Ok(ProvisionOptions {
@@ -407,6 +407,49 @@ fn verbose_version() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// clap's error as the one line every failure is: its first line, the variable a bad value
+/// came from (clap names only the flag), and where to look.
+fn usage_error(error: &clap::Error, env: &Env) -> String {
+    use clap::CommandFactory;
+    fn flags_with_env(command: &clap::Command, out: &mut Vec<(String, String)>) {
+        for arg in command.get_arguments() {
+            if let (Some(long), Some(var)) = (arg.get_long(), arg.get_env()) {
+                out.push((format!("'--{long}"), var.to_string_lossy().into_owned()));
+            }
+        }
+        command.get_subcommands().for_each(|sub| flags_with_env(sub, out));
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let mut line = format!("devbox-auth: error: {}", first.trim_start_matches("error: "));
+    let mut flags = Vec::new();
+    flags_with_env(&Cli::command(), &mut flags);
+    if let Some((_, var)) = flags.iter().find(|(flag, var)| first.contains(flag.as_str()) && env.contains_key(var)) {
+        line.push_str(&format!(" (the value comes from the environment variable {var})"));
+    }
+    // The (sub)command whose --help helps: the subcommand names given, in order.
+    let mut command = vec!["devbox-auth".to_string()];
+    let mut current = Cli::command();
+    for arg in std::env::args().skip(1) {
+        match current.find_subcommand(&arg).cloned() {
+            Some(sub) => {
+                command.push(arg);
+                current = sub;
+            }
+            None if arg.starts_with('-') => continue,
+            None => break,
+        }
+    }
+    let command = command.join(" ");
+    if let Some(tip) = rendered.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
+        line.push_str(&format!("; {tip}"));
+    } else if first.contains("unexpected argument") && rendered.contains("[-- <") {
+        line.push_str("; the app's command goes after `--`, e.g. `devbox-auth watch -- python app.py`");
+    }
+    line.push_str(&format!("; see `{command} --help`"));
+    line
+}
+
 pub fn main() -> ExitCode {
     install_panic_hook();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -416,9 +459,14 @@ pub fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            output::err(&usage_error(&e, &env_snapshot()));
+            return ExitCode::from(2);
+        }
         Err(e) => {
+            // --help and --version: clap's own text on stdout.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     match cli.command {

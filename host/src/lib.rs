@@ -10,6 +10,7 @@ pub mod databricks;
 pub mod effects;
 pub mod failure;
 pub mod manifest;
+pub mod named_file;
 pub mod output;
 pub mod pipeline;
 pub mod provision;

@@ -38,6 +38,53 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::effects::Operation;
+use crate::failure::Failure;
+use crate::sandbox::GrantError;
+
+/// A `[grants]` or `[limits]` section that cannot be applied; shared by manifests and
+/// `policy test` cases.
+#[derive(Debug, thiserror::Error)]
+pub enum SectionError {
+    #[error("grants.files entry {pattern:?}: {reason}")]
+    GrantShape { pattern: String, reason: String },
+    #[error("grants.files: {0}")]
+    Grant(#[from] GrantError),
+    #[error("limits.{name} = {value} is out of range; use 1..={max}")]
+    OutOfRange { name: &'static str, value: String, max: String },
+    #[error("limits.min_token_lifetime ({min}) is above limits.max_token_lifetime ({max})")]
+    LifetimeRange { min: u64, max: u64 },
+}
+
+/// A manifest that cannot be used, and which file it is.
+#[derive(Debug, thiserror::Error)]
+#[error("manifest {}: {problem}", path.display())]
+pub struct ManifestError {
+    pub path: PathBuf,
+    pub problem: ManifestProblem,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    #[error("cannot read it ({0})")]
+    Unreadable(std::io::Error),
+    /// The TOML parser's message, folded onto one line.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("policy.{field} {value:?} is not a SHA-256 hex digest (64 hex characters)")]
+    NotADigest { field: &'static str, value: String },
+    #[error("policy.precompiled needs policy.file and policy.sha256 too: the artifact belongs to a pinned component")]
+    UnpinnedArtifact,
+    #[error("policy.precompiled and policy.precompiled_sha256 go together (`devbox-auth policy compile` prints both)")]
+    HalfAnArtifact,
+    #[error(transparent)]
+    Section(#[from] SectionError),
+}
+
+impl From<ManifestError> for Failure {
+    fn from(e: ManifestError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
 use crate::runtime::limits::SandboxLimits;
 use crate::sandbox::{FileLimits, PathGrants, paths};
 
@@ -103,12 +150,13 @@ pub struct Deployment {
 impl GrantsSection {
     /// Validate the patterns; shared by manifests and test cases. (Operation names are
     /// checked when parsing: an unknown one does not deserialize.)
-    pub fn check(&self) -> Result<(PathGrants, BTreeSet<Operation>), String> {
+    pub fn check(&self) -> Result<(PathGrants, BTreeSet<Operation>), SectionError> {
         for pattern in &self.files {
             let shape = pattern.replace("**", "x").replace(['*', '?', '[', ']'], "x");
-            paths::check_relative(&shape).map_err(|e| format!("grants.files entry {pattern:?}: {}", e.0))?;
+            paths::check_relative(&shape)
+                .map_err(|e| SectionError::GrantShape { pattern: pattern.clone(), reason: e.0 })?;
         }
-        let grants = PathGrants::new(self.files.clone()).map_err(|e| format!("grants.files: {e}"))?;
+        let grants = PathGrants::new(self.files.clone())?;
         Ok((grants, self.workspace.iter().copied().collect()))
     }
 }
@@ -116,7 +164,7 @@ impl GrantsSection {
 impl LimitsSection {
     /// Override the given defaults with every limit set here, after range checks; shared by
     /// manifests and test cases.
-    pub fn apply(&self, limits: &mut SandboxLimits, files: &mut FileLimits) -> Result<(), String> {
+    pub fn apply(&self, limits: &mut SandboxLimits, files: &mut FileLimits) -> Result<(), SectionError> {
         if let Some(fuel) = positive(self.fuel, "fuel", u64::MAX / 2)? {
             limits.fuel = fuel;
         }
@@ -150,10 +198,7 @@ impl LimitsSection {
             limits.max_token_lifetime = n;
         }
         if limits.min_token_lifetime > limits.max_token_lifetime {
-            return Err(format!(
-                "limits.min_token_lifetime ({}) is above limits.max_token_lifetime ({})",
-                limits.min_token_lifetime, limits.max_token_lifetime
-            ));
+            return Err(SectionError::LifetimeRange { min: limits.min_token_lifetime, max: limits.max_token_lifetime });
         }
         if let Some(n) = positive(self.file_reads, "file_reads", 100_000)? {
             limits.file_reads = n;
@@ -167,27 +212,29 @@ impl LimitsSection {
 
 fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
     value: Option<T>,
-    name: &str,
+    name: &'static str,
     max: T,
-) -> Result<Option<T>, String> {
+) -> Result<Option<T>, SectionError> {
     match value {
-        Some(v) if v <= T::default() || v > max => Err(format!("limits.{name} = {v} is out of range; use 1..={max}")),
+        Some(v) if v <= T::default() || v > max => {
+            Err(SectionError::OutOfRange { name, value: v.to_string(), max: max.to_string() })
+        }
         other => Ok(other),
     }
 }
 
-pub fn load(path: &Path) -> Result<Deployment, String> {
-    let at = |why: String| format!("manifest {}: {why}", path.display());
-    let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read it ({e})")))?;
-    let manifest: Manifest =
-        toml::from_str(&text).map_err(|e| at(crate::databricks::error::one_line(&e.to_string())))?;
+pub fn load(path: &Path) -> Result<Deployment, ManifestError> {
+    let at = |problem: ManifestProblem| ManifestError { path: path.to_path_buf(), problem };
+    let text = crate::named_file::read_to_string(path, crate::named_file::MAX_SETTINGS_BYTES).map_err(|e| at(ManifestProblem::Unreadable(e)))?;
+    let manifest: Manifest = toml::from_str(&text)
+        .map_err(|e| at(ManifestProblem::Syntax(crate::databricks::error::one_line(&e.to_string()))))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut deployment =
         Deployment { policy_file: manifest.policy.file.map(|f| base.join(f)), ..Deployment::default() };
-    let digest = |field: &str, sha: String| {
+    let digest = |field: &'static str, sha: String| {
         let sha = sha.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(at(format!("policy.{field} {sha:?} is not a SHA-256 hex digest (64 hex characters)")));
+            return Err(at(ManifestProblem::NotADigest { field, value: sha }));
         }
         Ok(sha)
     };
@@ -199,21 +246,15 @@ pub fn load(path: &Path) -> Result<Deployment, String> {
         (Some(file), Some(sha)) if deployment.policy_file.is_some() && deployment.sha256.is_some() => {
             Some((base.join(file), digest("precompiled_sha256", sha)?))
         }
-        (Some(_), Some(_)) => {
-            return Err(at("policy.precompiled needs policy.file and policy.sha256 too: the artifact belongs to a pinned component".into()));
-        }
-        _ => {
-            return Err(at(
-                "policy.precompiled and policy.precompiled_sha256 go together (`devbox-auth policy compile` prints both)".into(),
-            ));
-        }
+        (Some(_), Some(_)) => return Err(at(ManifestProblem::UnpinnedArtifact)),
+        _ => return Err(at(ManifestProblem::HalfAnArtifact)),
     };
     if let Some(grants) = manifest.grants {
-        let (files, workspace) = grants.check().map_err(at)?;
+        let (files, workspace) = grants.check().map_err(|e| at(e.into()))?;
         deployment.file_grants = Some(files);
         deployment.operation_grants = Some(workspace);
     }
-    manifest.limits.apply(&mut deployment.limits, &mut deployment.file_limits).map_err(at)?;
+    manifest.limits.apply(&mut deployment.limits, &mut deployment.file_limits).map_err(|e| at(e.into()))?;
     Ok(deployment)
 }
 
@@ -231,7 +272,8 @@ mod tests {
     #[test]
     fn a_full_manifest_is_applied() {
         let (dir, path) = write("[policy]\nfile = \"p.wasm\"\nsha256 = \"AB\"\n");
-        assert!(load(&path).unwrap_err().contains("not a SHA-256"));
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err.problem, ManifestProblem::NotADigest { field: "sha256", .. }), "{err}");
         let sha = "a".repeat(64);
         std::fs::write(&path, format!(
             "[policy]\nfile = \"p.wasm\"\nsha256 = \"{sha}\"\n[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\"]\n[limits]\nfuel = 10\nmemory_mb = 2\ntimeout_ms = 5\nmax_files = 3\n"
@@ -259,7 +301,7 @@ mod tests {
             ("not toml", "manifest"),
         ] {
             let (_dir, path) = write(text);
-            let err = load(&path).unwrap_err();
+            let err = load(&path).unwrap_err().to_string();
             assert!(err.contains(needle) && err.contains("devbox-auth.toml") && !err.contains('\n'), "{text:?}: {err}");
         }
     }
@@ -271,7 +313,7 @@ mod tests {
         let text = block.replace("<the sha256sum above>", &"b".repeat(64));
         let (_dir, path) = write(&text);
         let d = load(&path).unwrap();
-        assert_eq!(d.operation_grants.unwrap().len(), 3);
+        assert_eq!(d.operation_grants.unwrap(), BTreeSet::from([Operation::OAuthToken, Operation::ListServingEndpoints]));
         assert_eq!((d.limits.token_creates, d.limits.min_token_lifetime, d.limits.max_token_lifetime), (1, 60, 28800));
         assert_eq!((d.limits.file_reads, d.limits.log_lines, d.file_limits.max_files), (32, 100, 8));
     }

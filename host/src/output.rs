@@ -47,10 +47,15 @@ pub fn policy_text(text: &str) -> String {
 /// conventional status for SIGPIPE, without a panic.
 pub fn out(line: &str) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{}", clean(line)).and_then(|()| stdout.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(141);
+    match writeln!(stdout, "{}", clean(line)).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        // `| head`: the reader has what it wanted; exit as a shell's pipeline member would.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        // A full disk behind `>file`: what was asked for did not arrive.
+        Err(e) => {
+            err(&format!("devbox-auth: error: cannot write to stdout ({e})"));
+            std::process::exit(1);
+        }
     }
 }
 

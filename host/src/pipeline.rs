@@ -19,7 +19,7 @@ use crate::runtime::bindings::{FileErrorKind, PolicyError};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::state::host_api_error;
 use crate::runtime::{LoadedPolicy, Plan, PolicyRuntime, RunContext, RunError, RunStats, Trigger};
-use crate::sandbox::{FileError, FileSandbox};
+use crate::sandbox::{Blame, FileError, FileSandbox};
 use crate::secrets::{CredentialMeta, Secret, SecretVault};
 
 /// Everything a run is given.
@@ -216,16 +216,17 @@ pub fn failure_from_run(policy: &str, error: RunError, effects: &Effects) -> Fai
                 FileErrorKind::TooLarge => crate::sandbox::FileErrorKind::TooLarge,
                 FileErrorKind::Io => crate::sandbox::FileErrorKind::Io,
             };
-            let error = FileError { kind, path: e.path, message: e.message };
-            if !effects.handed_out_file(&error) {
+            let Some(error) = effects.handed_out_file(kind, &e.path, &e.message) else {
+                let error = FileError { kind, path: e.path, message: e.message, blame: Blame::Policy };
                 return Failure::Other(format!(
                     "policy {policy} reports a file error: {}",
                     policy_text(&error.to_string())
                 ));
-            }
-            match error.kind {
-                crate::sandbox::FileErrorKind::Io => Failure::Other(error.to_string()),
-                _ => Failure::Policy(format!("policy {policy}: {error}")),
+            };
+            match error.blame {
+                // Something on disk is in the way: the user fixes it, the policy did nothing wrong.
+                Blame::Home => Failure::Other(format!("{error}; fix or remove it, then try again")),
+                Blame::Policy => Failure::Policy(format!("policy {policy}: {error}")),
             }
         }
         RunError::Policy(PolicyError::Other(m)) => {

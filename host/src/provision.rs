@@ -179,7 +179,7 @@ struct Target {
 
 fn live_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
     let resolved = config::resolve(&opts.env, &opts.home).map_err(|e| Failure::Usage(e.0))?;
-    let transport = Transport::for_workspace(opts.http.clone(), &resolved.host).map_err(Failure::Usage)?;
+    let transport = Transport::for_workspace(opts.http.clone(), &resolved.host)?;
     let (client_id, client_secret, principal) = match &resolved.credentials {
         config::Credentials::OAuthM2m { client_id, client_secret } => {
             (Some(client_id.clone()), Some(client_secret.clone()), format!("sp:{client_id}"))
@@ -253,7 +253,7 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
     let read = |path: &Path, what: &str| {
-        std::fs::read(path).map_err(|e| {
+        crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(|e| {
             Failure::Usage(format!(
                 "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
                 path.display()
@@ -333,7 +333,7 @@ fn report(file: &StagedFile, vault: &SecretVault, dry_run: bool) -> FileReport {
 /// A file sandbox rooted at home that keeps the policy away from the host's own files.
 fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
     let mut files =
-        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone()).map_err(Failure::Usage)?;
+        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone())?;
     for own in [opts.cache_dir.clone(), opts.manifest.clone()].into_iter().flatten() {
         files.protect(&own);
     }
@@ -352,13 +352,10 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // Held until this function returns: minting, committing, revoking and undoing happen under it.
     let _lock = match opts.dry_run {
         true => None,
-        false => Some(HomeLock::acquire(&home, opts.http.retry_budget).await.map_err(Failure::Transient)?),
+        false => Some(HomeLock::acquire(&home, opts.http.retry_budget).await?),
     };
     if let Some(secret) = &target.client_secret {
         redactor().register(secret);
-    }
-    if let Workspace::Live(client) = &target.workspace {
-        client.sign_in().await.map_err(Failure::from_api)?;
     }
     let deployment =
         deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
@@ -374,6 +371,25 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         redactor().register(&served.value);
     }
     let trigger = opts.trigger.unwrap_or(if current.is_some() { Trigger::Rotation } else { Trigger::Start });
+    if !opts.dry_run {
+        // Checked before anything is minted: a state file that cannot be written after the
+        // commit would leave a live token that `token`, `watch` and `status` know nothing of.
+        if let Err(e) = state::check_writable(&home) {
+            let failure = Failure::Other(format!(
+                "the state directory ~/{} cannot be used ({e}); fix or remove it, then try again",
+                state::STATE_DIR
+            ));
+            record_failure(&opts, trigger, &home, state, &failure);
+            return Err(failure);
+        }
+    }
+    if let Workspace::Live(client) = &target.workspace
+        && let Err(e) = client.sign_in().await
+    {
+        let failure = Failure::from_api(e);
+        record_failure(&opts, trigger, &home, state, &failure);
+        return Err(failure);
+    }
     let inputs = RunInputs {
         workspace: target.workspace,
         identity: RunIdentity {

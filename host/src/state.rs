@@ -26,6 +26,66 @@ pub fn state_dir(home: &Path) -> PathBuf {
     home.join(STATE_DIR)
 }
 
+/// Whether the state file can be saved, checked without changing anything on disk (a failed
+/// run leaves the home as it was): the state directory, or its nearest existing ancestor, must
+/// be a directory this process may write, and the state directory itself a real one of ours.
+pub fn check_writable(home: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let dir = state_dir(home);
+    let mut existing = dir.as_path();
+    loop {
+        match fs::symlink_metadata(existing) {
+            Ok(meta) => {
+                if existing == dir {
+                    check_own_dir(&meta)?;
+                } else if !fs::metadata(existing)?.is_dir() {
+                    return Err(Error::new(ErrorKind::NotADirectory, format!("{} is not a directory", existing.display())));
+                }
+                let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+                    .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL in the path"))?;
+                // SAFETY: access(2) on a NUL-terminated path.
+                if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                    return Err(Error::last_os_error());
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => match existing.parent() {
+                Some(parent) => existing = parent,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The state directory must be a real directory (a symlink would carry the token elsewhere)
+/// that belongs to this user.
+fn check_own_dir(meta: &fs::Metadata) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_dir() {
+        return Err(Error::new(ErrorKind::InvalidInput, "it is a symlink or not a directory"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(Error::new(ErrorKind::PermissionDenied, "it belongs to another user"));
+    }
+    Ok(())
+}
+
+/// The state directory, created if missing, checked as above, and narrowed to 0700.
+fn prepare_dir(home: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = state_dir(home);
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    let meta = fs::symlink_metadata(&dir)?;
+    check_own_dir(&meta)?;
+    if meta.mode() & 0o777 != 0o700 {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
+}
+
 /// The credential the assistants use.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Served {
@@ -124,7 +184,7 @@ impl State {
     /// be used — callers start afresh then.
     pub fn load(home: &Path) -> Result<Option<State>, String> {
         let path = state_dir(home).join(STATE_FILE);
-        let bytes = match fs::read(&path) {
+        let bytes = match crate::named_file::read(&path, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Refuse) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {} ({e})", path.display())),
@@ -139,8 +199,7 @@ impl State {
 
     /// Write it atomically (temp file, fsync, rename), 0600 in a 0700 directory.
     pub fn save(&self, home: &Path) -> std::io::Result<()> {
-        let dir = state_dir(home);
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let dir = prepare_dir(home)?;
         let mut temp = tempfile::Builder::new().prefix(".state-").tempfile_in(&dir)?;
         temp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;

@@ -263,7 +263,7 @@ pub struct PolicyHarness {
 
 impl PolicyHarness {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let wasm = std::fs::read(path).map_err(|e| format!("policy {}: cannot read it ({e})", path.display()))?;
+        let wasm = crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(|e| format!("policy {}: cannot read it ({e})", path.display()))?;
         Self::from_bytes(&path.display().to_string(), &wasm)
     }
 
@@ -296,11 +296,11 @@ impl PolicyHarness {
         let (file_grants, operation_grants) = match case.grants.as_ref().map(GrantsSection::check).transpose() {
             Ok(Some(grants)) => grants,
             Ok(None) => (default_file_grants(), default_operation_grants()),
-            Err(e) => return CaseResult::invalid(e),
+            Err(e) => return CaseResult::invalid(e.to_string()),
         };
         let (mut limits, mut file_limits) = (SandboxLimits::default(), FileLimits::default());
         if let Some(Err(e)) = case.limits.as_ref().map(|l| l.apply(&mut limits, &mut file_limits)) {
-            return CaseResult::invalid(e);
+            return CaseResult::invalid(e.to_string());
         }
         let files = case.files.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
         let files = FileSandbox::in_memory("/home/app", files, file_limits, file_grants);
@@ -491,7 +491,7 @@ impl Case {
     }
 
     /// Reject case files with bad grants or limits. (Unknown operations do not parse.)
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::manifest::SectionError> {
         if let Some(grants) = &self.grants {
             grants.check()?;
         }

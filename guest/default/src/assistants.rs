@@ -96,6 +96,18 @@ pub struct ClaudeSettings<'a> {
     pub helper_ttl_ms: i64,
 }
 
+/// The keys of `~/.claude/settings.json` we merge into.
+pub const CLAUDE_SETTINGS_SHAPE: crate::Shapes = &[("env", crate::Shape::Object)];
+/// The keys of `~/.gemini/settings.json` we merge into.
+pub const GEMINI_SETTINGS_SHAPE: crate::Shapes = &[
+    ("security", crate::Shape::Object),
+    ("security.auth", crate::Shape::Object),
+    ("model", crate::Shape::Object),
+    ("privacy", crate::Shape::Object),
+];
+/// The tables of `~/.codex/config.toml` we add keys to.
+pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features"];
+
 fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
     let slot = map.entry(key).or_insert_with(|| json!({}));
     if !slot.is_object() {

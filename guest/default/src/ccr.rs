@@ -87,6 +87,10 @@ fn defaults() -> Map<String, Value> {
     }
 }
 
+/// The keys of the CCR config we merge into.
+pub const SHAPE: crate::Shapes =
+    &[("transformers", crate::Shape::Array), ("Providers", crate::Shape::Array), ("Router", crate::Shape::Object)];
+
 /// A key that must hold an array: replaced by an empty one when the user's value is not.
 fn array_entry<'m>(config: &'m mut Map<String, Value>, key: &str) -> &'m mut Vec<Value> {
     let slot = config.entry(key).or_insert_with(|| Value::Array(Vec::new()));

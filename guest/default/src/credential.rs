@@ -48,10 +48,22 @@ pub fn revoke_on_exit(raw: Option<&str>) -> Result<bool, PolicyError> {
     }
 }
 
+/// Whether the workspace rejected the credential the host signed in with (a mistyped, expired
+/// or revoked `DATABRICKS_TOKEN`): Databricks says so with 401, or 403 "Invalid access
+/// token". No fallback helps; the run stops at once.
+pub fn sign_in_rejected(error: &ApiError) -> bool {
+    let message = error.message.to_ascii_lowercase();
+    error.status == 401
+        || (error.status == 403 && (message.contains("invalid access token") || message.contains("invalid token")))
+}
+
 /// Whether a refused `token/create` means "no PATs here" (fall back to OAuth) rather than a
-/// problem OAuth would not fix (the network, a quota, a bad lifetime).
+/// problem OAuth would not fix (the network, a quota, a bad lifetime, a rejected credential).
 pub fn pats_refused(error: &ApiError) -> bool {
     let message = error.message.to_ascii_lowercase();
+    if sign_in_rejected(error) {
+        return false;
+    }
     error.status == 403
         || error.error_code == "PERMISSION_DENIED"
         || (message.contains("token") && (message.contains("disabled") || message.contains("not enabled")))

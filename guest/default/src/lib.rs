@@ -59,7 +59,7 @@ impl Policy for DefaultPolicy {
             None => None,
         };
         let existing = Existing::read(host, &selection)?;
-        let picks = pick_models(host, &selection, listed, &model);
+        let picks = pick_models(host, &selection, listed, &model)?;
         let workspace_url = host.host_url();
 
         let comment = format!("sdk-{}", host.now_unix_nanos());
@@ -80,30 +80,37 @@ impl Policy for DefaultPolicy {
 
 /// Which models to use: `DEVBOX_MODELS` when set, else the workspace's (only when an assistant
 /// beyond the original CCR setup is wanted), else `DEVBOX_MODEL` / the original default.
-fn pick_models(host: &mut impl Host, selection: &Selection, listed: Option<Vec<String>>, model: &str) -> Picks {
+fn pick_models(
+    host: &mut impl Host,
+    selection: &Selection,
+    listed: Option<Vec<String>>,
+    model: &str,
+) -> Result<Picks, PolicyError> {
     let fallback = || Picks::from_names(&[model.to_string()]);
     if let Some(names) = listed {
-        return Picks::from_names(&names);
+        return Ok(Picks::from_names(&names));
     }
     if selection.explicit && selection.assistants == [Assistant::Ccr] {
-        return fallback();
+        return Ok(fallback());
     }
     let discovered = host.list_serving_endpoints().map(|endpoints| {
         let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();
         Picks::from_names(&names)
     });
     match discovered {
-        Ok(picks) if !picks.is_empty() => picks,
+        Ok(picks) if !picks.is_empty() => Ok(picks),
         Ok(_) => {
             host.log(
                 Level::Warn,
                 &format!("the workspace serves no foundation chat model the assistants can use; using {model}"),
             );
-            fallback()
+            Ok(fallback())
         }
+        // The credential itself is bad: minting would fail the same way.
+        Err(e) if credential::sign_in_rejected(&e) => Err(e.into()),
         Err(e) => {
             host.log(Level::Warn, &format!("cannot list the workspace's models ({}); using {model}", e.message));
-            fallback()
+            Ok(fallback())
         }
     }
 }
@@ -114,6 +121,8 @@ struct Existing {
     databrickscfg: databrickscfg::Document,
     claude_settings: Option<Map<String, Value>>,
     claude_state: Option<Map<String, Value>>,
+    /// `~/.claude.json` was over the read limit and is left as it is (see [`read_claude_state`]).
+    claude_state_left_alone: bool,
     codex: Option<String>,
     gemini_settings: Option<Map<String, Value>>,
     gemini_env: Option<String>,
@@ -122,18 +131,26 @@ struct Existing {
 
 impl Existing {
     fn read(host: &mut impl Host, selection: &Selection) -> Result<Existing, PolicyError> {
-        let json_if = |host: &mut _, wanted: bool, path| if wanted { read_json_object(host, path) } else { Ok(None) };
+        let json_if = |host: &mut _, wanted: bool, path, shape| {
+            if wanted { read_json_object(host, path, shape) } else { Ok(None) }
+        };
         let claude = selection.has(Assistant::Claude);
         let gemini = selection.has(Assistant::Gemini);
+        // In this order: a refusal names the first file the deployment does not grant.
+        let ccr = json_if(host, selection.has(Assistant::Ccr), CCR_CONFIG, ccr::SHAPE)?;
+        let databrickscfg = read_databrickscfg(host)?;
+        let claude_settings = json_if(host, claude, assistants::CLAUDE_SETTINGS, assistants::CLAUDE_SETTINGS_SHAPE)?;
+        let (claude_state, claude_state_left_alone) = if claude { read_claude_state(host)? } else { (None, false) };
         Ok(Existing {
-            ccr: json_if(host, selection.has(Assistant::Ccr), CCR_CONFIG)?,
-            databrickscfg: read_databrickscfg(host)?,
-            claude_settings: json_if(host, claude, assistants::CLAUDE_SETTINGS)?,
-            claude_state: json_if(host, claude, assistants::CLAUDE_STATE)?,
+            ccr,
+            databrickscfg,
+            claude_settings,
+            claude_state,
+            claude_state_left_alone,
             codex: if selection.has(Assistant::Codex) { read_toml(host, assistants::CODEX_CONFIG)? } else { None },
-            gemini_settings: json_if(host, gemini, assistants::GEMINI_SETTINGS)?,
+            gemini_settings: json_if(host, gemini, assistants::GEMINI_SETTINGS, assistants::GEMINI_SETTINGS_SHAPE)?,
             gemini_env: if gemini { read_text(host, assistants::GEMINI_ENV)? } else { None },
-            gemini_trust: json_if(host, gemini, assistants::GEMINI_TRUST)?,
+            gemini_trust: json_if(host, gemini, assistants::GEMINI_TRUST, &[])?,
         })
     }
 }
@@ -208,8 +225,10 @@ impl Rendering<'_> {
                 );
             }
             host.write_file(assistants::CLAUDE_SETTINGS, &pretty_json(&rendered), SECRET_MODE)?;
-            let state = assistants::claude_state(existing.claude_state.unwrap_or_default());
-            host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE)?;
+            if !existing.claude_state_left_alone {
+                let state = assistants::claude_state(existing.claude_state.unwrap_or_default());
+                host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE)?;
+            }
         } else if selection.has(Assistant::Claude) && selection.explicit {
             host.log(Level::Warn, "Claude Code not configured: the workspace serves no Claude chat model");
         }
@@ -272,7 +291,13 @@ fn read_text(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyE
 fn read_toml(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyError> {
     let Some(text) = read_text(host, path)? else { return Ok(None) };
     match text.parse::<toml_edit::DocumentMut>() {
-        Ok(_) => Ok(Some(text)),
+        Ok(doc) => match assistants::CODEX_TABLES.iter().find(|t| doc.get(t).is_some_and(|item| !item.is_table_like())) {
+            None => Ok(Some(text)),
+            Some(table) => {
+                back_up(host, path, text.as_bytes(), &format!("has `{table}` that is not a table"))?;
+                Ok(None)
+            }
+        },
         Err(e) => {
             let at = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
             back_up(host, path, text.as_bytes(), &format!("is not valid TOML (line {at})"))?;
@@ -349,13 +374,54 @@ fn back_up(host: &mut impl Host, path: &str, contents: &[u8], why: &str) -> Resu
     host.write_file(&backup, contents, SECRET_MODE)
 }
 
-/// The existing CCR config as a JSON object; a file that is not one is backed up and replaced.
-pub fn read_json_object(host: &mut impl Host, path: &str) -> Result<Option<Map<String, Value>>, PolicyError> {
+/// What a key we merge into must hold, so that the merge keeps the user's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Array,
+    Object,
+}
+
+/// `(dotted key, shape)` pairs a file must satisfy where those keys exist.
+pub type Shapes = &'static [(&'static str, Shape)];
+
+/// The first key whose value has the wrong shape, as a reason to keep the file aside.
+fn misshapen(map: &Map<String, Value>, shapes: Shapes) -> Option<String> {
+    shapes.iter().find_map(|(key, shape)| {
+        let mut value = None;
+        let mut current = Some(map);
+        for part in key.split('.') {
+            value = current.and_then(|m| m.get(part));
+            current = value.and_then(Value::as_object);
+        }
+        let ok = match (value, shape) {
+            (None, _) => true,
+            (Some(v), Shape::Array) => v.is_array(),
+            (Some(v), Shape::Object) => v.is_object(),
+        };
+        let wanted = if *shape == Shape::Array { "an array" } else { "an object" };
+        (!ok).then(|| format!("has `{key}` that is not {wanted}"))
+    })
+}
+
+/// An existing JSON config as an object. A file that is not one, or whose keys we merge into
+/// have another shape (`shapes`), is backed up and replaced, so no value of the user's is
+/// dropped silently.
+pub fn read_json_object(
+    host: &mut impl Host,
+    path: &str,
+    shapes: Shapes,
+) -> Result<Option<Map<String, Value>>, PolicyError> {
     let Some(bytes) = host.read_file(path)? else {
         return Ok(None);
     };
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(Value::Object(map)) => match misshapen(&map, shapes) {
+            None => Ok(Some(map)),
+            Some(why) => {
+                back_up(host, path, &bytes, &why)?;
+                Ok(None)
+            }
+        },
         Ok(_) => {
             back_up(host, path, &bytes, "is JSON but not an object")?;
             Ok(None)
@@ -364,6 +430,27 @@ pub fn read_json_object(host: &mut impl Host, path: &str) -> Result<Option<Map<S
             back_up(host, path, &bytes, &format!("is not valid JSON (line {}, column {})", e.line(), e.column()))?;
             Ok(None)
         }
+    }
+}
+
+/// `~/.claude.json` is Claude Code's own state, and it grows with every project it has seen
+/// (to many MB). We only add `hasCompletedOnboarding`, so a file over the host's read limit is
+/// left as it is, with one warning: a Claude Code that wrote that much has been through
+/// onboarding already. Returns the object, and whether the file is left alone.
+fn read_claude_state(host: &mut impl Host) -> Result<(Option<Map<String, Value>>, bool), PolicyError> {
+    match read_json_object(host, assistants::CLAUDE_STATE, &[]) {
+        Ok(state) => Ok((state, false)),
+        Err(PolicyError::File(FileError { kind: FileErrorKind::TooLarge, .. })) => {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "~/{} is larger than this deployment lets a policy read; left as it is (onboarding is not marked done)",
+                    assistants::CLAUDE_STATE
+                ),
+            );
+            Ok((None, true))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -136,6 +136,21 @@ fn where_pats_are_refused_auto_falls_back_to_oauth_with_one_warning() {
 }
 
 #[test]
+fn a_rejected_sign_in_token_stops_at_once_without_fallback() {
+    // A mistyped or revoked DATABRICKS_TOKEN: Databricks answers every call with 403.
+    let rejected =
+        devbox_policy_sdk::ApiError { status: 403, error_code: "403".into(), message: "Invalid access token.".into() };
+    let mut host = served(SERVED);
+    host.auth_type = "pat".into();
+    host.endpoints_result = Some(Err(rejected.clone()));
+    host.create_token_result = Some(Err(rejected.clone()));
+    assert!(matches!(provision(&mut host), Err(PolicyError::Workspace(e)) if e.message == rejected.message && e.status == 403));
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
+    assert!(host.logs.iter().all(|(l, _)| *l != Level::Warn), "no warning before the error: {:?}", host.logs);
+    assert!(!credential::pats_refused(&rejected), "not a reason to fall back to OAuth");
+}
+
+#[test]
 fn oauth_can_be_chosen_and_bad_choices_are_config_errors() {
     let mut host = app_host().with_var(credential::CREDENTIAL_VAR, "oauth");
     let plan = provision(&mut host).unwrap();
@@ -387,4 +402,43 @@ fn users_own_assistant_settings_survive() {
     assert_eq!(out["permissions"]["allow"][0], "Bash(ls)");
     assert!(out["env"].get("ANTHROPIC_AUTH_TOKEN").is_none(), "a literal token would win over the helper");
     assert!(host.logs.iter().any(|(_, m)| m.contains("removed env.ANTHROPIC_AUTH_TOKEN")));
+}
+
+#[test]
+fn a_claude_state_past_the_read_limit_is_left_alone_and_the_rest_is_written() {
+    // Claude Code's ~/.claude.json grows with its project history, often past the read limit.
+    let big = format!("{{\"projects\": \"{}\"}}", "x".repeat(2 << 20));
+    let mut host = served(SERVED).with_file(assistants::CLAUDE_STATE, &big);
+    provision(&mut host).unwrap();
+    assert_eq!(host.file(assistants::CLAUDE_STATE), big, "left byte for byte");
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::Write { path, .. } if path == assistants::CLAUDE_STATE)));
+    for written in [CCR_CONFIG, assistants::CLAUDE_SETTINGS, DATABRICKSCFG] {
+        assert!(host.files.contains_key(written), "{written} is still written");
+    }
+    let warnings: Vec<_> = host.logs.iter().filter(|(l, m)| *l == Level::Warn && m.contains(".claude.json")).collect();
+    assert_eq!(warnings.len(), 1, "{:?}", host.logs);
+}
+
+#[test]
+fn a_key_we_merge_into_with_another_shape_keeps_the_file_aside() {
+    // Nothing of the user's is dropped silently: the whole file is kept as a backup, as an
+    // unparseable one is.
+    let odd_ccr = r#"{"Providers":{"my":"precious-data"},"transformers":{"keep":"me"},"Router":["r1"]}"#;
+    let odd_codex = "# my comment\nmodel_providers = \"str\"\n";
+    let odd_gemini = r#"{"security":{"auth":"oauth"},"ui":{"theme":"dark"}}"#;
+    let mut host = served(SERVED)
+        .with_file(CCR_CONFIG, odd_ccr)
+        .with_file(assistants::CODEX_CONFIG, odd_codex)
+        .with_file(assistants::GEMINI_SETTINGS, odd_gemini);
+    provision(&mut host).unwrap();
+    let seconds = host.now_unix_nanos / 1_000_000_000;
+    for (path, original, why) in [
+        (CCR_CONFIG, odd_ccr, "`transformers` that is not an array"),
+        (assistants::CODEX_CONFIG, odd_codex, "`model_providers` that is not a table"),
+        (assistants::GEMINI_SETTINGS, odd_gemini, "`security.auth` that is not an object"),
+    ] {
+        assert_eq!(host.file(&format!("{path}.bak-{seconds}")), original, "{path} kept byte for byte");
+        assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains(path) && m.contains(why)), "{:?}", host.logs);
+    }
+    assert_eq!(config_json(&host)["Providers"][0]["name"], "databricks");
 }

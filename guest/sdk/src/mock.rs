@@ -35,6 +35,9 @@ pub struct MockHost {
     pub secret_refs: BTreeMap<String, String>,
     /// The "disk": path relative to home -> (contents, mode).
     pub files: BTreeMap<String, (Vec<u8>, u32)>,
+    /// A file larger than this is refused with `too-large`, as the host does past its
+    /// per-file limit (1 MiB by default, `max_file_bytes` in a manifest).
+    pub max_read_bytes: usize,
     pub now_unix_nanos: u128,
     /// Replaces the default successful answer of `create_token`.
     pub create_token_result: Option<Result<Credential, ApiError>>,
@@ -57,6 +60,7 @@ impl Default for MockHost {
             vars: BTreeMap::new(),
             secret_refs: BTreeMap::new(),
             files: BTreeMap::new(),
+            max_read_bytes: 1 << 20,
             now_unix_nanos: 1_700_000_000_000_000_000,
             create_token_result: None,
             oauth_token_result: None,
@@ -183,7 +187,14 @@ impl Host for MockHost {
     }
     fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
         check_relative(path)?;
-        Ok(self.files.get(path).map(|(bytes, _)| bytes.clone()))
+        match self.files.get(path) {
+            Some((bytes, _)) if bytes.len() > self.max_read_bytes => Err(FileError {
+                kind: FileErrorKind::TooLarge,
+                path: path.into(),
+                message: format!("larger than {} bytes", self.max_read_bytes),
+            }),
+            found => Ok(found.map(|(bytes, _)| bytes.clone())),
+        }
     }
     fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError> {
         check_relative(path)?;

@@ -22,7 +22,7 @@ impl Policy for StrictPolicy {
     fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
         let models = model_list(host.var(MODELS_VAR).as_deref())?;
         check_models_are_served(host, &models)?;
-        let existing = read_json_object(host, devbox_policy_default::CCR_CONFIG)?;
+        let existing = read_json_object(host, devbox_policy_default::CCR_CONFIG, ccr::SHAPE)?;
         if host.var(LIFETIME_VAR).is_some() {
             host.log(Level::Warn, &format!("{LIFETIME_VAR} is ignored: the strict policy serves OAuth tokens only"));
         }

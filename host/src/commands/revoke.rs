@@ -20,14 +20,14 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Vec<String>, Failure> {
     let env = env_snapshot();
     let resolved = config::resolve(&env, &home).map_err(|e| Failure::Usage(e.0))?;
     let settings = http_settings(args.timeout, &env);
-    let _lock = HomeLock::acquire(&home, settings.retry_budget).await.map_err(Failure::Transient)?;
+    let _lock = HomeLock::acquire(&home, settings.retry_budget).await?;
     let Some(mut state) = State::load(&home).map_err(Failure::Other)? else { return Ok(Vec::new()) };
     let now = state::now_ms();
     if serve && let Some(served) = state.serve.as_ref().filter(|s| s.meta.kind == "pat") {
         let token_id = served.meta.token_id.clone();
         state.plan_revocation(&token_id, now, None);
     }
-    let transport = Transport::for_workspace(settings, &resolved.host).map_err(Failure::Usage)?;
+    let transport = Transport::for_workspace(settings, &resolved.host)?;
     let mut workspace = Workspace::Live(WorkspaceClient::new(transport, resolved));
     let lines = provision::revoke_due(&mut state, &mut workspace, now).await;
     if serve {

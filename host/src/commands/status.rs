@@ -48,7 +48,7 @@ async fn check(state: &State, home: &std::path::Path, timeout: u64) -> Result<()
     let served = state.serve.as_ref().expect("checked only when something is served");
     let env = env_snapshot();
     let resolved = config::resolve(&env, home).map_err(|e| Failure::Usage(e.0))?;
-    let transport = Transport::for_workspace(http_settings(timeout, &env), &resolved.host).map_err(Failure::Usage)?;
+    let transport = Transport::for_workspace(http_settings(timeout, &env), &resolved.host)?;
     crate::secrets::redactor().register(&served.value);
     let client = WorkspaceClient::new(transport, resolved);
     client.check_token(&served.value).await.map_err(|e| match (e.class(), e.status) {

@@ -33,7 +33,10 @@ fn usable(state: &State, now_ms: i64) -> Option<&crate::secrets::Secret> {
 fn print(value: &crate::secrets::Secret) -> ExitCode {
     match output::out_raw(format!("{}\n", value.expose()).as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
+        Err(e) => {
+            output::err(&format!("devbox-auth: error: cannot write the token to stdout ({e})"));
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -54,9 +57,13 @@ pub fn token(args: &RunArgs) -> ExitCode {
     let after = State::load(&home).ok().flatten();
     match (rotated, after.as_ref().and_then(|s| usable(s, state::now_ms()))) {
         (Ok(_), Some(value)) => print(value),
-        (Ok(_), None) => fail(&Failure::Other(
-            "the policy provided no credential to serve (it runs against devbox:auth@0.1.0 and minted none?)".into(),
-        )),
+        (Ok(_), None) => fail(&Failure::Other(match after.as_ref().and_then(|s| s.serve.as_ref()) {
+            Some(served) => format!(
+                "the credential being served expires in {} ms, too soon to hand out; give tokens a longer lifetime (CLAUDE_CODE_TOKEN_EXPIRY_SECONDS for the default policy)",
+                (served.meta.expiry_ms - state::now_ms()).max(0)
+            ),
+            None => "the policy serves no credential (a policy built against devbox:auth@0.1.0 names none); use one built against the current wit/".into(),
+        })),
         (Err(failure), Some(value)) => {
             // Still valid: better the current token than none. Say why it was not rotated.
             output::err(&format!(

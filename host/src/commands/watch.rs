@@ -185,6 +185,12 @@ impl Watcher {
             Ok(signals) => signals,
             Err(e) => return fail(&Failure::Other(format!("cannot listen for signals ({e})"))),
         };
+        // A mistyped app command is found before anything is minted.
+        if let Some(program) = self.args.command.first()
+            && let Err(why) = find_program(program)
+        {
+            return fail(&Failure::Usage(format!("cannot start the app `{program}` ({why}); fix the command after `--`")));
+        }
         // The first run: the app starts only once its credential is in place.
         loop {
             match self.act(&mut signals, true).await {
@@ -294,6 +300,27 @@ fn die_with_parent() {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
     }
+}
+
+/// Where `program` would be run from, as `execvp` looks for it: as given when it names a path,
+/// else the first executable file of that name on PATH.
+fn find_program(program: &str) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |path: &std::path::Path| path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = std::path::PathBuf::from(program);
+        return match path.metadata() {
+            Err(e) => Err(e.to_string()),
+            Ok(_) if executable(&path) => Ok(path),
+            Ok(_) => Err("not an executable file".into()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| "not found on PATH".into())
 }
 
 pub fn watch(args: WatchArgs) -> ExitCode {

@@ -100,12 +100,14 @@ pub fn attributes(env: &Env, home: &Path) -> Result<Attributes, ConfigError> {
     if profile.is_none() && env_has_settings {
         return Ok(attrs);
     }
-    let file = non_empty(env, "DATABRICKS_CONFIG_FILE")
-        .map(|f| expand_home(&f, home))
-        .unwrap_or_else(|| home.join(".databrickscfg"));
-    let text = match std::fs::read_to_string(&file) {
+    let named = non_empty(env, "DATABRICKS_CONFIG_FILE");
+    let file = named.as_ref().map(|f| expand_home(f, home)).unwrap_or_else(|| home.join(".databrickscfg"));
+    let text = match crate::named_file::read_to_string(&file, crate::named_file::MAX_SETTINGS_BYTES) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && profile.is_none() => return Ok(attrs),
+        // A missing default file means "no profiles"; a file the user named must exist.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && profile.is_none() && named.is_none() => {
+            return Ok(attrs);
+        }
         Err(e) => {
             return Err(ConfigError(format!(
                 "cannot read {} ({e}); fix the file or DATABRICKS_CONFIG_FILE",
@@ -316,6 +318,15 @@ mod tests {
         assert!(err.0.contains("no Databricks credentials"), "{err}");
         let err = resolve(&env(&[("DATABRICKS_TOKEN", "t")]), home.path()).unwrap_err();
         assert!(err.0.contains("DATABRICKS_HOST is not set"), "{err}");
+    }
+
+    #[test]
+    fn a_named_config_file_must_be_a_readable_regular_file() {
+        let home = tempfile::tempdir().unwrap();
+        for (file, needle) in [("/nonexistent/cfg", "No such file"), ("/dev/zero", "not a regular file")] {
+            let err = resolve(&env(&[("DATABRICKS_CONFIG_FILE", file)]), home.path()).unwrap_err().to_string();
+            assert!(err.contains(file) && err.contains(needle) && err.contains("DATABRICKS_CONFIG_FILE"), "{err}");
+        }
     }
 
     #[test]

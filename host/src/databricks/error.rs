@@ -58,7 +58,8 @@ impl ApiError {
 
     pub fn class(&self) -> ErrorClass {
         match (self.status, self.error_code.as_str()) {
-            (_, codes::OAUTH_UNAVAILABLE) => ErrorClass::Config,
+            // No OAuth server where DATABRICKS_HOST points: a setting to fix, not a credential.
+            (_, codes::OAUTH_UNAVAILABLE) | (404, codes::OAUTH) => ErrorClass::Config,
             (401 | 403, _) | (_, "PERMISSION_DENIED" | "UNAUTHENTICATED" | codes::OAUTH) => ErrorClass::Auth,
             (0, codes::NETWORK | codes::DNS | codes::TIMEOUT | codes::TLS) | (429 | 502 | 503 | 504, _) => {
                 ErrorClass::Transient
@@ -74,10 +75,13 @@ impl ApiError {
             (_, codes::TLS) => "if a proxy inspects TLS, point SSL_CERT_FILE at its CA bundle (PEM)",
             (_, codes::OAUTH_UNAVAILABLE) => return None,
             (_, codes::NETWORK) => "check DATABRICKS_HOST and that this machine can reach it (HTTPS_PROXY is honoured)",
-            (_, codes::DNS) => "check the host name in DATABRICKS_HOST",
+            (_, codes::DNS) => "check the host name in DATABRICKS_HOST, and HTTPS_PROXY if one is set",
             (_, codes::TIMEOUT) => "the workspace did not answer in time; check DATABRICKS_HOST and the network",
             (_, "QUOTA_EXCEEDED") => {
                 "the principal has too many live tokens (600 max): delete unused ones with `databricks tokens list/delete`"
+            }
+            (403, _) if message.contains("invalid access token") || message.contains("invalid token") => {
+                "the workspace rejected the token devbox-auth signed in with (mistyped, expired or revoked): check DATABRICKS_TOKEN or the profile's token"
             }
             (403, _) if message.contains("tokens") => {
                 "a workspace admin must enable personal access tokens and grant this principal CAN_USE on tokens (Settings > Advanced > Personal Access Tokens > Permissions)"
@@ -97,7 +101,9 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.status, self.error_code.is_empty()) {
+        // Some endpoints put the status itself in `error_code` ("403"); say it once.
+        let no_code = self.error_code.is_empty() || self.error_code == self.status.to_string();
+        match (self.status, no_code) {
             (0, _) => write!(f, "{}", self.message)?,
             (s, true) => write!(f, "HTTP {s}: {}", self.message)?,
             (s, false) => write!(f, "HTTP {s} {}: {}", self.error_code, self.message)?,
@@ -126,6 +132,15 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejected_token_is_named_once_and_not_called_a_missing_permission() {
+        let e = ApiError::new(403, "403", "Invalid access token.");
+        assert_eq!(e.class(), ErrorClass::Auth);
+        let text = e.to_string();
+        assert!(text.starts_with("HTTP 403: Invalid access token."), "{text}");
+        assert!(text.contains("check DATABRICKS_TOKEN") && !text.contains("lacks a permission"), "{text}");
+    }
 
     #[test]
     fn classifies_for_exit_codes() {

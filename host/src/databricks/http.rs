@@ -91,6 +91,25 @@ impl Response {
     }
 }
 
+/// The HTTP client cannot be set up: a person must fix the CA bundle setting.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("SSL_CERT_FILE={} cannot be read ({source}); point it at a PEM CA bundle", file.display())]
+    CaFileUnreadable { file: std::path::PathBuf, source: std::io::Error },
+    #[error("SSL_CERT_FILE={} is not a PEM CA bundle ({source})", file.display())]
+    CaFileNotPem { file: std::path::PathBuf, source: reqwest::Error },
+    #[error("SSL_CERT_FILE={} holds no PEM certificates", file.display())]
+    CaFileEmpty { file: std::path::PathBuf },
+    #[error("cannot set up HTTP{}: {source}", if *tls { "S" } else { "" })]
+    Client { tls: bool, source: reqwest::Error },
+}
+
+impl From<TransportError> for crate::failure::Failure {
+    fn from(e: TransportError) -> Self {
+        Self::Usage(e.to_string())
+    }
+}
+
 #[derive(Clone)]
 pub struct Transport {
     client: reqwest::Client,
@@ -107,11 +126,11 @@ impl Transport {
     /// The transport for `workspace`. A plain-http workspace (loopback only: a local emulator)
     /// loads no TLS roots at all — reading and parsing the system's certificate store is the
     /// largest fixed cost of a start otherwise.
-    pub fn for_workspace(settings: HttpSettings, workspace: &super::WorkspaceUrl) -> Result<Self, String> {
+    pub fn for_workspace(settings: HttpSettings, workspace: &super::WorkspaceUrl) -> Result<Self, TransportError> {
         Self::new(settings, workspace.as_str().starts_with("https://"))
     }
 
-    pub fn new(settings: HttpSettings, tls: bool) -> Result<Self, String> {
+    pub fn new(settings: HttpSettings, tls: bool) -> Result<Self, TransportError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -120,23 +139,22 @@ impl Transport {
             .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
         if !tls {
             builder = builder.tls_built_in_root_certs(false).https_only(false);
-            let client = builder.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+            let client = builder.build().map_err(|source| TransportError::Client { tls, source })?;
             return Ok(Self { client, settings });
         }
         if let Some(file) = &settings.extra_ca_file {
-            let pem = std::fs::read(file).map_err(|e| {
-                format!("SSL_CERT_FILE={} cannot be read ({e}); point it at a PEM CA bundle", file.display())
-            })?;
+            let pem = crate::named_file::read(file, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Follow)
+                .map_err(|source| TransportError::CaFileUnreadable { file: file.clone(), source })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("SSL_CERT_FILE={} is not a PEM CA bundle ({e})", file.display()))?;
+                .map_err(|source| TransportError::CaFileNotPem { file: file.clone(), source })?;
             if certs.is_empty() {
-                return Err(format!("SSL_CERT_FILE={} holds no PEM certificates", file.display()));
+                return Err(TransportError::CaFileEmpty { file: file.clone() });
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder.build().map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+        let client = builder.build().map_err(|source| TransportError::Client { tls, source })?;
         Ok(Self { client, settings })
     }
 
@@ -288,7 +306,8 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {
     }
     let root = chain.last().cloned().unwrap_or_default();
     let all = chain.join(": ").to_ascii_lowercase();
-    let target = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let target = format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or_default());
     if error.is_timeout() {
         return ApiError::local(codes::TIMEOUT, format!("{target} did not answer in time"));
     }

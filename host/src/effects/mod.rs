@@ -212,15 +212,15 @@ impl Effects {
         self.handed_out.contains(error)
     }
 
-    /// The same, for file errors.
-    pub fn handed_out_file(&self, error: &FileError) -> bool {
-        self.handed_out_files.contains(error)
+    /// The same, for file errors: the host's own error (with whose doing it was), if it is one.
+    pub fn handed_out_file(&self, kind: FileErrorKind, path: &str, message: &str) -> Option<&FileError> {
+        self.handed_out_files.iter().find(|e| e.kind == kind && e.path == path && e.message == message)
     }
 
     fn file_error(&mut self, verb: &str, error: FileError) -> FileError {
-        // A grant denial is worth an operator's attention; a missing directory is not.
-        let level = if error.kind == FileErrorKind::Io { LogLevel::Debug } else { LogLevel::Warn };
-        self.log.host(level, &format!("{verb} refused: {error}"));
+        // Shown with -v only: the policy either handles the refusal (and says so in its own
+        // words) or returns it, and then the run's error line names it.
+        self.log.host(LogLevel::Debug, &format!("{verb} refused: {error}"));
         self.handed_out_files.push(error.clone());
         error
     }
@@ -417,6 +417,7 @@ impl Effects {
                 kind: FileErrorKind::Denied,
                 path: path.to_string(),
                 message: format!("a file holding a secret must be 0600, not {mode:04o}"),
+                blame: crate::sandbox::Blame::Policy,
             })
         } else {
             self.files.write(path, contents, mode)

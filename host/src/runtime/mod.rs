@@ -38,10 +38,43 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const ALLOWED_IMPORT_PREFIXES: &[&str] =
     &["devbox:auth/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
 
-/// Why a policy could not be loaded. The message names the problem; callers add the file.
+/// Why a policy could not be loaded. The message names the problem; callers add the file
+/// ("policy FILE {error}"). wasmtime's own reasons are kept to their first line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct LoadError(pub String);
+pub enum LoadError {
+    #[error("is not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    #[error(
+        "is a core WebAssembly module, not a component; build the policy for wasm32-wasip2 (cargo build --target wasm32-wasip2)"
+    )]
+    CoreModule,
+    #[error("is a WebAssembly binary of an unknown version")]
+    UnknownVersion,
+    #[error("is not a valid WebAssembly component ({0})")]
+    Invalid(String),
+    #[error("has a precompiled form this engine refuses ({0})")]
+    ArtifactRefused(String),
+    #[error("cannot be serialized ({0})")]
+    Unserializable(String),
+    #[error(
+        "imports `{0}`, which this host does not offer (policies may import devbox:auth/* and the WASI clocks, random, io, cli and filesystem interfaces)"
+    )]
+    UnofferedImport(String),
+    #[error(
+        "was built against devbox:auth@{built} but this host implements devbox:auth@{} (and runs {}); rebuild the policy against wit/ from this release",
+        bindings::WIT_VERSION,
+        bindings::FROZEN_VERSIONS.iter().map(|v| format!("@{v}")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownContract { built: String },
+    #[error("imports several devbox:auth versions ({}); build it against one", .0.join(", "))]
+    SeveralContracts(Vec<&'static str>),
+    #[error("does not implement the devbox:auth policy world: it exports [{}], not `provision`", .0.join(", "))]
+    NoProvision(Vec<String>),
+    #[error("cannot be linked against this host ({0})")]
+    Unlinkable(String),
+    #[error("does not match the devbox:auth@{contract} policy world ({detail})")]
+    WorldMismatch { contract: &'static str, detail: String },
+}
 
 /// How a run ended badly.
 #[derive(Debug)]
@@ -222,7 +255,7 @@ impl PolicyRuntime {
             Some(cache) => cache.load(&self.engine, wasm, &sha256),
             None => Component::new(&self.engine, wasm).map(|c| (c, PolicySource::Compiled)),
         }
-        .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        .map_err(|e| LoadError::Invalid(first_line(&e)))?;
         self.finish(name, sha256, component, source, started)
     }
 
@@ -236,7 +269,7 @@ impl PolicyRuntime {
         // SHA-256 its manifest pins; `deserialize` itself refuses artifacts of another wasmtime
         // version, configuration or CPU.
         let component = unsafe { Component::deserialize(&self.engine, artifact) }
-            .map_err(|e| LoadError(format!("has a precompiled form this engine refuses ({})", first_line(&e))))?;
+            .map_err(|e| LoadError::ArtifactRefused(first_line(&e)))?;
         self.finish(name, sha256.to_string(), component, PolicySource::Precompiled, started)
     }
 
@@ -266,20 +299,18 @@ impl PolicyRuntime {
     /// (`devbox-auth policy compile`).
     pub fn compile_checked(&self, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
         check_is_component(wasm)?;
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Invalid(first_line(&e)))?;
         let (imports, exports) = self.interface(&component);
         self.validate(&component, &imports, &exports)?;
-        component.serialize().map_err(|e| LoadError(format!("cannot be serialized ({})", first_line(&e))))
+        component.serialize().map_err(|e| LoadError::Unserializable(first_line(&e)))
     }
 
     /// What a component imports and exports, and whether this host can run it.
     pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, LoadError> {
         check_is_component(wasm)?;
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| LoadError(format!("is not a valid WebAssembly component ({})", first_line(&e))))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Invalid(first_line(&e)))?;
         let (imports, exports) = self.interface(&component);
-        let problem = self.validate(&component, &imports, &exports).err().map(|e| e.0);
+        let problem = self.validate(&component, &imports, &exports).err().map(|e| e.to_string());
         Ok(Inspection { sha256: sha256_hex(wasm), size: wasm.len(), imports, exports, problem })
     }
 
@@ -304,30 +335,20 @@ impl PolicyRuntime {
         let contract = match contracts.len() {
             0 => bindings::WIT_VERSION,
             1 => contracts.pop_first().expect("one element"),
-            _ => {
-                return Err(LoadError(format!(
-                    "imports several devbox:auth versions ({}); build it against one",
-                    contracts.into_iter().collect::<Vec<_>>().join(", ")
-                )));
-            }
+            _ => return Err(LoadError::SeveralContracts(contracts.into_iter().collect())),
         };
         let ty = component.component_type();
         if !ty
             .exports(&self.engine)
             .any(|(name, item)| name == "provision" && matches!(item.ty, ComponentItem::ComponentFunc(_)))
         {
-            return Err(LoadError(format!(
-                "does not implement the devbox:auth policy world: it exports [{}], not `provision`",
-                exports.join(", ")
-            )));
+            return Err(LoadError::NoProvision(exports.to_vec()));
         }
         let pre = self
             .linker
             .instantiate_pre(component)
-            .map_err(|e| LoadError(format!("cannot be linked against this host ({})", first_line(&e))))?;
-        let mismatch = |e: wasmtime::Error| {
-            LoadError(format!("does not match the devbox:auth@{contract} policy world ({})", first_line(&e)))
-        };
+            .map_err(|e| LoadError::Unlinkable(first_line(&e)))?;
+        let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch { contract, detail: first_line(&e) };
         let pre = match contract {
             bindings::WIT_VERSION => Pre::Current(PolicyPre::new(pre).map_err(mismatch)?),
             _ => Pre::V0_1_0(bindings::since_v0_1_0::PolicyPre::new(pre).map_err(mismatch)?),
@@ -417,34 +438,27 @@ fn deadline_error(limits: &SandboxLimits) -> RunError {
 fn check_is_component(wasm: &[u8]) -> Result<(), LoadError> {
     const MAGIC: &[u8] = b"\0asm";
     if wasm.len() < 8 || &wasm[..4] != MAGIC {
-        return Err(LoadError("is not a WebAssembly file (no \\0asm header)".into()));
+        return Err(LoadError::NotWasm);
     }
     match wasm[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err(LoadError(
-            "is a core WebAssembly module, not a component; build the policy for wasm32-wasip2 (cargo build --target wasm32-wasip2)".into(),
-        )),
-        _ => Err(LoadError("is a WebAssembly binary of an unknown version".into())),
+        [0x01, 0x00, 0x00, 0x00] => Err(LoadError::CoreModule),
+        _ => Err(LoadError::UnknownVersion),
     }
 }
 
 /// Whether this host offers `import`; for a devbox:auth import, the contract it belongs to.
 fn check_import(import: &str) -> Result<Option<&'static str>, LoadError> {
     if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| import.starts_with(p)) {
-        return Err(LoadError(format!(
-            "imports `{import}`, which this host does not offer (policies may import devbox:auth/* and the WASI clocks, random, io, cli and filesystem interfaces)"
-        )));
+        return Err(LoadError::UnofferedImport(import.to_string()));
     }
     let Some(rest) = import.strip_prefix("devbox:auth/") else { return Ok(None) };
     let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
     match bindings::contract_for(version) {
         Some(contract) => Ok(Some(contract)),
-        None => Err(LoadError(format!(
-            "was built against devbox:auth@{} but this host implements devbox:auth@{} (and runs {}); rebuild the policy against wit/ from this release",
-            if version.is_empty() { "(unversioned)" } else { version },
-            bindings::WIT_VERSION,
-            bindings::FROZEN_VERSIONS.iter().map(|v| format!("@{v}")).collect::<Vec<_>>().join(", ")
-        ))),
+        None => Err(LoadError::UnknownContract {
+            built: if version.is_empty() { "(unversioned)".into() } else { version.to_string() },
+        }),
     }
 }
 
@@ -488,7 +502,7 @@ mod tests {
             let Err(err) = runtime.load_precompiled("default", sha, refused) else {
                 panic!("a refused artifact loaded")
             };
-            assert!(err.0.contains("this engine refuses"), "{err}");
+            assert!(matches!(err, LoadError::ArtifactRefused(_)), "{err}");
         }
         // What the caller falls back to.
         let policy = PolicyRuntime::new().unwrap().load("default", DEFAULT_POLICY_WASM, None).unwrap();

@@ -50,16 +50,24 @@ pub fn wrap(wasm: &[u8], compiled: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why an artifact file does not belong to the policy beside it. Read as "precompiled policy
+/// FILE {error}".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("is not a devbox-auth precompiled policy (made by `devbox-auth policy compile`)")]
+    NotAnArtifact,
+    #[error("is truncated")]
+    Truncated,
+    #[error("was compiled from another component than the policy file; run `devbox-auth policy compile` again")]
+    OtherComponent,
+}
+
 /// The serialized component inside an artifact, if it was compiled from `wasm`.
-pub fn unwrap<'a>(artifact: &'a [u8], wasm: &[u8]) -> Result<&'a [u8], String> {
-    let rest = artifact
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or("is not a devbox-auth precompiled policy (made by `devbox-auth policy compile`)")?;
-    let (source, compiled) = rest.split_at_checked(32).ok_or("is truncated")?;
+pub fn unwrap<'a>(artifact: &'a [u8], wasm: &[u8]) -> Result<&'a [u8], ArtifactError> {
+    let rest = artifact.strip_prefix(MAGIC.as_slice()).ok_or(ArtifactError::NotAnArtifact)?;
+    let (source, compiled) = rest.split_at_checked(32).ok_or(ArtifactError::Truncated)?;
     if source != Sha256::digest(wasm).as_slice() {
-        return Err(
-            "was compiled from another component than the policy file; run `devbox-auth policy compile` again".into()
-        );
+        return Err(ArtifactError::OtherComponent);
     }
     Ok(compiled)
 }
@@ -72,8 +80,8 @@ mod tests {
     fn an_artifact_belongs_to_one_component() {
         let artifact = wrap(b"component a", b"machine code");
         assert_eq!(unwrap(&artifact, b"component a").unwrap(), b"machine code");
-        assert!(unwrap(&artifact, b"component b").unwrap_err().contains("another component"));
-        assert!(unwrap(b"garbage", b"component a").is_err());
-        assert!(unwrap(&artifact[..20], b"component a").is_err());
+        assert_eq!(unwrap(&artifact, b"component b"), Err(ArtifactError::OtherComponent));
+        assert_eq!(unwrap(b"garbage", b"component a"), Err(ArtifactError::NotAnArtifact));
+        assert_eq!(unwrap(&artifact[..20], b"component a"), Err(ArtifactError::Truncated));
     }
 }

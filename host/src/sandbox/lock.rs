@@ -9,28 +9,45 @@ use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Why the home could not be locked: a person must fix the directory, or another run holds it.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot lock home directory {} ({source})", home.display())]
+    Unusable { home: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "another devbox-auth run is still provisioning {} after {} s; let it finish or stop it, then try again",
+        home.display(),
+        waited.as_secs()
+    )]
+    Busy { home: std::path::PathBuf, waited: Duration },
+}
+
+impl From<LockError> for crate::failure::Failure {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Unusable { .. } => Self::Usage(e.to_string()),
+            LockError::Busy { .. } => Self::Transient(e.to_string()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct HomeLock {
     _dir: File,
 }
 
 impl HomeLock {
-    pub async fn acquire(home: &Path, wait: Duration) -> Result<Self, String> {
-        let dir = File::open(home).map_err(|e| format!("cannot open home directory {} ({e})", home.display()))?;
+    pub async fn acquire(home: &Path, wait: Duration) -> Result<Self, LockError> {
+        let unusable = |source| LockError::Unusable { home: home.to_path_buf(), source };
+        let dir = File::open(home).map_err(unusable)?;
         let deadline = Instant::now() + wait;
         let mut announced = false;
         loop {
             match dir.try_lock() {
                 Ok(()) => return Ok(Self { _dir: dir }),
-                Err(TryLockError::Error(e)) => {
-                    return Err(format!("cannot lock home directory {} ({e})", home.display()));
-                }
+                Err(TryLockError::Error(e)) => return Err(unusable(e)),
                 Err(TryLockError::WouldBlock) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "another devbox-auth run is still provisioning {} after {} s; let it finish or stop it, then try again",
-                        home.display(),
-                        wait.as_secs()
-                    ));
+                    return Err(LockError::Busy { home: home.to_path_buf(), waited: wait });
                 }
                 Err(TryLockError::WouldBlock) => {
                     if !announced {
@@ -56,7 +73,8 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let first = HomeLock::acquire(home.path(), Duration::ZERO).await.unwrap();
         let err = HomeLock::acquire(home.path(), Duration::from_millis(120)).await.unwrap_err();
-        assert!(err.contains("another devbox-auth run"), "{err}");
+        assert!(matches!(err, LockError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("another devbox-auth run"), "{err}");
         drop(first);
         HomeLock::acquire(home.path(), Duration::ZERO).await.unwrap();
         assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "no lock file is left behind");

@@ -15,8 +15,6 @@ pub mod paths;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use commit::CommitError;
@@ -29,6 +27,15 @@ pub enum FileErrorKind {
     Io,
 }
 
+/// Whose doing a refusal is: the policy's (a path or write it may not make: exit 5), or the
+/// home's (a directory, FIFO, huge file or stray symlink where a config should be: exit 1,
+/// with the fix on the user's side). The policy sees only the kind and message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Policy,
+    Home,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", display_path(path))]
 pub struct FileError {
@@ -36,6 +43,7 @@ pub struct FileError {
     /// As the policy gave it, relative to home.
     pub path: String,
     pub message: String,
+    pub blame: Blame,
 }
 
 /// A policy's path as a person reads it: home-relative paths as `~/...`, others as given.
@@ -44,7 +52,12 @@ pub fn display_path(path: &str) -> String {
 }
 
 fn error(kind: FileErrorKind, path: &str, message: impl Into<String>) -> FileError {
-    FileError { kind, path: path.to_string(), message: message.into() }
+    FileError { kind, path: path.to_string(), message: message.into(), blame: Blame::Policy }
+}
+
+/// A refusal caused by what is on disk, not by the policy's request.
+fn home_error(kind: FileErrorKind, path: &str, message: impl Into<String>) -> FileError {
+    FileError { blame: Blame::Home, ..error(kind, path, message) }
 }
 
 /// How much a policy may write in one run.
@@ -61,6 +74,29 @@ impl Default for FileLimits {
     }
 }
 
+/// A grant pattern that globset cannot compile.
+#[derive(Debug, thiserror::Error)]
+#[error("grant {pattern:?} is not a valid pattern ({kind})")]
+pub struct GrantError {
+    pub pattern: String,
+    kind: globset::ErrorKind,
+}
+
+/// The home directory cannot hold a sandbox: a person must create it or pass another.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("home directory {} is not usable ({source}); create it or pass --home DIR", home.display())]
+    Unusable { home: PathBuf, source: std::io::Error },
+    #[error("home directory {} is not a directory", home.display())]
+    NotADirectory { home: PathBuf },
+}
+
+impl From<HomeError> for crate::failure::Failure {
+    fn from(e: HomeError) -> Self {
+        Self::Usage(e.to_string())
+    }
+}
+
 /// Which paths a policy may read and write: glob patterns relative to home, where `*` and `?`
 /// stay inside one path component, `[0-9]` is a class, and `/**` matches everything below a
 /// directory (see the `globset` crate).
@@ -71,7 +107,7 @@ pub struct PathGrants {
 }
 
 impl PathGrants {
-    pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, String> {
+    pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, GrantError> {
         let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
         let mut builder = globset::GlobSetBuilder::new();
         for pattern in &patterns {
@@ -79,10 +115,15 @@ impl PathGrants {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("grant {pattern:?} is not a valid pattern ({})", e.kind()))?;
+                .map_err(|e| GrantError { pattern: pattern.clone(), kind: e.kind().clone() })?;
             builder.add(glob);
         }
-        let set = builder.build().map_err(|e| format!("grants cannot be compiled ({e})"))?;
+        // Every glob was built above; building the set can only fail on a regex size limit,
+        // which the per-pattern check already reports against the first pattern.
+        let set = builder.build().map_err(|e| GrantError {
+            pattern: patterns.join(", "),
+            kind: e.kind().clone(),
+        })?;
         Ok(Self { patterns, set })
     }
 
@@ -118,12 +159,11 @@ pub struct FileSandbox {
 }
 
 impl FileSandbox {
-    pub fn new(home: &Path, limits: FileLimits, grants: PathGrants) -> Result<Self, String> {
-        let home = fs::canonicalize(home).map_err(|e| {
-            format!("home directory {} is not usable ({e}); create it or pass --home DIR", home.display())
-        })?;
+    pub fn new(home: &Path, limits: FileLimits, grants: PathGrants) -> Result<Self, HomeError> {
+        let home = fs::canonicalize(home)
+            .map_err(|source| HomeError::Unusable { home: home.to_path_buf(), source })?;
         if !home.is_dir() {
-            return Err(format!("home directory {} is not a directory", home.display()));
+            return Err(HomeError::NotADirectory { home });
         }
         Ok(Self { home, limits, grants, protected: Vec::new(), staged: Vec::new(), in_memory: None })
     }
@@ -160,11 +200,12 @@ impl FileSandbox {
     }
 
     fn check(&self, rel: &str) -> Result<PathBuf, FileError> {
+        let lexical = paths::check_relative(rel).map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
         let resolved = match self.in_memory {
-            Some(_) => paths::check_relative(rel).map(|p| self.home.join(p)),
-            None => paths::resolve(&self.home, rel),
-        }
-        .map_err(|e| error(FileErrorKind::InvalidPath, rel, e.0))?;
+            Some(_) => self.home.join(lexical),
+            // A well-formed path that cannot be followed: a symlink or a file in the way.
+            None => paths::resolve(&self.home, rel).map_err(|e| home_error(FileErrorKind::InvalidPath, rel, e.0))?,
+        };
         if self.protected.iter().any(|p| resolved.starts_with(p)) {
             return Err(error(
                 FileErrorKind::Denied,
@@ -199,44 +240,18 @@ impl FileSandbox {
         if let Some(files) = &self.in_memory {
             return Ok(files.get(rel).cloned());
         }
-        let io = |e: std::io::Error| error(FileErrorKind::Io, rel, e.to_string());
-        // O_NOFOLLOW: `resolved` has no symlinks left, so one appearing now is a race; refuse it.
-        // O_NONBLOCK: opening a FIFO must not wait for a writer.
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&resolved)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e)),
-        };
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(error(
-                FileErrorKind::Denied,
-                rel,
-                "not a regular file (a FIFO, socket or device); refusing it",
-            ));
+        let limit = self.limits.max_file_bytes as u64;
+        match crate::named_file::read(&resolved, limit, crate::named_file::Symlinks::Refuse) {
+            Ok(contents) => Ok(Some(contents)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                Err(home_error(FileErrorKind::Denied, rel, "not a regular file (a FIFO, socket or device); refusing it"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                Err(home_error(FileErrorKind::TooLarge, rel, format!("larger than {limit} bytes")))
+            }
+            Err(e) => Err(home_error(FileErrorKind::Io, rel, e.to_string())),
         }
-        if meta.len() > self.limits.max_file_bytes as u64 {
-            return Err(error(
-                FileErrorKind::TooLarge,
-                rel,
-                format!("larger than {} bytes", self.limits.max_file_bytes),
-            ));
-        }
-        let mut contents = Vec::with_capacity(meta.len() as usize);
-        // Bounded, in case the file grows while being read.
-        file.take(self.limits.max_file_bytes as u64 + 1).read_to_end(&mut contents).map_err(io)?;
-        if contents.len() > self.limits.max_file_bytes {
-            return Err(error(
-                FileErrorKind::TooLarge,
-                rel,
-                format!("larger than {} bytes", self.limits.max_file_bytes),
-            ));
-        }
-        Ok(Some(contents))
     }
 
     /// Stage a write; nothing touches the disk until [`commit`](Self::commit).
@@ -248,7 +263,7 @@ impl FileSandbox {
         if self.in_memory.is_none() {
             match fs::symlink_metadata(&resolved) {
                 Ok(meta) if !meta.is_file() => {
-                    return Err(error(
+                    return Err(home_error(
                         FileErrorKind::Denied,
                         rel,
                         "exists and is not a regular file; refusing to replace it",
