@@ -156,6 +156,50 @@ fn token_never_prints_an_expired_token() {
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
 }
 
+/// `status` reports the last run, so a start that failed before the policy ran (a sign-in the
+/// workspace refused) must be recorded too, not hidden behind the previous success.
+#[test]
+fn a_failed_sign_in_is_recorded_for_status() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let wrong = Run::app(&emulator).var("HOME", run.home.path().to_str().unwrap());
+    let wrong = wrong.var("DATABRICKS_CLIENT_SECRET", "not-the-secret");
+    let out = support::devbox_auth(&wrong, &["provision", "--home", run.home.path().to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&support::devbox_auth(&run, &["status", "--json"]).stdout).unwrap();
+    let outcome = report["last_run"]["outcome"].as_str().unwrap_or_default().to_string();
+    assert!(outcome != "ok" && !outcome.is_empty(), "{report}");
+}
+
+/// The state file is checked before anything is minted: a home where it cannot be written
+/// fails with nothing minted and nothing changed; a state directory that is a symlink is
+/// refused; one that others may read is narrowed to 0700.
+#[test]
+fn the_state_directory_is_checked_before_minting() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    std::fs::write(run.path(".local"), "a file where a directory goes").unwrap();
+    let before = run.snapshot();
+    let out = run.provision(&[]);
+    out.failure(1, "state directory");
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
+
+    let run = Run::app(&emulator);
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path(".local/state")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), run.path(".local/state/devbox-auth")).unwrap();
+    run.provision(&[]).failure(1, "symlink");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "no token carried out of home");
+
+    let run = Run::app(&emulator);
+    std::fs::create_dir_all(run.path(".local/state/devbox-auth")).unwrap();
+    std::fs::set_permissions(run.path(".local/state/devbox-auth"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    run.provision(&[]).success();
+    assert_eq!(run.mode(".local/state/devbox-auth"), 0o700);
+}
+
 #[test]
 fn status_tells_healthy_from_revoked_and_recovers_after_provision() {
     let emulator = Emulator::start();
