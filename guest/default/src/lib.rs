@@ -60,6 +60,14 @@ impl Policy for DefaultPolicy {
         };
         let existing = Existing::read(host, &selection)?;
         let picks = pick_models(host, &selection, listed, &model)?;
+        if !selection.assistants.iter().any(|a| picks.serves(*a)) {
+            // Nothing would use a token: mint none.
+            return Err(PolicyError::InvalidConfig(format!(
+                "{}={} names no assistant this workspace serves a chat model for; add ccr or claude, or unset it to configure every assistant that has one",
+                assistants::ASSISTANTS_VAR,
+                selection.assistants.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+            )));
+        }
         let workspace_url = host.host_url();
 
         let comment = format!("sdk-{}", host.now_unix_nanos());

@@ -88,6 +88,18 @@ impl Picks {
     pub fn is_empty(&self) -> bool {
         self.claude.is_empty() && self.openai.is_none() && self.gemini.is_none()
     }
+
+    /// Whether `assistant` gets a config from these picks (the CCR always does: it falls back
+    /// to the original app's model).
+    pub fn serves(&self, assistant: crate::assistants::Assistant) -> bool {
+        use crate::assistants::Assistant;
+        match assistant {
+            Assistant::Ccr => true,
+            Assistant::Claude => self.default.is_some(),
+            Assistant::Codex => self.openai.is_some(),
+            Assistant::Gemini => self.gemini.is_some(),
+        }
+    }
 }
 
 /// `DEVBOX_MODELS`: serving endpoint names, comma-separated.

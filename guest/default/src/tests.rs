@@ -442,3 +442,11 @@ fn a_key_we_merge_into_with_another_shape_keeps_the_file_aside() {
     }
     assert_eq!(config_json(&host)["Providers"][0]["name"], "databricks");
 }
+
+#[test]
+fn a_selection_the_workspace_serves_nothing_for_mints_nothing() {
+    let mut host = served(&["databricks-claude-sonnet-4-5"]).with_var(assistants::ASSISTANTS_VAR, "codex,gemini");
+    let err = provision(&mut host).unwrap_err();
+    assert!(matches!(&err, PolicyError::InvalidConfig(m) if m.contains("codex,gemini")), "{err:?}");
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
+}
