@@ -120,25 +120,27 @@ fn token_prints_only_a_live_token_even_to_many_callers_during_a_rotation() {
     assert!(live_values(&emulator).contains(&second));
 }
 
-/// A helper whose stdout cannot take the token must not look like it succeeded. (A closed
+/// A helper whose stdout cannot take the token (or a report) must not look like it succeeded. (A closed
 /// stdout, `>&-`, cannot be told apart: Rust's runtime reopens it on /dev/null at start.)
 #[test]
 fn token_fails_loudly_when_its_stdout_cannot_take_the_token() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator);
     run.provision(&[]).success();
-    for redirect in [">/dev/full"] {
+    for (command, needle) in
+        [("token", "cannot write the token to stdout"), ("status --json", "cannot write to stdout")]
+    {
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(format!("exec \"$0\" token {redirect}"))
+            .arg(format!("exec \"$0\" {command} >/dev/full"))
             .arg(env!("CARGO_BIN_EXE_devbox-auth"))
             .env_clear()
             .envs(&run.env)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{redirect}: {stderr}");
-        assert!(stderr.contains("cannot write the token to stdout"), "{redirect}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains(needle), "{command}: {stderr}");
         support::assert_no_secret("stderr", &stderr, &emulator.secrets());
     }
 }

@@ -205,7 +205,11 @@ fn argument_errors_are_one_line_naming_the_fix() {
         (None, &["provision", "--timeout", "0"][..], &["--timeout", "see `devbox-auth provision --help`"][..]),
         (None, &["watch", "python3", "app.py"], &["unexpected argument 'python3'", "after `--`"]),
         (None, &["token", "--json"], &["--json", "see `devbox-auth token --help`"]),
-        (Some(("DEVBOX_AUTH_TIMEOUT_SECONDS", "abc")), &["provision"], &["environment variable DEVBOX_AUTH_TIMEOUT_SECONDS"]),
+        (
+            Some(("DEVBOX_AUTH_TIMEOUT_SECONDS", "abc")),
+            &["provision"],
+            &["environment variable DEVBOX_AUTH_TIMEOUT_SECONDS"],
+        ),
         (Some(("HOME", "")), &["provision"], &["--home", "environment variable HOME"]),
     ] {
         let run = match env {

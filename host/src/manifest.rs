@@ -225,7 +225,8 @@ fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
 
 pub fn load(path: &Path) -> Result<Deployment, ManifestError> {
     let at = |problem: ManifestProblem| ManifestError { path: path.to_path_buf(), problem };
-    let text = crate::named_file::read_to_string(path, crate::named_file::MAX_SETTINGS_BYTES).map_err(|e| at(ManifestProblem::Unreadable(e)))?;
+    let text = crate::named_file::read_to_string(path, crate::named_file::MAX_SETTINGS_BYTES)
+        .map_err(|e| at(ManifestProblem::Unreadable(e)))?;
     let manifest: Manifest = toml::from_str(&text)
         .map_err(|e| at(ManifestProblem::Syntax(crate::databricks::error::one_line(&e.to_string()))))?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -313,7 +314,10 @@ mod tests {
         let text = block.replace("<the sha256sum above>", &"b".repeat(64));
         let (_dir, path) = write(&text);
         let d = load(&path).unwrap();
-        assert_eq!(d.operation_grants.unwrap(), BTreeSet::from([Operation::OAuthToken, Operation::ListServingEndpoints]));
+        assert_eq!(
+            d.operation_grants.unwrap(),
+            BTreeSet::from([Operation::OAuthToken, Operation::ListServingEndpoints])
+        );
         assert_eq!((d.limits.token_creates, d.limits.min_token_lifetime, d.limits.max_token_lifetime), (1, 60, 28800));
         assert_eq!((d.limits.file_reads, d.limits.log_lines, d.file_limits.max_files), (32, 100, 8));
     }

@@ -253,12 +253,14 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
     let read = |path: &Path, what: &str| {
-        crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(|e| {
-            Failure::Usage(format!(
-                "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
-                path.display()
-            ))
-        })
+        crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(
+            |e| {
+                Failure::Usage(format!(
+                    "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
+                    path.display()
+                ))
+            },
+        )
     };
     let sandbox = |e: wasmtime::Error| Failure::Other(format!("cannot start the policy sandbox: {e}"));
     // Borrowed when embedded: no copies, and the component is not even read.
@@ -332,8 +334,7 @@ fn report(file: &StagedFile, vault: &SecretVault, dry_run: bool) -> FileReport {
 
 /// A file sandbox rooted at home that keeps the policy away from the host's own files.
 fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
-    let mut files =
-        FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone())?;
+    let mut files = FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone())?;
     for own in [opts.cache_dir.clone(), opts.manifest.clone()].into_iter().flatten() {
         files.protect(&own);
     }

@@ -39,7 +39,10 @@ pub fn check_writable(home: &Path) -> std::io::Result<()> {
                 if existing == dir {
                     check_own_dir(&meta)?;
                 } else if !fs::metadata(existing)?.is_dir() {
-                    return Err(Error::new(ErrorKind::NotADirectory, format!("{} is not a directory", existing.display())));
+                    return Err(Error::new(
+                        ErrorKind::NotADirectory,
+                        format!("{} is not a directory", existing.display()),
+                    ));
                 }
                 let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
                     .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL in the path"))?;
@@ -184,7 +187,11 @@ impl State {
     /// be used — callers start afresh then.
     pub fn load(home: &Path) -> Result<Option<State>, String> {
         let path = state_dir(home).join(STATE_FILE);
-        let bytes = match crate::named_file::read(&path, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Refuse) {
+        let bytes = match crate::named_file::read(
+            &path,
+            crate::named_file::MAX_SETTINGS_BYTES,
+            crate::named_file::Symlinks::Refuse,
+        ) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {} ({e})", path.display())),

@@ -299,7 +299,8 @@ fn read_text(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyE
 fn read_toml(host: &mut impl Host, path: &str) -> Result<Option<String>, PolicyError> {
     let Some(text) = read_text(host, path)? else { return Ok(None) };
     match text.parse::<toml_edit::DocumentMut>() {
-        Ok(doc) => match assistants::CODEX_TABLES.iter().find(|t| doc.get(t).is_some_and(|item| !item.is_table_like())) {
+        Ok(doc) => match assistants::CODEX_TABLES.iter().find(|t| doc.get(t).is_some_and(|item| !item.is_table_like()))
+        {
             None => Ok(Some(text)),
             Some(table) => {
                 back_up(host, path, text.as_bytes(), &format!("has `{table}` that is not a table"))?;

@@ -144,7 +144,9 @@ fn a_rejected_sign_in_token_stops_at_once_without_fallback() {
     host.auth_type = "pat".into();
     host.endpoints_result = Some(Err(rejected.clone()));
     host.create_token_result = Some(Err(rejected.clone()));
-    assert!(matches!(provision(&mut host), Err(PolicyError::Workspace(e)) if e.message == rejected.message && e.status == 403));
+    assert!(
+        matches!(provision(&mut host), Err(PolicyError::Workspace(e)) if e.message == rejected.message && e.status == 403)
+    );
     assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
     assert!(host.logs.iter().all(|(l, _)| *l != Level::Warn), "no warning before the error: {:?}", host.logs);
     assert!(!credential::pats_refused(&rejected), "not a reason to fall back to OAuth");
@@ -438,7 +440,11 @@ fn a_key_we_merge_into_with_another_shape_keeps_the_file_aside() {
         (assistants::GEMINI_SETTINGS, odd_gemini, "`security.auth` that is not an object"),
     ] {
         assert_eq!(host.file(&format!("{path}.bak-{seconds}")), original, "{path} kept byte for byte");
-        assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains(path) && m.contains(why)), "{:?}", host.logs);
+        assert!(
+            host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains(path) && m.contains(why)),
+            "{:?}",
+            host.logs
+        );
     }
     assert_eq!(config_json(&host)["Providers"][0]["name"], "databricks");
 }

@@ -41,7 +41,8 @@ fn case_files(args: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 fn load_case(path: &Path) -> Result<Case, String> {
-    let text = crate::named_file::read_to_string(path, crate::named_file::MAX_SETTINGS_BYTES).map_err(|e| format!("case {}: cannot read it ({e})", path.display()))?;
+    let text = crate::named_file::read_to_string(path, crate::named_file::MAX_SETTINGS_BYTES)
+        .map_err(|e| format!("case {}: cannot read it ({e})", path.display()))?;
     let mut case: Case = serde_json::from_str(&text).map_err(|e| format!("case {}: {e}", path.display()))?;
     case.validate().map_err(|e| format!("case {}: {e}", path.display()))?;
     if case.name.is_none() {
@@ -138,7 +139,8 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
 /// The policy's bytes and a runtime that can compile them, or the tool error saying why not.
 fn read_with_runtime(policy: &Path) -> Result<(Vec<u8>, PolicyRuntime), ExitCode> {
     let wasm =
-        crate::named_file::read(policy, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(|e| tool_error(format!("policy {}: cannot read it ({e})", policy.display())))?;
+        crate::named_file::read(policy, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow)
+            .map_err(|e| tool_error(format!("policy {}: cannot read it ({e})", policy.display())))?;
     let runtime = PolicyRuntime::new().map_err(|e| tool_error(format!("cannot start the policy sandbox: {e}")))?;
     Ok((wasm, runtime))
 }

@@ -189,7 +189,9 @@ impl Watcher {
         if let Some(program) = self.args.command.first()
             && let Err(why) = find_program(program)
         {
-            return fail(&Failure::Usage(format!("cannot start the app `{program}` ({why}); fix the command after `--`")));
+            return fail(&Failure::Usage(format!(
+                "cannot start the app `{program}` ({why}); fix the command after `--`"
+            )));
         }
         // The first run: the app starts only once its credential is in place.
         loop {

@@ -143,8 +143,12 @@ impl Transport {
             return Ok(Self { client, settings });
         }
         if let Some(file) = &settings.extra_ca_file {
-            let pem = crate::named_file::read(file, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Follow)
-                .map_err(|source| TransportError::CaFileUnreadable { file: file.clone(), source })?;
+            let pem = crate::named_file::read(
+                file,
+                crate::named_file::MAX_SETTINGS_BYTES,
+                crate::named_file::Symlinks::Follow,
+            )
+            .map_err(|source| TransportError::CaFileUnreadable { file: file.clone(), source })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|source| TransportError::CaFileNotPem { file: file.clone(), source })?;
             if certs.is_empty() {

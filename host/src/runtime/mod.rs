@@ -344,10 +344,7 @@ impl PolicyRuntime {
         {
             return Err(LoadError::NoProvision(exports.to_vec()));
         }
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::Unlinkable(first_line(&e)))?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Unlinkable(first_line(&e)))?;
         let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch { contract, detail: first_line(&e) };
         let pre = match contract {
             bindings::WIT_VERSION => Pre::Current(PolicyPre::new(pre).map_err(mismatch)?),

@@ -120,10 +120,7 @@ impl PathGrants {
         }
         // Every glob was built above; building the set can only fail on a regex size limit,
         // which the per-pattern check already reports against the first pattern.
-        let set = builder.build().map_err(|e| GrantError {
-            pattern: patterns.join(", "),
-            kind: e.kind().clone(),
-        })?;
+        let set = builder.build().map_err(|e| GrantError { pattern: patterns.join(", "), kind: e.kind().clone() })?;
         Ok(Self { patterns, set })
     }
 
@@ -160,8 +157,7 @@ pub struct FileSandbox {
 
 impl FileSandbox {
     pub fn new(home: &Path, limits: FileLimits, grants: PathGrants) -> Result<Self, HomeError> {
-        let home = fs::canonicalize(home)
-            .map_err(|source| HomeError::Unusable { home: home.to_path_buf(), source })?;
+        let home = fs::canonicalize(home).map_err(|source| HomeError::Unusable { home: home.to_path_buf(), source })?;
         if !home.is_dir() {
             return Err(HomeError::NotADirectory { home });
         }
@@ -244,9 +240,11 @@ impl FileSandbox {
         match crate::named_file::read(&resolved, limit, crate::named_file::Symlinks::Refuse) {
             Ok(contents) => Ok(Some(contents)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                Err(home_error(FileErrorKind::Denied, rel, "not a regular file (a FIFO, socket or device); refusing it"))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(home_error(
+                FileErrorKind::Denied,
+                rel,
+                "not a regular file (a FIFO, socket or device); refusing it",
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
                 Err(home_error(FileErrorKind::TooLarge, rel, format!("larger than {limit} bytes")))
             }
