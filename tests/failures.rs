@@ -316,7 +316,7 @@ fn a_config_symlinked_outside_the_grants_is_refused_before_minting() {
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink(run.path("dotfiles/ccr.json"), run.path(CCR_CONFIG)).unwrap();
     let before = run.snapshot();
-    run.provision(&[]).failure(5, "symlink to ~/dotfiles/ccr.json");
+    run.provision(&[]).failure(1, "symlink to ~/dotfiles/ccr.json");
     assert_eq!(run.snapshot(), before);
     assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty());
 }

@@ -211,6 +211,9 @@ fn argument_errors_are_one_line_naming_the_fix() {
             &["environment variable DEVBOX_AUTH_TIMEOUT_SECONDS"],
         ),
         (Some(("HOME", "")), &["provision"], &["--home", "environment variable HOME"]),
+        (Some(("DEVBOX_AUTH_TIMEOUT_SECONDS", "5")), &["provision", "--timeout", "0"], &["'--timeout <SECONDS>'"]),
+        (None, &[], &["needs a subcommand: provision, watch, token, status, policy;"]),
+        (None, &["policy", "test"], &["<POLICY>, <CASES>", "see `devbox-auth policy test --help`"]),
     ] {
         let run = match env {
             Some((name, value)) => Run::app(&emulator).var(name, value),
@@ -219,6 +222,9 @@ fn argument_errors_are_one_line_naming_the_fix() {
         let out = support::devbox_auth(&run, args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        if args.contains(&"--timeout") {
+            assert!(!out.stderr.contains("environment variable"), "the flag was given: {}", out.stderr);
+        }
         for needle in needles {
             assert!(out.stderr.contains(needle), "{args:?}: {needle:?} in {}", out.stderr);
         }

@@ -233,12 +233,24 @@ fn the_readmes_strict_deployment_runs_as_written() {
     std::fs::create_dir_all(strict.parent().unwrap()).unwrap();
     std::fs::copy(policy_component("strict"), &strict).unwrap();
     let manifest = write_manifest(&run, &block.replace("<the sha256sum above>", &sha256_of(&strict)));
-    let run = run.var("DEVBOX_AUTH_MANIFEST", manifest.to_str().unwrap());
-    run.provision(&[]).success();
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.path(".claude-code-router/config.json")).unwrap()).unwrap();
     assert_eq!(config["Providers"][0]["name"], "databricks", "{config}");
     assert!(emulator.live_tokens().is_empty(), "the strict policy mints no PAT");
+
+    // A helper calls `token` without the deployment's flags. When a rotation is due, it runs
+    // the policy and manifest the home was provisioned with, not the embedded default.
+    let state_file = run.path(".local/state/devbox-auth/state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    state["refresh_at_ms"] = 0.into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let before = emulator.oauth_tokens().len();
+    let out = support::token(&run, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(emulator.oauth_tokens().len() > before, "rotated, with the strict policy's OAuth token");
+    assert!(emulator.live_tokens().is_empty(), "still no PAT");
+    assert!(!run.path(".databrickscfg").exists(), "the default policy did not run");
 }
 
 fn sha256_of(path: &Path) -> String {
@@ -319,7 +331,7 @@ fn grants_are_checked_against_where_a_symlink_leads() {
     std::fs::create_dir_all(run.path(".claude-code-router")).unwrap();
     std::os::unix::fs::symlink("../.ssh", run.path(".claude-code-router/keys")).unwrap();
     let before = run.snapshot();
-    run.provision(&[]).failure(5, "symlink to ~/.ssh/id_ed25519");
+    run.provision(&[]).failure(1, "symlink to ~/.ssh/id_ed25519");
     assert_eq!(run.snapshot(), before);
     assert!(!run.path(".ssh/authorized_keys").exists());
 }

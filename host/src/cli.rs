@@ -419,14 +419,6 @@ fn usage_error(error: &clap::Error, env: &Env) -> String {
         }
         command.get_subcommands().for_each(|sub| flags_with_env(sub, out));
     }
-    let rendered = error.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let mut line = format!("devbox-auth: error: {}", first.trim_start_matches("error: "));
-    let mut flags = Vec::new();
-    flags_with_env(&Cli::command(), &mut flags);
-    if let Some((_, var)) = flags.iter().find(|(flag, var)| first.contains(flag.as_str()) && env.contains_key(var)) {
-        line.push_str(&format!(" (the value comes from the environment variable {var})"));
-    }
     // The (sub)command whose --help helps: the subcommand names given, in order.
     let mut command = vec!["devbox-auth".to_string()];
     let mut current = Cli::command();
@@ -441,6 +433,33 @@ fn usage_error(error: &clap::Error, env: &Env) -> String {
         }
     }
     let command = command.join(" ");
+    if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let subcommands: Vec<&str> =
+            current.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| c.get_name()).collect();
+        return format!(
+            "devbox-auth: error: `{command}` needs a subcommand: {}; see `{command} --help`",
+            subcommands.join(", ")
+        );
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let mut line = format!("devbox-auth: error: {}", first.trim_start_matches("error: "));
+    let mut flags = Vec::new();
+    flags_with_env(&Cli::command(), &mut flags);
+    // Only when the flag was not given: then the value came from the variable.
+    let given = |flag: &str| std::env::args().any(|a| a == flag[1..] || a.starts_with(&format!("{}=", &flag[1..])));
+    if let Some((_, var)) =
+        flags.iter().find(|(flag, var)| first.contains(flag.as_str()) && env.contains_key(var) && !given(flag))
+    {
+        line.push_str(&format!(" (the value comes from the environment variable {var})"));
+    }
+    // "the following required arguments were not provided:" lists them on the next lines.
+    if first.ends_with(':') {
+        let listed: Vec<&str> = rendered.lines().skip(1).map(str::trim).take_while(|l| !l.is_empty()).collect();
+        line.push(' ');
+        line.push_str(&listed.join(", "));
+    }
+
     if let Some(tip) = rendered.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
         line.push_str(&format!("; {tip}"));
     } else if first.contains("unexpected argument") && rendered.contains("[-- <") {

@@ -233,10 +233,7 @@ impl Rendering<'_> {
                 );
             }
             host.write_file(assistants::CLAUDE_SETTINGS, &pretty_json(&rendered), SECRET_MODE)?;
-            if !existing.claude_state_left_alone {
-                let state = assistants::claude_state(existing.claude_state.unwrap_or_default());
-                host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE)?;
-            }
+            write_claude_state(host, existing.claude_state, existing.claude_state_left_alone)?;
         } else if selection.has(Assistant::Claude) && selection.explicit {
             host.log(Level::Warn, "Claude Code not configured: the workspace serves no Claude chat model");
         }
@@ -463,6 +460,34 @@ fn read_claude_state(host: &mut impl Host) -> Result<(Option<Map<String, Value>>
     }
 }
 
+/// Mark onboarding done in `~/.claude.json`, unless it is already marked or the file is left
+/// alone. Re-indenting can push a file near the per-file limit over it: then it is left alone
+/// too, with one warning, rather than failing the whole start.
+fn write_claude_state(
+    host: &mut impl Host,
+    existing: Option<Map<String, Value>>,
+    left_alone: bool,
+) -> Result<(), PolicyError> {
+    let onboarded = existing.as_ref().and_then(|s| s.get("hasCompletedOnboarding"));
+    if left_alone || onboarded == Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    let state = assistants::claude_state(existing.unwrap_or_default());
+    match host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE) {
+        Err(FileError { kind: FileErrorKind::TooLarge, .. }) => {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "~/{} would be larger than this deployment lets a policy write; left as it is (onboarding is not marked done)",
+                    assistants::CLAUDE_STATE
+                ),
+            );
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
 fn read_databrickscfg(host: &mut impl Host) -> Result<databrickscfg::Document, PolicyError> {
     let Some(bytes) = host.read_file(DATABRICKSCFG)? else {
         return Ok(databrickscfg::Document::default());
@@ -492,20 +517,24 @@ fn render_databrickscfg(
     let edit_error = |e: databrickscfg::EditError| {
         PolicyError::File(FileError { kind: FileErrorKind::InvalidPath, path: DATABRICKSCFG.into(), message: e.0 })
     };
+    let original = doc.to_string();
     doc.set("DEFAULT", "host", workspace_url).map_err(edit_error)?;
     if let (Some(id), Some(secret)) = (client_id, client_secret) {
         doc.set("DEFAULT", "client_id", &id).map_err(edit_error)?;
         doc.set("DEFAULT", "client_secret", &secret).map_err(edit_error)?;
-        // A second auth method in the same profile makes every Databricks SDK refuse it.
-        for other in ["token", "auth_type"] {
-            if doc.remove("DEFAULT", other) {
-                host.log(
-                    Level::Warn,
-                    &format!(
-                        "removed `{other}` from [DEFAULT] in ~/.databrickscfg: it conflicts with the client credentials"
-                    ),
-                );
-            }
+        // A second auth method in the same profile makes every Databricks SDK refuse it. The
+        // user's own token is kept in a backup, not dropped.
+        let removed: Vec<&str> = ["token", "auth_type"].into_iter().filter(|key| doc.remove("DEFAULT", key)).collect();
+        if !removed.is_empty() {
+            let backup = backup_path(DATABRICKSCFG, host.now_unix_nanos());
+            host.write_file(&backup, original.as_bytes(), SECRET_MODE)?;
+            host.log(
+                Level::Warn,
+                &format!(
+                    "removed `{}` from [DEFAULT] in ~/.databrickscfg: it conflicts with the client credentials; the file as it was is kept as ~/{backup}",
+                    removed.join("` and `")
+                ),
+            );
         }
     }
     Ok(doc.to_string())

@@ -273,6 +273,11 @@ fn databrickscfg_keeps_other_profiles_and_comments() {
         host.file(DATABRICKSCFG),
         "# managed by me\n[DEFAULT]\nhost = https://example.cloud.databricks.com\nwarehouse_id = 42\nclient_id = sp-client-id\nclient_secret = {{devbox-secret:DATABRICKS_CLIENT_SECRET}}\n\n[staging]\nhost = https://staging\ntoken = dapi-staging\n"
     );
+    // The user's own [DEFAULT] token had to go; the file as it was is kept, private.
+    let backup = format!("{DATABRICKSCFG}.bak-{}", host.now_unix_nanos / 1_000_000_000);
+    assert_eq!(host.file(&backup), existing);
+    assert_eq!(host.mode(&backup), 0o600);
+    assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("removed `token`") && m.contains(&backup)));
 }
 
 #[test]
@@ -419,6 +424,20 @@ fn a_claude_state_past_the_read_limit_is_left_alone_and_the_rest_is_written() {
     }
     let warnings: Vec<_> = host.logs.iter().filter(|(l, m)| *l == Level::Warn && m.contains(".claude.json")).collect();
     assert_eq!(warnings.len(), 1, "{:?}", host.logs);
+
+    // Just under the limit, compact: re-indented it would be over. Left alone too.
+    let compact = format!("{{\"projects\":[{}0]}}", "0,".repeat(400_000));
+    assert!(compact.len() < 1 << 20);
+    let mut host = served(SERVED).with_file(assistants::CLAUDE_STATE, &compact);
+    provision(&mut host).unwrap();
+    assert_eq!(host.file(assistants::CLAUDE_STATE), compact);
+    assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("would be larger")), "{:?}", host.logs);
+
+    // Already onboarded: nothing to add, so it is not rewritten at all.
+    let onboarded = "{\"hasCompletedOnboarding\":true,\"projects\":{}}";
+    let mut host = served(SERVED).with_file(assistants::CLAUDE_STATE, onboarded);
+    provision(&mut host).unwrap();
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::Write { path, .. } if path == assistants::CLAUDE_STATE)));
 }
 
 #[test]

@@ -35,9 +35,9 @@ pub struct MockHost {
     pub secret_refs: BTreeMap<String, String>,
     /// The "disk": path relative to home -> (contents, mode).
     pub files: BTreeMap<String, (Vec<u8>, u32)>,
-    /// A file larger than this is refused with `too-large`, as the host does past its
-    /// per-file limit (1 MiB by default, `max_file_bytes` in a manifest).
-    pub max_read_bytes: usize,
+    /// A file larger than this is refused with `too-large`, read or written, as the host does
+    /// past its per-file limit (1 MiB by default, `max_file_bytes` in a manifest).
+    pub max_file_bytes: usize,
     pub now_unix_nanos: u128,
     /// Replaces the default successful answer of `create_token`.
     pub create_token_result: Option<Result<Credential, ApiError>>,
@@ -60,7 +60,7 @@ impl Default for MockHost {
             vars: BTreeMap::new(),
             secret_refs: BTreeMap::new(),
             files: BTreeMap::new(),
-            max_read_bytes: 1 << 20,
+            max_file_bytes: 1 << 20,
             now_unix_nanos: 1_700_000_000_000_000_000,
             create_token_result: None,
             oauth_token_result: None,
@@ -188,16 +188,23 @@ impl Host for MockHost {
     fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
         check_relative(path)?;
         match self.files.get(path) {
-            Some((bytes, _)) if bytes.len() > self.max_read_bytes => Err(FileError {
+            Some((bytes, _)) if bytes.len() > self.max_file_bytes => Err(FileError {
                 kind: FileErrorKind::TooLarge,
                 path: path.into(),
-                message: format!("larger than {} bytes", self.max_read_bytes),
+                message: format!("larger than {} bytes", self.max_file_bytes),
             }),
             found => Ok(found.map(|(bytes, _)| bytes.clone())),
         }
     }
     fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError> {
         check_relative(path)?;
+        if contents.len() > self.max_file_bytes {
+            return Err(FileError {
+                kind: FileErrorKind::TooLarge,
+                path: path.into(),
+                message: format!("{} bytes is over the {}-byte limit per file", contents.len(), self.max_file_bytes),
+            });
+        }
         self.calls.push(Call::Write { path: path.into(), mode });
         self.files.insert(path.into(), (contents.to_vec(), mode));
         Ok(())

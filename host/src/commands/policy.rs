@@ -189,6 +189,15 @@ pub fn inspect(policy: &Path) -> ExitCode {
 
 /// `policy compile POLICY -o FILE`: the artifact and the two lines to paste into the manifest.
 pub fn compile(policy: &Path, output: &Path) -> ExitCode {
+    let same =
+        |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b);
+    if same(policy, output) {
+        return tool_error(format!(
+            "-o {} is the policy itself; write the artifact next to it, e.g. -o {}",
+            output.display(),
+            policy.with_extension("cwasm").display()
+        ));
+    }
     let (wasm, runtime) = match read_with_runtime(policy) {
         Ok(both) => both,
         Err(code) => return code,

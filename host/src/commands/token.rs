@@ -40,6 +40,31 @@ fn print(value: &crate::secrets::Secret) -> ExitCode {
     }
 }
 
+/// While the current token is still good, a caller would rather have it now than wait out a
+/// hung workspace (Codex gives its auth command 10 s).
+const ROTATION_BUDGET_WITH_A_GOOD_TOKEN_SECONDS: u64 = 5;
+
+/// The arguments a rotation from `token` runs with. A helper is called without the deployment's
+/// flags (Claude Code and Codex pass only `--home`), so the policy and manifest the home was
+/// provisioned with — recorded in the state — are used, not the embedded default; otherwise a
+/// strict deployment's first rotation through the helper would run another policy.
+fn rotation_args(args: &RunArgs, state: Option<&State>) -> RunArgs {
+    let mut args = args.clone();
+    if let Some(state) = state
+        && args.policy.is_none()
+        && args.manifest.is_none()
+    {
+        args.manifest = state.manifest.clone();
+        if args.manifest.is_none() {
+            args.policy = state.policy_file.clone();
+        }
+    }
+    if state.is_some_and(|s| usable(s, state::now_ms()).is_some()) {
+        args.timeout = args.timeout.min(ROTATION_BUDGET_WITH_A_GOOD_TOKEN_SECONDS);
+    }
+    args
+}
+
 pub fn token(args: &RunArgs) -> ExitCode {
     let home = match home_of(&args.home) {
         Ok(home) => home,
@@ -52,8 +77,9 @@ pub fn token(args: &RunArgs) -> ExitCode {
     {
         return print(value);
     }
+    let args = rotation_args(args, before.as_ref());
     let rotated =
-        options(args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
+        options(&args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     let after = State::load(&home).ok().flatten();
     match (rotated, after.as_ref().and_then(|s| usable(s, state::now_ms()))) {
         (Ok(_), Some(value)) => print(value),

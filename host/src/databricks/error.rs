@@ -108,7 +108,8 @@ impl fmt::Display for ApiError {
             (s, true) => write!(f, "HTTP {s}: {}", self.message)?,
             (s, false) => write!(f, "HTTP {s} {}: {}", self.error_code, self.message)?,
         }
-        if let Some(hint) = self.hint() {
+        // A message that already says what to check needs no second hint.
+        if let Some(hint) = self.hint().filter(|_| !self.message.contains("check DATABRICKS_")) {
             write!(f, " (fix: {hint})")?;
         }
         Ok(())

@@ -218,7 +218,8 @@ impl FileSandbox {
             ));
         }
         if target != rel && !self.grants.allows(&target) {
-            return Err(error(
+            // The policy named a granted path; the user's link is what leads elsewhere.
+            return Err(home_error(
                 FileErrorKind::Denied,
                 rel,
                 format!("it is a symlink to ~/{target}, which this deployment does not grant the policy"),

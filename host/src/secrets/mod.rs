@@ -62,13 +62,19 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// Shapes of credentials worth masking even when the host does not know the value: Databricks
-/// personal access tokens (`dapi` + 32 hex), OAuth client secrets (`dose` + 32 hex), JWTs.
+/// personal access tokens (`dapi` + 32 hex), OAuth client secrets (`dose` + 32 hex), JWTs, and
+/// the well-known prefixed keys a user's other tools keep in the same files (GitHub `ghp_` /
+/// `github_pat_`, OpenAI and Anthropic `sk-`, Stripe `sk_live_`, Slack `xox?-`, AWS `AKIA`).
 pub fn credential_shapes() -> &'static regex_lite::Regex {
     static SHAPES: OnceLock<regex_lite::Regex> = OnceLock::new();
     SHAPES.get_or_init(|| {
-        regex_lite::Regex::new(
-            r"\b(?:dapi|dose|dkea)[0-9a-f]{32}(?:-[0-9]+)?\b|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
-        )
+        regex_lite::Regex::new(concat!(
+            r"\b(?:dapi|dose|dkea)[0-9a-f]{32}(?:-[0-9]+)?\b",
+            r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+            r"|\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
+            r"|\bsk-[A-Za-z0-9_-]{20,}|\b[sr]k_live_[A-Za-z0-9]{16,}",
+            r"|\bxox[abprse]-[A-Za-z0-9-]{10,}|\bAKIA[0-9A-Z]{16}\b",
+        ))
         .expect("valid pattern")
     })
 }
@@ -145,6 +151,17 @@ mod tests {
         assert_eq!(r.redact(&format!("token={pat}-2.")), "token=****.");
         assert_eq!(r.redact("eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.sig"), "****");
         assert_eq!(r.redact("x {{devbox-secret:0123456789abcdef}} y"), "x **** y");
+        for other in [
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github_pat_11AAAAAAA0123456789_abcdefghij",
+            "sk-proj-0123456789abcdefghijKLMN",
+            "sk_live_0123456789abcdefXYZ",
+            "xoxb-1234567890-abcdefghij",
+            "AKIAIOSFODNN7EXAMPLE",
+        ] {
+            assert_eq!(r.redact(&format!("k = \"{other}\"")), "k = \"****\"", "{other}");
+        }
+        assert_eq!(r.redact("sk-short and task-0123456789abcdefghijkl"), "sk-short and task-0123456789abcdefghijkl");
     }
 
     #[test]

@@ -22,17 +22,22 @@ use super::{MIN_SECRET_LEN, Redactor, SecretVault, credential_shapes, vault::rep
 
 /// Values under these keys are secrets: `token`, `client_secret`, `password`, `api_key`,
 /// `APIKEY`, and the names built on them (`ANTHROPIC_AUTH_TOKEN`, `GEMINI_API_KEY`,
-/// `aws_secret_access_key`, `apiKey`, ...). `max_tokens` or `apiKeyHelper` are not.
+/// `aws_secret_access_key`, `apiKey`, `OPENAI_KEY`, `GITHUB_PAT`, `credentials`, ...).
+/// `max_tokens` or `apiKeyHelper` are not. A false positive costs little: the value reaches
+/// the policy as a reference and comes back unchanged in a private file.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.trim().to_ascii_lowercase();
     key.contains("secret")
         || key.contains("password")
         || key.contains("passwd")
+        || key.contains("credential")
         || key.ends_with("token")
         || key.ends_with("apikey")
-        || key.ends_with("api_key")
-        || key.ends_with("api-key")
-        || key.ends_with("private_key")
+        || key == "key"
+        || key.ends_with("_key")
+        || key.ends_with("-key")
+        || key == "pat"
+        || key.ends_with("_pat")
         || key == "authorization"
         || key == "bearer"
 }
@@ -225,10 +230,22 @@ mod tests {
 
     #[test]
     fn secret_keys_are_recognised_and_look_alikes_are_not() {
-        for key in ["token", "client_secret", "password", "api_key", "APIKEY", "apiKey", "ANTHROPIC_AUTH_TOKEN"] {
+        for key in [
+            "token",
+            "client_secret",
+            "password",
+            "api_key",
+            "APIKEY",
+            "apiKey",
+            "ANTHROPIC_AUTH_TOKEN",
+            "OPENAI_KEY",
+            "STRIPE_KEY",
+            "GITHUB_PAT",
+            "credentials",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["max_tokens", "apiKeyHelper", "token_id", "host", "model", "tokenFile"] {
+        for key in ["max_tokens", "apiKeyHelper", "token_id", "host", "model", "tokenFile", "keybindings", "path"] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
