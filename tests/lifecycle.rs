@@ -332,9 +332,14 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
     assert_eq!(out.code, 7, "{}", out.stderr);
     assert!(out.stderr.contains("the app exited with 7"), "{}", out.stderr);
 
-    // SIGTERM reaches the app, and watch is done within a second or two.
+    // SIGTERM reaches the app and what it started, and watch is done within a second or two.
     let marker = run.path("app-got-sigterm");
-    let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
+    let grandchild = run.path("grandchild.pid");
+    let script = format!(
+        "sleep 300 & echo $! > {}; trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done",
+        grandchild.display(),
+        marker.display()
+    );
     let watch = spawn_devbox_auth(&run, &["watch", "--", "/bin/sh", "-c", &script]);
     wait_for("the app", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     std::thread::sleep(Duration::from_millis(500));
@@ -344,6 +349,12 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(stopped.elapsed() < Duration::from_secs(3));
     assert!(marker.exists(), "the app got SIGTERM");
+    let pid = std::fs::read_to_string(&grandchild).unwrap().trim().to_string();
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    };
+    wait_for("the app's own child to stop", Duration::from_secs(5), || !running());
 }
 
 #[test]

@@ -66,11 +66,33 @@ async fn app_exit(app: &mut Option<Child>) -> std::io::Result<std::process::Exit
     }
 }
 
+/// Signal the app and everything it started: it runs in a process group of its own (see
+/// `start_app`), so a `sh -c '...'` wrapper's children stop too instead of being orphaned.
 fn send(child: &Child, signal: i32) {
     if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe { libc::kill(pid as i32, signal) };
+        // SAFETY: kill(2) on the process group of a child we spawned and have not reaped; if
+        // the group is gone, on the child itself.
+        unsafe {
+            if libc::kill(-(pid as i32), signal) != 0 {
+                libc::kill(pid as i32, signal);
+            }
+        }
     }
+}
+
+/// Start the app in its own process group, set to receive SIGTERM should `watch` itself be
+/// killed outright (SIGKILL), so the app never outlives its supervisor.
+fn start_app(program: &str, args: &[String]) -> std::io::Result<Child> {
+    let mut command = Command::new(program);
+    command.args(args).process_group(0);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command.spawn()
 }
 
 fn code_of(status: std::io::Result<std::process::ExitStatus>) -> i32 {
@@ -215,7 +237,7 @@ impl Watcher {
         }
         self.failures = 0;
         if let Some((program, rest)) = self.args.command.split_first() {
-            match Command::new(program).args(rest).spawn() {
+            match start_app(program, rest) {
                 Ok(child) => self.app = Some(child),
                 Err(e) => return fail(&Failure::Usage(format!("cannot start the app `{program}` ({e})"))),
             }
