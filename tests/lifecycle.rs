@@ -365,8 +365,10 @@ fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
     wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
     let live = api_key(&run);
     signal(&watch, libc::SIGINT);
-    assert_eq!(finish(watch, Duration::from_secs(8), &emulator).code, 0);
+    let out = finish(watch, Duration::from_secs(8), &emulator);
+    assert_eq!(out.code, 0);
     assert!(revoked(&emulator).contains(&live), "revoked on exit");
+    assert!(out.stderr.contains("revoked the served token on exit"), "and said so: {}", out.stderr);
 
     // Off by default.
     let run = Run::app(&emulator);

@@ -301,11 +301,11 @@ impl Watcher {
             return;
         }
         match self.helper(&["revoke-due", "--serve"]) {
-            Ok(mut helper) => {
-                if tokio::time::timeout(Duration::from_secs(5), helper.wait()).await.is_err() {
-                    log("could not revoke the served token in time");
-                }
-            }
+            Ok(mut helper) => match tokio::time::timeout(Duration::from_secs(5), helper.wait()).await {
+                Ok(Ok(status)) if status.success() => log("revoked the served token on exit (DEVBOX_REVOKE_ON_EXIT)"),
+                Ok(status) => log(&format!("revoking the served token on exit failed ({})", code_of(status))),
+                Err(_) => log("could not revoke the served token in time"),
+            },
             Err(e) => log(&format!("cannot revoke the served token ({e})")),
         }
     }
