@@ -80,11 +80,17 @@ fn send(child: &Child, signal: i32) {
     }
 }
 
-/// Start the app in its own process group, set to receive SIGTERM should `watch` itself be
-/// killed outright (SIGKILL), so the app never outlives its supervisor.
+/// Start the app, set to receive SIGTERM should `watch` itself be killed outright (SIGKILL), so
+/// the app never outlives its supervisor. Without a terminal (an app container) it gets a
+/// process group of its own, which `send` signals whole; at a terminal it stays in the
+/// foreground group, so it may still read the terminal, and Ctrl-C reaches all of it anyway.
 fn start_app(program: &str, args: &[String]) -> std::io::Result<Child> {
     let mut command = Command::new(program);
-    command.args(args).process_group(0);
+    command.args(args);
+    // SAFETY: isatty only queries descriptor 0.
+    if unsafe { libc::isatty(0) } == 0 {
+        command.process_group(0);
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
     unsafe {
         command.pre_exec(|| {
