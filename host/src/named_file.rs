@@ -51,6 +51,11 @@ pub fn read(path: &Path, limit: u64, symlinks: Symlinks) -> io::Result<Vec<u8>> 
     Ok(contents)
 }
 
+/// A policy component or precompiled artifact a person named (`--policy`, a manifest's files).
+pub fn read_component(path: &Path) -> io::Result<Vec<u8>> {
+    read(path, MAX_POLICY_BYTES, Symlinks::Follow)
+}
+
 /// The same, as UTF-8 text.
 pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
     String::from_utf8(read(path, limit, Symlinks::Follow)?)

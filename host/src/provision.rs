@@ -253,14 +253,12 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
     let read = |path: &Path, what: &str| {
-        crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow).map_err(
-            |e| {
-                Failure::Usage(format!(
-                    "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
-                    path.display()
-                ))
-            },
-        )
+        crate::named_file::read_component(path).map_err(|e| {
+            Failure::Usage(format!(
+                "{what} {}: cannot read it ({e}); fix --policy, DEVBOX_AUTH_POLICY or the manifest",
+                path.display()
+            ))
+        })
     };
     let sandbox = |e: wasmtime::Error| Failure::Other(format!("cannot start the policy sandbox: {e}"));
     // Borrowed when embedded: no copies, and the component is not even read.

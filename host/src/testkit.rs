@@ -263,9 +263,8 @@ pub struct PolicyHarness {
 
 impl PolicyHarness {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let wasm =
-            crate::named_file::read(path, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow)
-                .map_err(|e| format!("policy {}: cannot read it ({e})", path.display()))?;
+        let wasm = crate::named_file::read_component(path)
+            .map_err(|e| format!("policy {}: cannot read it ({e})", path.display()))?;
         Self::from_bytes(&path.display().to_string(), &wasm)
     }
 

@@ -138,9 +138,8 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
 
 /// The policy's bytes and a runtime that can compile them, or the tool error saying why not.
 fn read_with_runtime(policy: &Path) -> Result<(Vec<u8>, PolicyRuntime), ExitCode> {
-    let wasm =
-        crate::named_file::read(policy, crate::named_file::MAX_POLICY_BYTES, crate::named_file::Symlinks::Follow)
-            .map_err(|e| tool_error(format!("policy {}: cannot read it ({e})", policy.display())))?;
+    let wasm = crate::named_file::read_component(policy)
+        .map_err(|e| tool_error(format!("policy {}: cannot read it ({e})", policy.display())))?;
     let runtime = PolicyRuntime::new().map_err(|e| tool_error(format!("cannot start the policy sandbox: {e}")))?;
     Ok((wasm, runtime))
 }
