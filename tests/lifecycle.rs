@@ -355,6 +355,16 @@ fn watch_runs_the_app_as_a_child_passes_signals_on_and_stops_with_it() {
             .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
     };
     wait_for("the app's own child to stop", Duration::from_secs(5), || !running());
+
+    // Should watch itself be killed outright, the app is told to stop, not orphaned.
+    let marker = run.path("app-got-sigterm-after-sigkill");
+    let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
+    let mut watch = spawn_devbox_auth(&run, &["watch", "--", "/bin/sh", "-c", &script]);
+    wait_for("the app", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&watch, libc::SIGKILL);
+    let _ = watch.wait();
+    wait_for("the app to get SIGTERM", Duration::from_secs(5), || marker.exists());
 }
 
 #[test]

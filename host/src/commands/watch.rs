@@ -91,6 +91,8 @@ fn start_app(program: &str, args: &[String]) -> std::io::Result<Child> {
     if unsafe { libc::isatty(0) } == 0 {
         command.process_group(0);
     }
+    // The death signal follows the *thread* that forks: watch's runtime is current-thread, so
+    // that is the main thread, which lives as long as watch does.
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
     unsafe {
         command.pre_exec(|| {
