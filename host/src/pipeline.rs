@@ -16,8 +16,8 @@ use crate::effects::{
 use crate::failure::Failure;
 use crate::output::policy_text;
 use crate::runtime::bindings::{FileErrorKind, PolicyError};
+use crate::runtime::imports::host_api_error;
 use crate::runtime::limits::SandboxLimits;
-use crate::runtime::state::host_api_error;
 use crate::runtime::{LoadedPolicy, Plan, PolicyRuntime, RunContext, RunError, RunStats, Trigger};
 use crate::sandbox::{Blame, FileError, FileSandbox};
 use crate::secrets::{CredentialMeta, Secret, SecretVault};

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{RunArgs, env_snapshot, fail, home_of, http_settings, runtime};
+use super::common::{RunArgs, env_snapshot, fail, home_of, http_settings, runtime};
 use crate::databricks::WorkspaceClient;
 use crate::databricks::config;
 use crate::databricks::http::Transport;

@@ -3,11 +3,12 @@
 //! whether the token still works. The exit status is non-zero when the setup is unhealthy, and
 //! the message names the cause in the user's terms.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::cli::{StatusArgs, env_snapshot, fail, home_of, http_settings, runtime, when};
+use super::common::{env_snapshot, fail, home_of, http_settings, runtime, when};
 use crate::databricks::WorkspaceClient;
 use crate::databricks::config;
 use crate::databricks::error::{ErrorClass, codes};
@@ -15,6 +16,22 @@ use crate::databricks::http::Transport;
 use crate::failure::Failure;
 use crate::output;
 use crate::state::{self, State};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Home directory the config files go to.
+    #[arg(long, env = "HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Also ask the workspace whether the token still works.
+    #[arg(long)]
+    pub check: bool,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Total seconds for the workspace check.
+    #[arg(long, env = "DEVBOX_AUTH_TIMEOUT_SECONDS", value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
 
 /// A problem with the setup, as the exit status and the one line that names it.
 fn problem(state: &Option<State>, home: &std::path::Path, now_ms: i64) -> Option<Failure> {

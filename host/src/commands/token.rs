@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{RunArgs, fail, home_of, options, runtime, stop_signal};
+use super::common::{RunArgs, fail, home_of, options, runtime, stop_signal};
 use crate::failure::Failure;
 use crate::output;
 use crate::provision;

@@ -25,10 +25,24 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::cli::{WatchArgs, fail, home_of, runtime, when};
+use super::common::{RunArgs, fail, home_of, runtime, when};
 use crate::failure::Failure;
 use crate::output;
 use crate::state::{self, State};
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A shell command run after each rotation (e.g. to restart a reader that caches the
+    /// token); its exit status is logged.
+    #[arg(long, value_name = "CMD")]
+    pub on_rotate: Option<String>,
+    /// The app to run as a child (`devbox-auth watch -- python app.py`): started after the
+    /// first provision, sent SIGTERM/SIGINT when watch gets them; watch exits with it.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
 
 /// The exit codes of a run that will not get better by trying again (see the README).
 fn permanent(code: i32) -> bool {

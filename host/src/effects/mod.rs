@@ -1,5 +1,5 @@
 //! Everything a policy can cause, behind the WIT imports — with the checks that make the
-//! sandbox's promises true. The WIT glue (`runtime::state`) only converts types; the rules
+//! sandbox's promises true. The WIT glue (`runtime::imports`) only converts types; the rules
 //! live here, so live runs, dry runs and `policy test` enforce them identically:
 //!
 //! - a workspace operation needs a grant, and `create-token` has a per-run count and a

@@ -6,10 +6,10 @@ pub mod cache;
 pub mod engine_config;
 
 pub use engine_config::Compiler;
+pub mod imports;
 pub mod limits;
 pub mod precompiled;
 pub mod since_v0_1_0;
-pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +20,8 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
 use self::cache::{ComponentCache, PolicySource, sha256_hex};
+use self::imports::PolicyState;
 use self::limits::SandboxLimits;
-use self::state::PolicyState;
 use crate::effects::Effects;
 use crate::secrets::CredentialMeta;
 
@@ -171,7 +171,7 @@ fn wit_context(context: &RunContext) -> bindings::RunContext {
             Trigger::Rotation => bindings::Trigger::Rotation,
         },
         now_ms: context.now_ms,
-        current: context.current.as_ref().map(|(meta, reference)| state::credential(meta, reference.clone())),
+        current: context.current.as_ref().map(|(meta, reference)| imports::credential(meta, reference.clone())),
         dry_run: context.dry_run,
     }
 }

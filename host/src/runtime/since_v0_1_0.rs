@@ -10,7 +10,7 @@ use super::bindings::since_v0_1_0::devbox::auth::{
     workspace::{MintedToken, ServingEndpoint as ServingEndpointV1, TokenInfo as TokenInfoV1},
 };
 use super::bindings::{FileErrorKind, Level};
-use super::state::{PolicyState, file_error, log_level};
+use super::imports::{PolicyState, file_error, log_level};
 use crate::databricks;
 
 fn api_error(e: databricks::ApiError) -> ApiErrorV1 {
