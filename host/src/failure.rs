@@ -46,7 +46,11 @@ impl Failure {
 
     /// The same failure with `suffix` appended to its message.
     pub fn with_suffix(self, suffix: &str) -> Self {
-        let add = |m: String| format!("{m}{suffix}");
+        self.map_message(|m| format!("{m}{suffix}"))
+    }
+
+    /// The same kind of failure, its message rewritten.
+    pub fn map_message(self, add: impl FnOnce(String) -> String) -> Self {
         match self {
             Failure::Usage(m) => Failure::Usage(add(m)),
             Failure::Auth(m) => Failure::Auth(add(m)),

@@ -97,9 +97,10 @@ pub async fn run(
     }
 }
 
-/// How long a run stopped by SIGTERM spends deleting what it minted (Databricks Apps allow 15 s
-/// between SIGTERM and SIGKILL).
-const UNDO_AFTER_STOP: Duration = Duration::from_secs(8);
+/// How long a run stopped by SIGTERM spends deleting what it minted. Short: Databricks Apps
+/// allow 15 s between SIGTERM and SIGKILL, and `watch` must be gone within 12. What is not
+/// deleted in time stays in the mint journal, and the next run in this home deletes it.
+const UNDO_AFTER_STOP: Duration = Duration::from_secs(3);
 
 /// Hold the policy to its plan's rules: it may serve only a credential the host issued, it
 /// cannot ask for a refresh in the past or after that credential expires, and it may plan to
@@ -145,8 +146,8 @@ const MIN_REFRESH_DELAY_MS: i64 = 1000;
 
 /// The host's schedule for a policy built against a frozen contract, which cannot say one:
 /// serve the last credential it minted, refresh at 75% of its lifetime, and revoke the one it
-/// replaces — at once on a start, after 10% of that token's lifetime (at most 5 minutes) on a
-/// rotation, so readers still holding it can finish.
+/// replaces after 10% of that token's lifetime (at most 5 minutes), so readers still holding
+/// it can finish.
 pub fn default_plan(effects: &Effects, context: &RunContext) -> Option<Plan> {
     let (meta, reference) = effects.issued.last().or(context.current.as_ref())?;
     let lifetime = (meta.expiry_ms - meta.created_ms).max(0);
@@ -155,10 +156,8 @@ pub fn default_plan(effects: &Effects, context: &RunContext) -> Option<Plan> {
         && previous.kind == "pat"
         && previous.token_id != meta.token_id
     {
-        let grace = match context.trigger {
-            Trigger::Start => 0,
-            Trigger::Rotation => ((previous.expiry_ms - previous.created_ms) / 10).min(5 * 60 * 1000),
-        };
+        // The host offers `current` only from this home's state: someone may hold it.
+        let grace = ((previous.expiry_ms - previous.created_ms) / 10).min(5 * 60 * 1000);
         revoke.push((previous.token_id.clone(), context.now_ms + grace));
     }
     Some(Plan {

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::databricks::config::{self, Env};
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{TokenInfo, WorkspaceClient};
+use crate::effects::env::is_passed_to_policy;
 use crate::effects::{Effects, LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
 use crate::failure::Failure;
 use crate::output;
@@ -25,6 +26,7 @@ use crate::runtime::{Compiler, DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRu
 use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
+use crate::state::journal;
 use crate::state::{self, LastRun, MintedRecord, Served, State};
 
 /// Which policy to run.
@@ -344,6 +346,9 @@ fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
 }
 
 pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String>) -> Result<Outcome, Failure> {
+    // One listener for the whole run: a signal during the policy run undoes it; one during
+    // the revocations after the commit ends them early (they stay planned).
+    let mut stop = std::pin::pin!(stop);
     let (runtime, policy) = load_policy(&opts)?;
     let files = file_sandbox(&opts)?;
     let home = files.home().to_path_buf();
@@ -358,10 +363,10 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     }
     let deployment =
         deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
-    let state = load_state(&home, &deployment);
+    let mut state = load_state(&home, &deployment);
     if opts.only_if_due
         && let Some(state) = &state
-        && !state::rotation_due(state, state::now_ms())
+        && !state::run_due(&home, state, state::now_ms())
     {
         return Ok(Outcome::skipped(&policy, target));
     }
@@ -382,12 +387,13 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             return Err(failure);
         }
     }
-    if let Workspace::Live(client) = &target.workspace
-        && let Err(e) = client.sign_in().await
-    {
-        let failure = Failure::from_api(e);
-        record_failure(&opts, trigger, &home, state, &failure);
-        return Err(failure);
+    if let Workspace::Live(client) = &target.workspace {
+        if let Err(e) = client.sign_in().await {
+            let failure = Failure::from_api(e);
+            record_failure(&opts, trigger, &home, state, &failure);
+            return Err(failure);
+        }
+        state = reconcile_interrupted_runs(&home, &deployment, state, client).await;
     }
     let inputs = RunInputs {
         workspace: target.workspace,
@@ -397,6 +403,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             deployment: deployment.clone(),
             state_tokens: state.iter().flat_map(|s| s.tokens.iter().map(|t| t.token_id.clone())).collect(),
             host_binary: host_binary(),
+            journal_home: (!opts.dry_run).then(|| home.clone()),
         },
         files,
         env: &opts.env,
@@ -410,7 +417,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         current: current.map(|s| (s.meta, s.value)),
         now_ms: None,
     };
-    let mut ran = pipeline::run(&runtime, &policy, inputs, stop).await;
+    let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {
         record_failure(&opts, trigger, &home, state, &failure);
         return Err(failure);
@@ -428,18 +435,46 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             return Err(failure);
         }
         update_state(&mut state, &policy, &ran.plan, effects, trigger, ran.now_ms);
+        state.settings =
+            opts.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Workspace::Live(client) = &effects.workspace {
+            state.clock_offset_ms = client.clock_offset_ms();
+        }
         state.policy_file = match &opts.policy {
             PolicyChoice::File(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
             PolicyChoice::Embedded => None,
         };
         state.manifest = opts.manifest.as_ref().map(|m| std::path::absolute(m).unwrap_or_else(|_| m.clone()));
-        revoked = revoke_due(&mut state, &mut effects.workspace, state::now_ms()).await;
+        // Saved right after the commit, before any further network call: from here on the
+        // state records every token this run minted, so the journal note can go.
         state.save(&home).map_err(|e| {
             Failure::Other(format!(
-                "the config files were written, but the state file under ~/{} could not be ({e}); `token` and `watch` will start afresh",
+                "the config files were written, but the state file under ~/{} could not be ({e}); the next run in this home finds this run's token again",
                 state::STATE_DIR
             ))
         })?;
+        if let Some(journal) = effects.journal.as_mut() {
+            journal.clear();
+        }
+        let now = state::now_ms();
+        let done = tokio::select! {
+            done = revoke_due(&mut state, &mut effects.workspace, now) => done,
+            signal = stop.as_mut() => Revocations {
+                lines: vec![format!("stopped by {signal}; the planned revocations wait for the next run")],
+                ..Revocations::default()
+            },
+        };
+        for line in &done.dropped {
+            output::err(&format!("devbox-auth: warning: {line}"));
+        }
+        revoked = done.lines;
+        if done.changed
+            && let Err(e) = state.save(&home)
+        {
+            output::err(&format!(
+                "devbox-auth: warning: cannot save the state after revoking ({e}); the next run finds those tokens gone"
+            ));
+        }
     }
     let requests = match &effects.workspace {
         Workspace::Simulated(sim) => sim.requests.iter().map(|r| format!("{} {r}", target.host_url)).collect(),
@@ -553,24 +588,119 @@ fn update_state(
     state.last_run = Some(LastRun { trigger: trigger.as_str().into(), at_ms: now_ms, outcome: "ok".into() });
 }
 
+/// What [`revoke_due`] did: one line per token handled, the failures, and whether the state
+/// changed.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    pub lines: Vec<String>,
+    /// Tokens dropped from the plan because they expired first (warnings: a revocation that
+    /// kept failing until then).
+    pub dropped: Vec<String>,
+    pub failed: Vec<crate::databricks::ApiError>,
+    pub changed: bool,
+}
+
+/// How long past its expiry a token is taken for dead without asking the workspace (its
+/// expiry is on the host's clock, which the workspace's may lead a little).
+const EXPIRED_MARGIN_MS: i64 = 5_000;
+
 /// Carry out the planned revocations that are due (their time, or their token's expiry, has
-/// come). A token already gone is forgotten; one that cannot be deleted now stays planned.
-/// Returns one line per token handled.
-pub async fn revoke_due(state: &mut State, workspace: &mut Workspace, now_ms: i64) -> Vec<String> {
+/// come). A token already gone is forgotten; so is one that has expired (there is nothing left
+/// to revoke). One that cannot be deleted now stays planned, and the failure is returned so
+/// the caller backs off.
+pub async fn revoke_due(state: &mut State, workspace: &mut Workspace, now_ms: i64) -> Revocations {
     let due: Vec<String> = state.pending.iter().filter(|p| p.at_ms <= now_ms).map(|p| p.token_id.clone()).collect();
-    let mut lines = Vec::new();
+    let mut done = Revocations::default();
     for token_id in due {
+        let expired = state
+            .tokens
+            .iter()
+            .find(|t| t.token_id == token_id)
+            .is_some_and(|t| t.expiry_ms > 0 && t.expiry_ms + EXPIRED_MARGIN_MS <= now_ms);
+        if expired {
+            done.dropped.push(format!("token {token_id} expired before it could be revoked; dropped from the plan"));
+            state.forget(&token_id);
+            done.changed = true;
+            continue;
+        }
         match workspace.delete_token(&token_id).await {
             Ok(()) => {
-                lines.push(format!("revoked token {token_id}"));
+                done.lines.push(format!("revoked token {token_id}"));
                 state.forget(&token_id);
+                done.changed = true;
             }
             Err(e) if e.error_code == "RESOURCE_DOES_NOT_EXIST" || e.status == 404 => {
-                lines.push(format!("token {token_id} was already gone"));
+                done.lines.push(format!("token {token_id} was already gone"));
                 state.forget(&token_id);
+                done.changed = true;
             }
-            Err(e) => lines.push(format!("could not revoke token {token_id} yet ({e}); will try again")),
+            Err(e) => {
+                done.lines.push(format!("could not revoke token {token_id} yet ({e}); will try again"));
+                done.failed.push(e);
+            }
         }
     }
-    lines
+    done
+}
+
+/// A run that died after minting (its journal note is still there): list the principal's
+/// tokens, take the ones it minted that the state does not hold into the state, and plan
+/// their revocation now. The run about to start re-renders every file, so nothing keeps
+/// using them; its hygiene and the revocations after its commit delete them.
+async fn reconcile_interrupted_runs(
+    home: &Path,
+    deployment: &str,
+    state: Option<State>,
+    client: &WorkspaceClient,
+) -> Option<State> {
+    let notes = journal::pending(home);
+    if notes.is_empty() {
+        return state;
+    }
+    let (ours, others): (Vec<_>, Vec<_>) = notes.into_iter().partition(|n| n.deployment == deployment);
+    for other in others {
+        output::err(&format!(
+            "devbox-auth: warning: an interrupted run of another deployment ({}) may have left a token with `{}/{}` in its comment; these credentials cannot check it: look for it in `databricks tokens list`",
+            other.deployment, other.deployment, other.run
+        ));
+        journal::resolve(home, &other);
+    }
+    if ours.is_empty() {
+        return state;
+    }
+    let tokens = match client.list_tokens().await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            output::err(&format!(
+                "devbox-auth: warning: cannot look for the tokens of an interrupted run yet ({e}); the next run tries again"
+            ));
+            return state;
+        }
+    };
+    let existed = state.is_some();
+    let mut state = state.unwrap_or_else(|| State::new(deployment));
+    let now = state::now_ms();
+    let orphans: Vec<&TokenInfo> = tokens
+        .iter()
+        .filter(|t| ours.iter().any(|n| n.minted(&t.comment)) && !state.holds_token(&t.token_id))
+        .collect();
+    for token in &orphans {
+        state.tokens.push(MintedRecord::from(*token));
+        state.plan_revocation(&token.token_id, now, Some(token.expiry_time_ms));
+    }
+    if !orphans.is_empty() {
+        let ids: Vec<&str> = orphans.iter().map(|t| t.token_id.as_str()).collect();
+        output::err(&format!(
+            "devbox-auth: an interrupted run had minted token {} and did not record it; revoking it",
+            ids.join(", ")
+        ));
+        if let Err(e) = state.save(home) {
+            output::err(&format!("devbox-auth: warning: cannot record the interrupted run's tokens ({e})"));
+            return existed.then_some(state);
+        }
+    }
+    for note in &ours {
+        journal::resolve(home, note);
+    }
+    (existed || !orphans.is_empty()).then_some(state)
 }

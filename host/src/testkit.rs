@@ -314,6 +314,7 @@ impl PolicyHarness {
                 deployment: "testkit".into(),
                 state_tokens: case.workspace.state_tokens.iter().cloned().collect(),
                 host_binary: "/usr/local/bin/devbox-auth".into(),
+                journal_home: None,
             },
             files,
             env: &case.env,

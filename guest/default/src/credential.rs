@@ -3,16 +3,19 @@
 //! - `DEVBOX_CREDENTIAL=auto` (the default) mints a PAT and, when the workspace refuses PATs
 //!   (tokens disabled, or the principal lacks `CAN USE`), falls back to the app's own OAuth
 //!   token with one warning that names the reason. `pat` and `oauth` fix the choice.
-//! - Rotation at 75% of the credential's lifetime. A superseded PAT is revoked after a grace of
-//!   two token-helper refresh periods (so a reader that fetched it just before the rotation can
-//!   finish), at once on a start (nothing is using it any more).
-//! - Hygiene on every run: this deployment's other PATs — listed in the host's state, or, when
-//!   the principal is the app's own service principal, bearing the deployment's marker — are
-//!   revoked. Under a PAT or a profile the identity is a person's, so only what the state lists
-//!   is touched. Tokens someone else minted are never touched.
+//! - Rotation at 75% of the credential's lifetime. The credential this home was serving
+//!   (the run context's `current`) is revoked after a grace of two token-helper refresh periods,
+//!   so a reader that fetched it just before can finish — on a rotation, and on a start in the
+//!   same home too (`provision` run by hand while assistants are working).
+//! - Hygiene on every run: this deployment's other PATs — listed in the host's state, or
+//!   bearing the deployment's marker when the principal is the app's own service principal or
+//!   the run is a Databricks App's (`DATABRICKS_APP_NAME`: the marker names that app) — are
+//!   revoked at once: nobody is reading them. Under a person's PAT or profile outside an app, a
+//!   marked token may be in use elsewhere, so only what the state lists is touched. Tokens
+//!   someone else minted are never touched.
 
 use devbox_policy_sdk::{
-    ApiError, Credential, CredentialKind, Host, Level, Plan, PolicyError, Revocation, RunContext, TokenOrigin, Trigger,
+    ApiError, Credential, CredentialKind, Host, Level, Plan, PolicyError, Revocation, RunContext, TokenOrigin,
 };
 
 pub const CREDENTIAL_VAR: &str = "DEVBOX_CREDENTIAL";
@@ -139,11 +142,9 @@ pub fn helper_ttl_ms(lifetime_ms: i64) -> i64 {
 pub fn plan(host: &mut impl Host, context: &RunContext, served: Obtained, revoke_on_exit: bool) -> Plan {
     let now = context.now_ms;
     let lifetime = (served.credential.expiry_time_ms - now).max(0);
-    // A reader that fetched the old token just before the rotation gets two helper periods.
-    let grace = match context.trigger {
-        Trigger::Start => 0,
-        Trigger::Rotation => (2 * helper_ttl_ms(lifetime)).min(lifetime / 5),
-    };
+    // A reader that fetched the credential in use just before gets two helper periods,
+    // whatever started this run (the host offers `current` only from this home's state).
+    let grace = (2 * helper_ttl_ms(lifetime)).min(lifetime / 5);
     let mut revoke = Vec::new();
     if let Some(current) = &context.current
         && current.kind == CredentialKind::Pat
@@ -151,7 +152,8 @@ pub fn plan(host: &mut impl Host, context: &RunContext, served: Obtained, revoke
     {
         revoke.push(Revocation { token_id: current.token_id.clone(), at_ms: now + grace });
     }
-    let person = host.auth_type() != "oauth-m2m";
+    let app = host.var("DATABRICKS_APP_NAME").is_some_and(|name| !name.trim().is_empty());
+    let person = host.auth_type() != "oauth-m2m" && !app;
     match host.list_tokens() {
         Ok(tokens) => {
             for token in tokens {

@@ -2,7 +2,7 @@
 
 use super::*;
 use devbox_policy_sdk::mock::{Call, MOCK_OAUTH_REF, MOCK_TOKEN_REF, MockHost};
-use devbox_policy_sdk::{CredentialKind, TokenInfo, TokenOrigin};
+use devbox_policy_sdk::{CredentialKind, RunContext, TokenInfo, TokenOrigin};
 use serde_json::json;
 
 fn app_host() -> MockHost {
@@ -187,6 +187,30 @@ fn a_start_revokes_this_deployments_old_tokens_and_nothing_else() {
     host.tokens = vec![token("in-state", TokenOrigin::State), token("marked", TokenOrigin::Marker)];
     let plan = provision(&mut host).unwrap();
     assert_eq!(plan.revoke.iter().map(|r| r.token_id.as_str()).collect::<Vec<_>>(), ["in-state"]);
+
+    // In a Databricks App the marker names the app: its earlier containers' tokens go, under a
+    // PAT too (a container killed mid-rotation leaves one nobody else knows).
+    let mut host = app_host().with_var("DATABRICKS_APP_NAME", "devbox");
+    host.auth_type = "pat".into();
+    host.tokens = vec![token("in-state", TokenOrigin::State), token("marked", TokenOrigin::Marker)];
+    let plan = provision(&mut host).unwrap();
+    assert_eq!(plan.revoke.iter().map(|r| r.token_id.as_str()).collect::<Vec<_>>(), ["in-state", "marked"]);
+}
+
+#[test]
+fn a_start_in_a_home_that_serves_a_token_gives_it_the_rotation_grace() {
+    let mut host = app_host().with_var(LIFETIME_VAR, "3600");
+    let current = devbox_policy_sdk::Credential {
+        kind: CredentialKind::Pat,
+        token_id: "in-use".into(),
+        secret_ref: "{{devbox-secret:in-use}}".into(),
+        expiry_time_ms: host.now_ms() + 900_000,
+    };
+    host.tokens = vec![token("in-use", TokenOrigin::State), token("stale", TokenOrigin::State)];
+    let context = RunContext { current: Some(current), ..host.start() };
+    let plan = DefaultPolicy::provision(&mut host, &context).unwrap();
+    let revoked: Vec<_> = plan.revoke.iter().map(|r| (r.token_id.as_str(), r.at_ms - host.now_ms())).collect();
+    assert_eq!(revoked, [("in-use", 600_000), ("stale", 0)], "the one assistants hold gets the grace");
 }
 
 #[test]

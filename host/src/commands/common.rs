@@ -95,7 +95,16 @@ pub fn http_settings(timeout_seconds: u64, env: &Env) -> HttpSettings {
 
 /// Everything a policy run needs, from the flags, the environment and the manifest.
 pub fn options(args: &RunArgs, trigger: Option<Trigger>, dry_run: bool) -> Result<ProvisionOptions, Failure> {
-    let env = env_snapshot();
+    options_with_env(args, env_snapshot(), trigger, dry_run)
+}
+
+/// The same, with the environment given (a token helper's rotation restores the deployment's).
+pub fn options_with_env(
+    args: &RunArgs,
+    env: Env,
+    trigger: Option<Trigger>,
+    dry_run: bool,
+) -> Result<ProvisionOptions, Failure> {
     let home = home_of(&args.home)?;
     let cache_dir = match args.cache_dir.as_deref() {
         Some("off") => None,

@@ -3,34 +3,50 @@
 //!
 //! The fast path reads the state file and prints — no lock, no network, no policy sandbox: the
 //! state is replaced by atomic renames, so a reader sees the old file or the new one. When the
-//! refresh time has come, it rotates first through the same code as `provision`, under the same
-//! home lock as `watch`; twenty callers at once queue on the lock and the first one's rotation
-//! serves them all. It never prints an expired token.
+//! refresh time has come (or the token has less time left than a helper caches it for), it
+//! rotates first through the same code as `provision`, under the same home lock as `watch`;
+//! twenty callers at once queue on the lock and the first one's rotation serves them all.
+//!
+//! A rotation started here runs as the deployment does: with the policy, manifest and
+//! settings recorded at the last provision, whatever environment the assistant gave the
+//! helper; and within one budget for the whole rotation (5 s while the current token is
+//! still good: Codex gives its auth command 10 s). It never prints an expired token.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use super::common::{RunArgs, fail, home_of, options, runtime, stop_signal};
+use super::common::{RunArgs, env_snapshot, fail, home_of, options_with_env, runtime, stop_signal};
+use crate::databricks::config::Env;
+use crate::effects::env::is_passed_to_policy;
 use crate::failure::Failure;
 use crate::output;
 use crate::provision;
-use crate::state::{self, State};
+use crate::secrets::Secret;
+use crate::state::{self, Served, State};
 
-/// A token about to expire is not printed: the request it is for would fail. "About to": the
-/// last 5 seconds, or the last tenth of its life when that is shorter.
+/// A token about to expire is not printed at all: the request it is for would fail. "About
+/// to": the last 5 seconds, or the last tenth of its life when that is shorter.
 const MIN_VALIDITY_MS: i64 = 5_000;
 
-fn usable(state: &State, now_ms: i64) -> Option<&crate::secrets::Secret> {
-    state
-        .serve
-        .as_ref()
-        .filter(|s| {
-            let margin = MIN_VALIDITY_MS.min((s.meta.expiry_ms - s.meta.created_ms) / 10);
-            s.meta.expiry_ms > now_ms + margin
-        })
-        .map(|s| &s.value)
+fn left_ms(served: &Served, now_ms: i64) -> i64 {
+    served.meta.expiry_ms - now_ms
 }
 
-fn print(value: &crate::secrets::Secret) -> ExitCode {
+/// The served token, if it may be printed at all.
+fn usable(state: &State, now_ms: i64) -> Option<&Served> {
+    state.serve.as_ref().filter(|s| {
+        let margin = MIN_VALIDITY_MS.min((s.meta.expiry_ms - s.meta.created_ms) / 10);
+        left_ms(s, now_ms) > margin
+    })
+}
+
+/// The served token, if it outlives the time a helper caches it: what is printed without a
+/// rotation.
+fn fresh(state: &State, now_ms: i64) -> Option<&Secret> {
+    state.serve.as_ref().filter(|s| left_ms(s, now_ms) > state::helper_cache_ms(s)).map(|s| &s.value)
+}
+
+fn print(value: &Secret) -> ExitCode {
     match output::out_raw(format!("{}\n", value.expose()).as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -40,9 +56,8 @@ fn print(value: &crate::secrets::Secret) -> ExitCode {
     }
 }
 
-/// While the current token is still good, a caller would rather have it now than wait out a
-/// hung workspace (Codex gives its auth command 10 s).
-const ROTATION_BUDGET_WITH_A_GOOD_TOKEN_SECONDS: u64 = 5;
+/// The whole rotation's budget while the current token is still good.
+const ROTATION_BUDGET_WITH_A_GOOD_TOKEN: Duration = Duration::from_secs(5);
 
 /// The arguments a rotation from `token` runs with. A helper is called without the deployment's
 /// flags (Claude Code and Codex pass only `--home`), so the policy and manifest the home was
@@ -59,10 +74,18 @@ fn rotation_args(args: &RunArgs, state: Option<&State>) -> RunArgs {
             args.policy = state.policy_file.clone();
         }
     }
-    if state.is_some_and(|s| usable(s, state::now_ms()).is_some()) {
-        args.timeout = args.timeout.min(ROTATION_BUDGET_WITH_A_GOOD_TOKEN_SECONDS);
-    }
     args
+}
+
+/// The caller's environment with the deployment's settings (every variable a policy sees)
+/// put back as the last provision recorded them, so a helper started with another
+/// environment cannot change what the deployment mints, serves or revokes.
+fn deployment_env(mut env: Env, state: Option<&State>) -> Env {
+    if let Some(state) = state.filter(|s| !s.settings.is_empty()) {
+        env.retain(|name, _| !is_passed_to_policy(name));
+        env.extend(state.settings.clone());
+    }
+    env
 }
 
 pub fn token(args: &RunArgs) -> ExitCode {
@@ -72,32 +95,61 @@ pub fn token(args: &RunArgs) -> ExitCode {
     };
     let before = State::load(&home).ok().flatten();
     if let Some(state) = &before
-        && !state::rotation_due(state, state::now_ms())
-        && let Some(value) = usable(state, state::now_ms())
+        && !state::run_due(&home, state, state::now_ms())
+        && let Some(value) = fresh(state, state::now_ms())
     {
         return print(value);
     }
+    let good_now = before.as_ref().is_some_and(|s| usable(s, state::now_ms()).is_some());
+    let budget = match good_now {
+        true => ROTATION_BUDGET_WITH_A_GOOD_TOKEN.min(Duration::from_secs(args.timeout)),
+        false => Duration::from_secs(args.timeout),
+    };
     let args = rotation_args(args, before.as_ref());
-    let rotated =
-        options(&args, None, false).and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
+    let env = deployment_env(env_snapshot(), before.as_ref());
+    let rotated = options_with_env(&args, env, None, false).and_then(|opts| {
+        runtime()?.block_on(async {
+            match tokio::time::timeout(budget, provision::provision(opts, stop_signal())).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Transient(format!(
+                    "the rotation did not finish within {} s; anything it minted is in the mint journal and the next run deletes it",
+                    budget.as_secs()
+                ))),
+            }
+        })
+    });
     let after = State::load(&home).ok().flatten();
-    match (rotated, after.as_ref().and_then(|s| usable(s, state::now_ms()))) {
-        (Ok(_), Some(value)) => print(value),
-        (Ok(_), None) => fail(&Failure::Other(match after.as_ref().and_then(|s| s.serve.as_ref()) {
+    let now = state::now_ms();
+    let fresh_after = after.as_ref().and_then(|s| fresh(s, now));
+    let usable_after = after.as_ref().and_then(|s| usable(s, now));
+    match (rotated, fresh_after, usable_after) {
+        (Ok(_), Some(value), _) => print(value),
+        (Ok(_), None, Some(served)) => {
+            // The policy serves a credential shorter-lived than a helper's cache period.
+            output::err(&format!(
+                "devbox-auth: warning: the credential being served expires in {} s, sooner than token helpers re-ask (every {} s); give tokens a longer lifetime (CLAUDE_CODE_TOKEN_EXPIRY_SECONDS for the default policy)",
+                left_ms(served, now) / 1000,
+                state::helper_cache_ms(served) / 1000
+            ));
+            print(&served.value)
+        }
+        (Ok(_), None, None) => fail(&Failure::Other(match after.as_ref().and_then(|s| s.serve.as_ref()) {
             Some(served) => format!(
                 "the credential being served expires in {} ms, too soon to hand out; give tokens a longer lifetime (CLAUDE_CODE_TOKEN_EXPIRY_SECONDS for the default policy)",
-                (served.meta.expiry_ms - state::now_ms()).max(0)
+                left_ms(served, now).max(0)
             ),
             None => "the policy serves no credential (a policy built against devbox:auth@0.1.0 names none); use one built against the current wit/".into(),
         })),
-        (Err(failure), Some(value)) => {
-            // Still valid: better the current token than none. Say why it was not rotated.
+        (Err(failure), _, Some(served)) => {
+            // Still valid: better the current token than none. Say why it was not rotated,
+            // and when it runs out.
             output::err(&format!(
-                "devbox-auth: warning: could not rotate the token ({}); printing the current one",
-                failure.message()
+                "devbox-auth: warning: could not rotate the token ({}); printing the current one, which expires in {} s",
+                failure.message(),
+                left_ms(served, now) / 1000
             ));
-            print(value)
+            print(&served.value)
         }
-        (Err(failure), None) => fail(&failure),
+        (Err(failure), _, None) => fail(&failure),
     }
 }

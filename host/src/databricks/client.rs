@@ -49,6 +49,16 @@ pub struct WorkspaceClient {
     config: ResolvedConfig,
     /// The OAuth access token, fetched on first use.
     access_token: Mutex<Option<oauth::AccessToken>>,
+    /// The workspace's clock minus ours (ms), once measured; see [`WorkspaceClient::clock_offset_ms`].
+    clock_offset: std::sync::Mutex<Option<ClockOffset>>,
+}
+
+/// How far the workspace's clock is from ours, and how well that is known.
+#[derive(Debug, Clone, Copy)]
+struct ClockOffset {
+    ms: i64,
+    /// From a token's creation time (to the millisecond), not a `Date` header (to the second).
+    precise: bool,
 }
 
 impl WorkspaceClient {
@@ -57,7 +67,7 @@ impl WorkspaceClient {
             Credentials::Pat(token) => redactor().register(token),
             Credentials::OAuthM2m { client_secret, .. } => redactor().register(client_secret),
         }
-        Self { transport, config, access_token: Mutex::new(None) }
+        Self { transport, config, access_token: Mutex::new(None), clock_offset: std::sync::Mutex::new(None) }
     }
 
     pub fn host(&self) -> &WorkspaceUrl {
@@ -66,6 +76,31 @@ impl WorkspaceClient {
 
     pub fn config(&self) -> &ResolvedConfig {
         &self.config
+    }
+
+    /// The workspace's clock minus ours, in ms (0 until an answer said otherwise). The Tokens
+    /// API states creation and expiry times on the workspace's clock; devbox-auth keeps every
+    /// time on the host's, so a host clock minutes off neither hands out an expired token nor
+    /// takes a fresh one for expired.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset.lock().map(|o| o.map_or(0, |o| o.ms)).unwrap_or(0)
+    }
+
+    fn note_clock(&self, offset: ClockOffset) {
+        if let Ok(mut known) = self.clock_offset.lock()
+            && (offset.precise || known.is_none_or(|k| !k.precise))
+        {
+            *known = Some(offset);
+        }
+    }
+
+    /// Learn the offset from an answer's `Date` header. It has whole seconds, so an offset
+    /// under 1.5 s is taken for none.
+    fn note_date(&self, response: &super::http::Response) {
+        if let Some((theirs, ours)) = response.clocks {
+            let ms = theirs + 500 - ours;
+            self.note_clock(ClockOffset { ms: if ms.abs() < 1500 { 0 } else { ms }, precise: false });
+        }
     }
 
     /// Sign in now (OAuth M2M: fetch the access token; a PAT needs nothing), so a run fails on
@@ -129,6 +164,7 @@ impl WorkspaceClient {
             retry,
         };
         let response = self.transport.send(request).await?;
+        self.note_date(&response);
         if response.body.is_empty() {
             return Ok(json!({}));
         }
@@ -149,12 +185,13 @@ impl WorkspaceClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let sent_ms = crate::state::now_ms();
             let result = self
                 .call(Method::POST, "/api/2.0/token/create", Some(&body), Retry::OnlyIfRejected)
                 .await
                 .and_then(|answer| self.parse_minted(&answer));
             let error = match result {
-                Ok(minted) => return Ok(minted),
+                Ok(minted) => return Ok(self.on_our_clock(minted, sent_ms)),
                 Err(error) if !may_have_minted(&error) => return Err(error),
                 Err(error) => error,
             };
@@ -175,6 +212,19 @@ impl WorkspaceClient {
             }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A minted token's times on the host's clock: created when the request was sent (no
+    /// later than in truth), valid for the lifetime the workspace granted, so its expiry is
+    /// never later than the workspace's.
+    fn on_our_clock(&self, mut minted: MintedToken, sent_ms: i64) -> MintedToken {
+        let info = &mut minted.info;
+        self.note_clock(ClockOffset { ms: info.creation_time_ms - sent_ms, precise: true });
+        if info.expiry_time_ms > 0 {
+            info.expiry_time_ms = sent_ms + (info.expiry_time_ms - info.creation_time_ms).max(0);
+        }
+        info.creation_time_ms = sent_ms;
+        minted
     }
 
     fn parse_minted(&self, answer: &Value) -> Result<MintedToken, ApiError> {
@@ -200,7 +250,18 @@ impl WorkspaceClient {
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
         let answer = self.call(Method::GET, "/api/2.0/token/list", None, Retry::Idempotent).await?;
         let list = answer.get("token_infos").and_then(Value::as_array).cloned().unwrap_or_default();
-        Ok(list.iter().filter_map(token_info).collect())
+        let offset = self.clock_offset_ms();
+        Ok(list
+            .iter()
+            .filter_map(token_info)
+            .map(|mut t| {
+                t.creation_time_ms -= offset;
+                if t.expiry_time_ms > 0 {
+                    t.expiry_time_ms -= offset;
+                }
+                t
+            })
+            .collect())
     }
 
     pub async fn delete_token(&self, token_id: &str) -> Result<(), ApiError> {

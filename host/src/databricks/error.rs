@@ -16,6 +16,8 @@ pub mod codes {
     pub const OAUTH_UNAVAILABLE: &str = "OAUTH_UNAVAILABLE";
     /// A policy tried to delete a token this deployment did not mint.
     pub const FOREIGN_TOKEN: &str = "FOREIGN_TOKEN";
+    /// The host could not note a mint in its state directory, so it did not mint.
+    pub const STATE: &str = "STATE";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

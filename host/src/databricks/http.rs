@@ -77,6 +77,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// `Retry-After` in whole seconds, when the server sent one.
     retry_after: Option<Duration>,
+    /// The workspace's clock when it answered (its `Date` header, to the second), and ours
+    /// when the answer arrived, both in ms since the epoch: how far apart the clocks are.
+    pub clocks: Option<(i64, i64)>,
 }
 
 impl Response {
@@ -231,7 +234,7 @@ impl Transport {
         if status.is_redirection() {
             let target = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
             let body = serde_json::json!({ "error_code": "REDIRECT", "message": format!("redirected to {target} (not followed)") });
-            return Ok(Response { status, body: body.to_string().into_bytes(), retry_after: None });
+            return Ok(Response { status, body: body.to_string().into_bytes(), retry_after: None, clocks: None });
         }
         // Only delta-seconds; an HTTP-date falls back to our own backoff. The call's budget
         // bounds how long it is honoured.
@@ -241,6 +244,13 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let clocks = response
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|since| (since.as_millis() as i64, crate::state::now_ms()));
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&request.url, &e))? {
             if body.len() + chunk.len() > self.settings.max_body_bytes {
@@ -256,7 +266,7 @@ impl Transport {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Response { status, body, retry_after })
+        Ok(Response { status, body, retry_after, clocks })
     }
 }
 

@@ -28,6 +28,7 @@ use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
 use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
 use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
 use crate::secrets::{CredentialMeta, SecretVault, random_hex, redactor, scrub};
+use crate::state::journal::MintJournal;
 
 /// A workspace operation a deployment may grant a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -149,6 +150,9 @@ pub struct Effects {
     /// The comment of a create that was sent but whose answer never came back (the run was
     /// stopped mid-call): undoing the run looks for it.
     pub create_in_flight: Option<String>,
+    /// Notes each mint before it happens, so a run killed before the state records it
+    /// leaves its tokens findable (`None`: dry runs and tests, which mint nothing real).
+    pub journal: Option<MintJournal>,
     /// Errors the host handed the policy.
     handed_out: Vec<ApiError>,
     handed_out_files: Vec<FileError>,
@@ -162,6 +166,8 @@ pub struct RunIdentity {
     /// Tokens this deployment's state file lists.
     pub state_tokens: BTreeSet<String>,
     pub host_binary: String,
+    /// The home whose state directory journals this run's mints (`None`: nothing real is minted).
+    pub journal_home: Option<std::path::PathBuf>,
 }
 
 impl Effects {
@@ -176,6 +182,8 @@ impl Effects {
         limits: SandboxLimits,
         grants: BTreeSet<Operation>,
     ) -> Self {
+        let marker = TokenMarker::new(&identity.deployment);
+        let journal = identity.journal_home.map(|home| MintJournal::new(&home, &marker.deployment, &marker.run));
         Self {
             workspace,
             host_url: identity.host_url,
@@ -186,7 +194,7 @@ impl Effects {
             log,
             limits,
             grants,
-            marker: TokenMarker::new(&identity.deployment),
+            marker,
             usage: Usage::default(),
             minted: Vec::new(),
             issued: Vec::new(),
@@ -194,6 +202,7 @@ impl Effects {
             listed: None,
             host_binary: identity.host_binary,
             create_in_flight: None,
+            journal,
             handed_out: Vec::new(),
             handed_out_files: Vec::new(),
         }
@@ -266,6 +275,13 @@ impl Effects {
             return Ok(Err(self.hand_out(error)));
         }
         self.spend_mint()?;
+        if let Some(Err(e)) = self.journal.as_mut().map(MintJournal::record) {
+            let message = format!(
+                "cannot note the mint in ~/{} before minting ({e}), so nothing was minted; fix or remove that directory",
+                crate::state::STATE_DIR
+            );
+            return Ok(Err(self.hand_out(ApiError::local(codes::STATE, message))));
+        }
         let full_comment = self.marker.next_comment(comment);
         self.create_in_flight = Some(full_comment.clone());
         let result = self.workspace.create_token(&full_comment, lifetime_seconds).await;
@@ -434,21 +450,31 @@ impl Effects {
                 Ok(list) => ids.extend(list.into_iter().filter(|t| t.comment == comment).map(|t| t.token_id)),
                 Err(e) => {
                     return format!(
-                        " (a token may have been minted with comment {comment:?} and could not be checked: {e}; look for it in `databricks tokens list`)"
+                        " (a token may have been minted with comment {comment:?} and could not be checked: {e}; the next run in this home looks for it again)"
                     );
                 }
             }
         }
         let mut notes = Vec::new();
+        let mut left = 0;
         for id in ids {
             match self.workspace.delete_token(&id).await {
                 Ok(()) => notes.push(format!("token {id} minted by this run was deleted again")),
-                Err(e) => notes.push(format!(
-                    "token {id} minted by this run could not be deleted ({e}); delete it with `databricks tokens delete {id}`"
-                )),
+                Err(e) => {
+                    left += 1;
+                    notes.push(format!(
+                        "token {id} minted by this run could not be deleted ({e}); the next run in this home deletes it"
+                    ))
+                }
             }
         }
         self.minted.clear();
+        // Everything is gone: the journal note has nothing left to find.
+        if left == 0
+            && let Some(journal) = self.journal.as_mut()
+        {
+            journal.discard();
+        }
         if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) }
     }
 }

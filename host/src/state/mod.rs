@@ -7,6 +7,9 @@
 //! missing or unreadable state is not an error: the next run starts afresh and recognises the
 //! deployment's earlier tokens by the marker in their comments.
 
+pub mod journal;
+
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -77,7 +80,7 @@ fn check_own_dir(meta: &fs::Metadata) -> std::io::Result<()> {
 }
 
 /// The state directory, created if missing, checked as above, and narrowed to 0700.
-fn prepare_dir(home: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn prepare_dir(home: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let dir = state_dir(home);
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
@@ -147,6 +150,14 @@ pub struct State {
     pub policy_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub manifest: Option<std::path::PathBuf>,
+    /// The deployment's settings: the variables its policy saw at the last provision. A
+    /// rotation started by a token helper (whose environment is whatever the assistant was
+    /// started with) runs with these, so it mints what the deployment chose.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// The workspace's clock minus the host's, ms, as last measured (times here are the host's).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
     pub serve: Option<Served>,
     /// Why this credential, in the policy's words.
     #[serde(default)]
@@ -172,6 +183,8 @@ impl State {
             policy_sha256: String::new(),
             policy_file: None,
             manifest: None,
+            settings: BTreeMap::new(),
+            clock_offset_ms: 0,
             serve: None,
             why: String::new(),
             refresh_at_ms: 0,
@@ -238,9 +251,24 @@ impl State {
         }
     }
 
+    /// When the served credential must be replaced: the policy's refresh time, but no later
+    /// than the moment it has less time left than a token helper caches it for (so `token`
+    /// never hands out one that dies in a helper's cache while a rotation could still work).
+    pub fn refresh_due_ms(&self) -> i64 {
+        match &self.serve {
+            None => i64::MIN,
+            Some(served) => {
+                let meta = &served.meta;
+                // Never before half its life, for credentials too short for a helper's cache.
+                let half_life = meta.created_ms + (meta.expiry_ms - meta.created_ms) / 2;
+                self.refresh_at_ms.min((meta.expiry_ms - helper_cache_ms(served)).max(half_life))
+            }
+        }
+    }
+
     /// The earliest moment something is due: a refresh or a planned revocation.
     pub fn next_due_ms(&self) -> i64 {
-        self.pending.iter().map(|p| p.at_ms).chain(std::iter::once(self.refresh_at_ms)).min().unwrap_or(0)
+        self.pending.iter().map(|p| p.at_ms).chain(std::iter::once(self.refresh_due_ms())).min().unwrap_or(0)
     }
 }
 
@@ -258,13 +286,24 @@ mod secret_value {
     }
 }
 
-/// Whether `state` needs a rotation at `now_ms`: nothing served, the served credential
-/// expired, or its refresh time has come.
+/// Whether `state` needs a rotation at `now_ms`: nothing served, or its refresh time has come
+/// (see [`State::refresh_due_ms`]).
 pub fn rotation_due(state: &State, now_ms: i64) -> bool {
-    match &state.serve {
-        None => true,
-        Some(served) => served.meta.expiry_ms <= now_ms || state.refresh_at_ms <= now_ms,
-    }
+    state.serve.is_none() || state.refresh_due_ms() <= now_ms
+}
+
+/// Whether a run in `home` is due: a rotation (above), or a run that died after minting left
+/// a note in the journal (only a full run, which re-renders the files, reconciles it).
+pub fn run_due(home: &Path, state: &State, now_ms: i64) -> bool {
+    rotation_due(state, now_ms) || journal::any_pending(home)
+}
+
+/// How long a token helper may keep what `token` printed before it asks again (Claude Code's
+/// `apiKeyHelper` TTL, Codex's `refresh_interval_ms`): a tenth of the credential's lifetime, at
+/// least a second, at most five minutes, as the default policy renders them. A credential
+/// with less time left than this is not handed out while a rotation can still succeed.
+pub fn helper_cache_ms(served: &Served) -> i64 {
+    ((served.meta.expiry_ms - served.meta.created_ms) / 10).clamp(1000, 5 * 60 * 1000)
 }
 
 /// Milliseconds since the epoch, now.
