@@ -73,7 +73,7 @@ fn wait_for_port(port: u16, ccr: &mut Child, log: &std::path::Path) {
 }
 
 /// The real CCR, in the foreground, serving `run`'s home on the config's port.
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
+use support::CCR_CONFIG;
 
 /// Points the rendered CCR config at a free loopback port: (the port, the config as written).
 fn listen_on_a_free_port(run: &Run) -> (u16, Value) {

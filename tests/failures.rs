@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Canned, Emulator, Run, USER_PAT, free_port};
 
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
+use support::CCR_CONFIG;
 
 fn config_api_key(run: &Run) -> String {
     let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();

@@ -10,48 +10,11 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Emulator, Run, fixture_guest, spawn_devbox_auth};
+use support::{
+    Emulator, Run, api_key, finish, fixture_guest, live_values, revoked, signal, spawn_devbox_auth, wait_for,
+};
 
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
-
-/// `devbox-auth ARGS` in the background, in `run`'s home and environment.
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-}
-
-/// Wait for `child` at most `limit`; its outcome, checked for secrets.
-fn finish(mut child: Child, limit: Duration, emulator: &Emulator) -> support::Outcome {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = support::Outcome::from(child.wait_with_output().unwrap());
-    out.leaks_none_of(&emulator.secrets());
-    out
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn api_key(run: &Run) -> String {
-    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
-    config["Providers"][0]["api_key"].as_str().unwrap().to_string()
-}
-
-fn live_values(emulator: &Emulator) -> Vec<String> {
-    emulator.live_tokens().into_iter().map(|(v, _)| v).collect()
-}
-
-fn revoked(emulator: &Emulator) -> Vec<String> {
-    emulator.state.lock().unwrap().revoked.clone()
-}
+use support::CCR_CONFIG;
 
 #[test]
 fn watch_rotates_and_revokes_and_readers_never_see_a_partial_or_revoked_config() {
@@ -444,4 +407,123 @@ fn watch_gives_up_at_once_on_a_problem_retrying_cannot_fix() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("trying again will not help"), "{}", out.stderr);
     assert!(emulator.live_tokens().is_empty());
+}
+
+/// A token helper runs with whatever environment the assistant was started with. Its rotation
+/// must still run as the deployment does: the settings recorded at provision (here OAuth only,
+/// revoke on exit, the app's name — which is part of the deployment's identity), not the
+/// caller's.
+#[test]
+fn a_token_helper_rotates_with_the_deployments_settings_whatever_its_environment() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator)
+        .var("DEVBOX_CREDENTIAL", "oauth")
+        .var("DEVBOX_REVOKE_ON_EXIT", "true")
+        .var("DATABRICKS_APP_NAME", "devbox");
+    run.provision(&[]).success();
+    let before = support::state_json(&run);
+    let served_before = api_key(&run);
+    support::edit_state(&run, |state| state["refresh_at_ms"] = serde_json::json!(0));
+    let helper = run
+        .clone_with("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60")
+        .without("DEVBOX_CREDENTIAL")
+        .without("DEVBOX_REVOKE_ON_EXIT")
+        .without("DATABRICKS_APP_NAME");
+    let out = support::token(&helper, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("starting afresh"), "{}", out.stderr);
+    let after = support::state_json(&run);
+    assert_ne!(after["serve"], before["serve"], "it rotated");
+    assert_eq!(after["serve"]["kind"], "oauth");
+    assert_eq!(out.stdout.trim_end(), api_key(&run));
+    assert_ne!(api_key(&run), served_before);
+    assert!(emulator.requests_to("POST", "/api/2.0/token/create").is_empty(), "no PAT was ever minted");
+    assert_eq!(after["deployment"], before["deployment"]);
+    assert_eq!(after["revoke_on_exit"], true);
+    assert_eq!(after["settings"], before["settings"]);
+}
+
+/// A host clock minutes off the workspace's: token times are kept on the host's clock (from
+/// the lifetime the workspace granted), so `token` never hands out a token the workspace
+/// already takes for expired, and `watch` neither spins nor rotates late.
+#[test]
+fn a_host_clock_five_minutes_off_neither_hands_out_expired_tokens_nor_spins() {
+    for offset_ms in [5 * 60_000, -5 * 60_000] {
+        let emulator = Emulator::start();
+        emulator.set_clock_offset_ms(offset_ms);
+        let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "6");
+        let watch = spawn_devbox_auth(&run, &["watch"]);
+        wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+        let started = Instant::now();
+        let mut checked = 0;
+        while started.elapsed() < Duration::from_secs(14) {
+            let key = api_key(&run);
+            assert!(emulator.accepts(&key), "offset {offset_ms} ms: config.json holds a token the workspace refuses");
+            let out = support::token(&run, &[]);
+            assert_eq!(out.code, 0, "offset {offset_ms} ms: {}", out.stderr);
+            assert!(emulator.accepts(out.stdout.trim_end()), "offset {offset_ms} ms: token printed a dead token");
+            checked += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        signal(&watch, libc::SIGTERM);
+        let out = finish(watch, Duration::from_secs(14), &emulator);
+        let creates = emulator.requests_to("POST", "/api/2.0/token/create").len();
+        assert!((3..=6).contains(&creates), "offset {offset_ms} ms: {creates} tokens in 14 s (every 4.5 s expected)");
+        assert!(checked > 50);
+        let status = support::devbox_auth(&run, &["status"]);
+        assert!(status.stdout.contains("the workspace's clock is 300 s"), "{}\n{}", status.stdout, out.stderr);
+    }
+}
+
+/// Claude Code and Codex keep what `token` printed for a tenth of its lifetime: a token with
+/// less time left than that is replaced first, and when it cannot be, `token` says so on
+/// stderr and `status` shows it.
+#[test]
+fn token_never_hands_out_a_token_that_dies_in_a_helpers_cache_while_it_can_rotate() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "600");
+    run.provision(&[]).success();
+    let first = api_key(&run);
+    // 30 s left, less than the 60 s a helper caches it; the policy's refresh time is far off.
+    let dying = |state: &mut Value| {
+        state["serve"]["expiry_ms"] = serde_json::json!(support::now_ms() + 30_000);
+        state["serve"]["created_ms"] = serde_json::json!(support::now_ms() + 30_000 - 600_000);
+        state["refresh_at_ms"] = serde_json::json!(support::now_ms() + 400_000);
+    };
+    support::edit_state(&run, dying);
+    let out = support::token(&run, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_ne!(out.stdout.trim_end(), first, "rotated first");
+    assert_eq!(out.stdout.trim_end(), api_key(&run));
+
+    // When it cannot rotate, the dying token is still better than none: with a warning.
+    let second = api_key(&run);
+    support::edit_state(&run, dying);
+    emulator.set_down(true);
+    let out = support::token(&run, &["--timeout", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim_end(), second);
+    assert!(
+        out.stderr.contains("could not rotate the token") && out.stderr.contains("which expires in"),
+        "{}",
+        out.stderr
+    );
+    let status = support::devbox_auth(&run, &["status"]);
+    assert!(status.stdout.contains("sooner than token helpers re-ask (every 60 s)"), "{}", status.stdout);
+    let report: Value = serde_json::from_str(&support::devbox_auth(&run, &["status", "--json"]).stdout).unwrap();
+    assert!(report["warnings"][0].as_str().unwrap().contains("sooner than token helpers re-ask"), "{report}");
+}
+
+/// `provision` run by hand while assistants work: the token they hold is not cut off at once.
+#[test]
+fn a_provision_by_hand_keeps_the_running_assistants_token_for_its_grace() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "600");
+    run.provision(&[]).success();
+    let held = support::token(&run, &[]).stdout.trim_end().to_string();
+    run.provision(&[]).success();
+    assert!(emulator.accepts(&held), "the token an assistant holds still works");
+    let pending = &support::state_json(&run)["pending"][0];
+    let grace_s = (pending["at_ms"].as_i64().unwrap() - support::now_ms()) / 1000;
+    assert!((100..=120).contains(&grace_s), "revoked after two helper periods (2 x 60 s): {pending}");
 }

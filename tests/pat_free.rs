@@ -8,14 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Emulator, PatPolicy, Run};
+use support::{Emulator, PatPolicy, Run, api_key};
 
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
-
-fn api_key(run: &Run) -> String {
-    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
-    config["Providers"][0]["api_key"].as_str().unwrap().to_string()
-}
+use support::CCR_CONFIG;
 
 fn status(run: &Run) -> Value {
     let out = support::devbox_auth(run, &["status", "--json"]);

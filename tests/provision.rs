@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use support::{ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, Canned, Emulator, Run, USER_PAT};
 
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
+use support::CCR_CONFIG;
 const CCR_PLUGIN: &str = ".claude-code-router/plugins/databricks-claude-transformers.js";
 const DATABRICKSCFG: &str = ".databrickscfg";
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use support::{CLIENT_SECRET, Emulator, OTHER_PROFILE_PAT, Run, assert_no_secret, fixture_guest};
 
-const CCR_CONFIG: &str = ".claude-code-router/config.json";
+use support::CCR_CONFIG;
 
 /// A home after a real provision, plus another profile and a user's own keys.
 fn seeded_home(emulator: &Emulator) -> Run {

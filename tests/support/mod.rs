@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 pub use devbox_emulator::*;
@@ -111,6 +112,108 @@ impl Run {
         let mut full = vec!["provision"];
         full.extend_from_slice(args);
         devbox_auth(self, &full)
+    }
+}
+
+/// The Claude Code Router config the default policy writes (its `api_key` is the served token).
+pub const CCR_CONFIG: &str = ".claude-code-router/config.json";
+
+/// Send `signal` to `child`.
+pub fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// Wait for `child` at most `limit`; its outcome, checked for secrets.
+pub fn finish(mut child: Child, limit: Duration, emulator: &Emulator) -> Outcome {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Outcome::from(child.wait_with_output().unwrap());
+    out.leaks_none_of(&emulator.secrets());
+    out
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn api_key(run: &Run) -> String {
+    let config: serde_json::Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
+    config["Providers"][0]["api_key"].as_str().unwrap().to_string()
+}
+
+pub fn live_values(emulator: &Emulator) -> Vec<String> {
+    emulator.live_tokens().into_iter().map(|(v, _)| v).collect()
+}
+
+pub fn revoked(emulator: &Emulator) -> Vec<String> {
+    emulator.state.lock().unwrap().revoked.clone()
+}
+
+/// Every live token of this deployment is served, planned for revocation, or findable through
+/// a mint-journal note: none is live and unknown.
+pub fn assert_no_untracked_token(run: &Run, emulator: &Emulator) {
+    let dir = run.path(".local/state/devbox-auth");
+    let state: serde_json::Value =
+        std::fs::read(dir.join("state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let notes: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("minting-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    for (_, info) in emulator.marked_tokens() {
+        let id = info["token_id"].as_str().unwrap();
+        let comment = info["comment"].as_str().unwrap();
+        let tracked = state["tokens"].as_array().into_iter().flatten().any(|t| t["token_id"] == id);
+        let noted = notes.iter().any(|note| {
+            let note: serde_json::Value = serde_json::from_str(note).unwrap();
+            comment.contains(&format!("{}/{}-", note["deployment"].as_str().unwrap(), note["run"].as_str().unwrap()))
+        });
+        assert!(tracked || noted, "token {id} ({comment}) is live and untracked\nstate: {state}");
+    }
+}
+
+/// Milliseconds since the epoch, now (this machine's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// The state file of `run`'s home, as JSON (`null` when there is none).
+pub fn state_json(run: &Run) -> serde_json::Value {
+    std::fs::read(run.path(".local/state/devbox-auth/state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Change the state file in place (to set up a moment that would take long to wait for).
+pub fn edit_state(run: &Run, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut state = state_json(run);
+    edit(&mut state);
+    std::fs::write(run.path(".local/state/devbox-auth/state.json"), serde_json::to_vec_pretty(&state).unwrap())
+        .unwrap();
+}
+
+/// Every live token of this deployment is the served one or planned for revocation.
+#[track_caller]
+pub fn assert_only_served_or_planned(run: &Run, emulator: &Emulator) {
+    let state = state_json(run);
+    let served = state["serve"]["token_id"].clone();
+    for (_, info) in emulator.marked_tokens() {
+        let pending = state["pending"].as_array().into_iter().flatten().any(|p| p["token_id"] == info["token_id"]);
+        assert!(
+            info["token_id"] == served || pending,
+            "{info} is live, neither served nor planned for revocation\nstate: {state}"
+        );
     }
 }
 

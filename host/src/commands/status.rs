@@ -60,6 +60,36 @@ fn problem(state: &Option<State>, home: &std::path::Path, now_ms: i64) -> Option
     }
 }
 
+/// What is not broken yet but will be: the credential has less time left than a token helper
+/// caches it for (rotations keep failing), or the workspace's clock is far from the host's.
+fn warnings(state: &Option<State>, now_ms: i64) -> Vec<String> {
+    let Some(state) = state else { return Vec::new() };
+    let mut warnings = Vec::new();
+    if let Some(served) = &state.serve {
+        let left = served.meta.expiry_ms - now_ms;
+        let cache = state::helper_cache_ms(served);
+        if left > 0 && left <= cache {
+            let last = match state.last_run.as_ref().filter(|r| r.outcome != "ok") {
+                Some(run) => format!("; the last {} failed: {}", run.trigger, run.outcome),
+                None => String::new(),
+            };
+            warnings.push(format!(
+                "the credential expires in {} s, sooner than token helpers re-ask (every {} s){last}",
+                left / 1000,
+                cache / 1000
+            ));
+        }
+    }
+    if state.clock_offset_ms.abs() >= 2000 {
+        warnings.push(format!(
+            "the workspace's clock is {} s {} this machine's (token times are kept on this machine's clock)",
+            state.clock_offset_ms.abs() / 1000,
+            if state.clock_offset_ms > 0 { "ahead of" } else { "behind" }
+        ));
+    }
+    warnings
+}
+
 /// Ask the workspace whether the served token works.
 async fn check(state: &State, home: &std::path::Path, timeout: u64) -> Result<(), Failure> {
     let served = state.serve.as_ref().expect("checked only when something is served");
@@ -100,10 +130,14 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         checked = Some(result.is_ok());
         unhealthy = result.err();
     }
+    let warnings = warnings(&state, now_ms);
     if args.json {
-        report_json(&state, &home, now_ms, &unhealthy, checked);
+        report_json(&state, &home, now_ms, &unhealthy, checked, &warnings);
     } else {
         report_text(&state, &home, now_ms, checked);
+        for warning in &warnings {
+            output::out(&format!("warning:     {warning}"));
+        }
     }
     match unhealthy {
         None => ExitCode::SUCCESS,
@@ -131,7 +165,7 @@ fn report_text(state: &Option<State>, home: &std::path::Path, now_ms: i64, check
                 when(served.meta.expiry_ms),
                 if left > 0 { format!("{left} s left") } else { "expired".into() }
             ));
-            output::out(&format!("next rotation: {}", when(state.refresh_at_ms)));
+            output::out(&format!("next rotation: {}", when(state.refresh_due_ms())));
         }
         None => output::out("credential:  none"),
     }
@@ -157,11 +191,13 @@ fn report_json(
     now_ms: i64,
     unhealthy: &Option<Failure>,
     checked: Option<bool>,
+    warnings: &[String],
 ) {
     let report = json!({
         "healthy": unhealthy.is_none(),
         "problem": unhealthy.as_ref().map(|f| output::clean(f.message())),
         "checked_with_workspace": checked,
+        "warnings": warnings.iter().map(|w| output::clean(w)).collect::<Vec<_>>(),
         "credential": state.as_ref().and_then(|s| s.serve.as_ref()).map(|s| json!({
             "kind": s.meta.kind,
             "token_id": s.meta.token_id,
@@ -170,7 +206,8 @@ fn report_json(
             "seconds_left": ((s.meta.expiry_ms - now_ms) / 1000).max(0),
         })),
         "why": state.as_ref().map(|s| output::clean(&s.why)),
-        "refresh_at_ms": state.as_ref().map(|s| s.refresh_at_ms),
+        "refresh_at_ms": state.as_ref().map(|s| s.refresh_due_ms()),
+        "clock_offset_ms": state.as_ref().map(|s| s.clock_offset_ms),
         "files": state.as_ref().map(|s| s.files.iter().map(|f| json!({ "path": format!("~/{f}"), "exists": home.join(f).exists() })).collect::<Vec<_>>()),
         "pending_revocations": state.as_ref().map(|s| s.pending.iter().map(|p| json!({ "token_id": p.token_id, "at_ms": p.at_ms })).collect::<Vec<_>>()),
         "last_run": state.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| json!({ "trigger": r.trigger, "at_ms": r.at_ms, "outcome": r.outcome })),

@@ -102,6 +102,15 @@ pub struct State {
     pub oauth_expires_in: i64,
     /// Drop every connection (a network outage).
     pub down: bool,
+    /// Answer every control-plane request (host metadata, OIDC, `/api/`) with this instead (a
+    /// workspace in trouble: 500s, 429s, stalls); model traffic is not affected.
+    pub fault: Option<Canned>,
+    /// Answer every request to `"METHOD /path"` with this until cleared.
+    pub failing: BTreeMap<String, Canned>,
+    /// Added to every answer (a network round trip).
+    pub latency: Duration,
+    /// The workspace's clock minus the host's: token times, expiry checks and `Date` use it.
+    pub clock_offset_ms: i64,
     minted: u64,
 }
 
@@ -123,6 +132,11 @@ pub struct Emulator {
     /// PEM of the CA that signed the server certificate (TLS emulators only).
     pub ca_pem: Option<String>,
     runtime: Option<tokio::runtime::Runtime>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// The accept loop, while listening.
+    listening: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped to close every open connection (a restart).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for Emulator {
@@ -161,8 +175,25 @@ impl Emulator {
         } else {
             (None, None)
         };
-        let server_state = state.clone();
-        runtime.spawn(async move {
+        let emulator = Self {
+            url,
+            port,
+            state,
+            ca_pem,
+            runtime: Some(runtime),
+            acceptor,
+            listening: Mutex::new(None),
+            generation: tokio::sync::watch::Sender::new(0),
+        };
+        emulator.listen(listener);
+        emulator
+    }
+
+    fn listen(&self, listener: tokio::net::TcpListener) {
+        let server_state = self.state.clone();
+        let acceptor = self.acceptor.clone();
+        let generation = self.generation.clone();
+        let task = self.runtime.as_ref().unwrap().spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 if server_state.lock().unwrap().down {
@@ -171,23 +202,104 @@ impl Emulator {
                 }
                 let state = server_state.clone();
                 let acceptor = acceptor.clone();
+                let mut closed = generation.subscribe();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                     let http = hyper::server::conn::http1::Builder::new();
-                    match acceptor {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
+                    let serve = async {
+                        match acceptor {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
                                 let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
                             }
                         }
-                        None => {
-                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                        }
+                    };
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = closed.changed() => {}
                     }
                 });
             }
         });
-        Self { url, port, state, ca_pem, runtime: Some(runtime) }
+        *self.listening.lock().unwrap() = Some(task);
+    }
+
+    /// Stop listening and close every open connection: new connections are refused (a
+    /// workspace restarting, or unreachable). The tokens and everything else are kept.
+    pub fn stop_listening(&self) {
+        if let Some(task) = self.listening.lock().unwrap().take() {
+            task.abort();
+        }
+        self.generation.send_modify(|g| *g += 1);
+        // Wait for the listener to be dropped, so the port refuses connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Listen again on the same port, with the same state (after [`Emulator::stop_listening`]).
+    pub fn start_listening(&self) {
+        if self.listening.lock().unwrap().is_some() {
+            return;
+        }
+        let runtime = self.runtime.as_ref().unwrap();
+        for _ in 0..200 {
+            if let Ok(listener) = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port))) {
+                return self.listen(listener);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("cannot listen on port {} again", self.port);
+    }
+
+    /// A restart: every connection dropped, refused for `down_for`, then served again.
+    pub fn restart(&self, down_for: Duration) {
+        self.stop_listening();
+        std::thread::sleep(down_for);
+        self.start_listening();
+    }
+
+    /// Answer every control-plane request with `canned` (a 500, a 429 with `Retry-After`, a
+    /// stall) until set to `None`.
+    pub fn set_fault(&self, canned: Option<Canned>) {
+        self.state.lock().unwrap().fault = canned;
+    }
+
+    /// Answer every request to `"METHOD /path"` with `canned` until [`Emulator::clear_failing`].
+    pub fn fail_route(&self, route: &str, canned: Canned) {
+        self.state.lock().unwrap().failing.insert(route.to_string(), canned);
+    }
+
+    pub fn clear_failing(&self, route: &str) {
+        self.state.lock().unwrap().failing.remove(route);
+    }
+
+    /// Delay every answer by `latency` (a network round trip to a real workspace).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// Run the workspace's clock `offset_ms` ahead of this machine's (negative: behind).
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.state.lock().unwrap().clock_offset_ms = offset_ms;
+    }
+
+    /// The workspace's clock, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        workspace_now_ms(&self.state.lock().unwrap())
+    }
+
+    /// Whether the workspace would accept `token` as a bearer now.
+    pub fn accepts(&self, token: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        valid_bearer(&state, token, workspace_now_ms(&state))
     }
 
     /// Answer the next requests to `"METHOD /path"` with these, in order.
@@ -217,7 +329,7 @@ impl Emulator {
         let mut state = self.state.lock().unwrap();
         state.minted += 1;
         let value = format!("dapi{}", hex(state.minted + 5000, 32));
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now_ms = workspace_now_ms(&state);
         let info = json!({
             "token_id": hex(state.minted + 9000, 64),
             "creation_time": now_ms,
@@ -336,9 +448,26 @@ fn bearer(req: &Recorded) -> Option<&str> {
     req.header("authorization")?.strip_prefix("Bearer ")
 }
 
+/// The workspace's clock, ms since the epoch.
+fn workspace_now_ms(state: &State) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    now + state.clock_offset_ms
+}
+
+/// Host metadata, OIDC and the REST API: what devbox-auth itself calls (not model traffic).
+fn control_plane(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/oidc/") || path.starts_with("/.well-known/")
+}
+
 fn answer(state: &mut State, req: &Recorded) -> Canned {
     let route = format!("{} {}", req.method, req.path);
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now_ms = workspace_now_ms(state);
+    if let Some(canned) = state.fault.clone().filter(|_| control_plane(&req.path)) {
+        return canned;
+    }
+    if let Some(canned) = state.failing.get(&route) {
+        return canned.clone();
+    }
     if let Some(canned) = state.scripted.get_mut(&route).and_then(VecDeque::pop_front) {
         if canned.act_anyway {
             api(state, req, now_ms);
@@ -639,15 +768,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
-    let canned = {
+    let (canned, latency, date) = {
         let mut state = state.lock().unwrap();
         state.requests.push(recorded.clone());
-        answer(&mut state, &recorded)
+        let canned = answer(&mut state, &recorded);
+        let date = std::time::UNIX_EPOCH + Duration::from_millis(workspace_now_ms(&state).max(0) as u64);
+        (canned, state.latency, httpdate::fmt_http_date(date))
     };
-    if !canned.delay.is_zero() {
-        tokio::time::sleep(canned.delay).await;
-    }
-    let mut response = Response::builder().status(canned.status);
+    tokio::time::sleep(latency + canned.delay).await;
+    let mut response = Response::builder().status(canned.status).header("date", date);
     if !canned.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
         response = response.header("content-type", "application/json");
     }

@@ -158,13 +158,15 @@ pub fn signal_one(child: &Child, signal: i32) {
     }
 }
 
-/// Wait for `child` until `deadline`, then SIGKILL it (and its group) and reap it.
+/// Wait for `child` until `deadline`; its exit status, or `None` when it had to be killed
+/// (SIGKILL to it and its group; then it is reaped).
 pub async fn wait_or_kill(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     if let Ok(status) = tokio::time::timeout_at(deadline, child.wait()).await {
         return status.ok();
     }
     signal_group(child, libc::SIGKILL);
-    tokio::time::timeout(Duration::from_secs(1), child.wait()).await.ok().and_then(Result::ok)
+    let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+    None
 }
 
 /// An exit status as a number: the code, or 128 + the signal that ended it.

@@ -138,6 +138,9 @@ struct Watcher {
     before: Option<State>,
     /// Whether the served credential's expiry during a rotation streak was reported.
     told_expired: bool,
+    /// What the last successful run printed: the same warning on every rotation (a model
+    /// the workspace lacks, say) is logged once, not once an hour for days.
+    last_ok_stderr: String,
 }
 
 impl Watcher {
@@ -155,6 +158,7 @@ impl Watcher {
             last_run: None,
             before: None,
             told_expired: false,
+            last_ok_stderr: String::new(),
         }
     }
 
@@ -242,9 +246,10 @@ impl Watcher {
 
     /// A run succeeded: report what changed, end a failure streak, run the hook.
     fn succeeded(&mut self, job: Job, stderr: String) {
-        for line in stderr.lines() {
+        for line in stderr.lines().filter(|line| !self.last_ok_stderr.lines().any(|seen| seen == *line)) {
             output::err(line);
         }
+        self.last_ok_stderr = stderr;
         let after = State::load(&self.home).ok().flatten();
         report(&self.before, &after);
         let retry = if job == Job::Revocation { &mut self.revocations } else { &mut self.rotations };

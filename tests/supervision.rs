@@ -1,0 +1,229 @@
+//! `watch` as a supervisor that runs for days: a failing revocation backs off instead of
+//! spinning; SIGTERM reaches the app at once and `watch` is gone within 12 s whatever it is
+//! doing (a run, the `--on-rotate` hook, a backoff, revoke-on-exit, an app that ignores the
+//! signal); the hook runs beside the watcher under a timeout; as PID 1 it reaps orphans.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::{
+    CCR_CONFIG, Canned, Emulator, Run, api_key, finish, live_values, must_not_skip, revoked, signal, spawn_devbox_auth,
+    wait_for,
+};
+
+/// An app that writes the time it got SIGTERM to `marker` (and, with `ignore`, keeps running).
+fn app_args(run: &Run, marker: &Path, ignore: bool) -> Vec<String> {
+    let script = r#"
+import os, signal, sys, time
+marker, ignore = sys.argv[1], sys.argv[2] == "ignore"
+def on_term(*_):
+    with open(marker, "w") as f:
+        f.write(repr(time.time()))
+    if not ignore:
+        sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+open(marker + ".ready", "w").close()
+while True:
+    time.sleep(0.05)
+"#;
+    let path = run.path("app.py");
+    std::fs::write(&path, script).unwrap();
+    let mode = if ignore { "ignore" } else { "stop" };
+    vec!["python3".into(), path.display().to_string(), marker.display().to_string(), mode.into()]
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Start `watch [flags] -- app` and wait until the app runs.
+fn watch_with_app(run: &Run, flags: &[&str], marker: &Path, ignore: bool) -> Child {
+    let mut args: Vec<String> = ["watch"].iter().chain(flags).map(|s| s.to_string()).collect();
+    args.push("--".into());
+    args.extend(app_args(run, marker, ignore));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let watch = spawn_devbox_auth(run, &args);
+    let ready = PathBuf::from(format!("{}.ready", marker.display()));
+    wait_for("the app", Duration::from_secs(30), || ready.exists());
+    watch
+}
+
+/// SIGTERM `watch` now: the app must have it within 200 ms, and `watch` be gone within 12 s.
+fn stop_and_time(watch: Child, marker: &Path, emulator: &Emulator) -> support::Outcome {
+    let sent = now_secs();
+    let started = Instant::now();
+    signal(&watch, libc::SIGTERM);
+    wait_for("the app to get SIGTERM", Duration::from_secs(2), || marker.exists());
+    let got: f64 = std::fs::read_to_string(marker).unwrap().trim().parse().unwrap();
+    assert!(got - sent < 0.2, "the app got SIGTERM {:.0} ms after watch did", (got - sent) * 1000.0);
+    let out = finish(watch, Duration::from_secs(14), emulator);
+    assert!(started.elapsed() < Duration::from_secs(12), "watch took {:?} to stop:\n{}", started.elapsed(), out.stderr);
+    out
+}
+
+#[test]
+fn a_failing_revocation_backs_off_and_is_dropped_once_its_token_has_expired() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "6");
+    emulator.fail_route("POST /api/2.0/token/delete", Canned::error(500, "INTERNAL_ERROR", "The delete broke."));
+    let watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    std::thread::sleep(Duration::from_secs(15));
+    signal(&watch, libc::SIGTERM);
+    let out = finish(watch, Duration::from_secs(14), &emulator);
+    let deletes = emulator.requests_to("POST", "/api/2.0/token/delete").len();
+    // Spinning made hundreds a second; backing off, a few per token in 15 s.
+    assert!((2..=16).contains(&deletes), "{deletes} delete attempts:\n{}", out.stderr);
+    let started = out.stderr.matches("the revocation failed").count();
+    assert!((1..=3).contains(&started), "one line per failure streak, not per attempt:\n{}", out.stderr);
+    assert!(out.stderr.contains("expired before it could be revoked; dropped"), "{}", out.stderr);
+    // The same policy warning on every rotation is logged once.
+    assert!(out.stderr.matches("Codex not configured").count() == 1, "{}", out.stderr);
+}
+
+#[test]
+fn sigterm_during_a_rotation_reaches_the_app_at_once_and_leaves_no_untracked_token() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
+    let marker = run.path("got-sigterm");
+    let watch = watch_with_app(&run, &[], &marker, false);
+    // The next create mints, then hangs: the rotation is in progress when SIGTERM comes.
+    emulator.fail_route(
+        "POST /api/2.0/token/create",
+        Canned::raw(200, "{}").delayed(Duration::from_secs(30)).after_acting(),
+    );
+    wait_for("the rotation's create", Duration::from_secs(10), || {
+        emulator.requests_to("POST", "/api/2.0/token/create").len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    support::assert_no_untracked_token(&run, &emulator);
+    // The next start leaves nothing but what it serves and what it revokes after its grace.
+    emulator.clear_failing("POST /api/2.0/token/create");
+    run.provision(&[]).success();
+    support::assert_only_served_or_planned(&run, &emulator);
+}
+
+#[test]
+fn sigterm_during_the_on_rotate_hook_a_backoff_or_revoke_on_exit_stops_everything_in_time() {
+    // The hook ignores SIGTERM: it is killed at the watcher's deadline.
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
+    let hook_ran = run.path("hook-ran");
+    let hook = format!("touch {}; trap '' TERM; sleep 100", hook_ran.display());
+    let marker = run.path("got-sigterm-hook");
+    let watch = watch_with_app(&run, &["--on-rotate", &hook], &marker, false);
+    wait_for("the hook", Duration::from_secs(15), || hook_ran.exists());
+    assert_eq!(stop_and_time(watch, &marker, &emulator).code, 0);
+
+    // In a backoff: the workspace is down and rotations fail.
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
+    let marker = run.path("got-sigterm-backoff");
+    let watch = watch_with_app(&run, &["--timeout", "1"], &marker, false);
+    emulator.set_down(true);
+    std::thread::sleep(Duration::from_secs(5));
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert!(out.stderr.contains("the rotation failed"), "{}", out.stderr);
+    emulator.set_down(false);
+
+    // Revoke-on-exit against a workspace that hangs: given up in time, and said so.
+    let run = Run::app(&emulator).var("DEVBOX_REVOKE_ON_EXIT", "true");
+    let marker = run.path("got-sigterm-revoke");
+    let watch = watch_with_app(&run, &[], &marker, false);
+    emulator.fail_route("POST /api/2.0/token/delete", Canned::raw(200, "{}").delayed(Duration::from_secs(60)));
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert!(out.stderr.contains("could not revoke the served token in time"), "{}", out.stderr);
+    emulator.clear_failing("POST /api/2.0/token/delete");
+
+    // An app that ignores SIGTERM is killed before the platform's deadline.
+    let run = Run::app(&emulator);
+    let marker = run.path("got-sigterm-ignored");
+    let watch = watch_with_app(&run, &[], &marker, true);
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert!(out.stderr.contains("the app did not stop in time; killed it"), "{}", out.stderr);
+}
+
+#[test]
+fn the_on_rotate_hook_runs_beside_the_watcher_and_is_stopped_at_its_timeout() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
+    let watch = spawn_devbox_auth(&run, &["watch", "--on-rotate", "sleep 30", "--on-rotate-timeout", "1"]);
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    let first = api_key(&run);
+    // Rotations go on while a hook runs (the first hook would block the watcher for 30 s).
+    wait_for("three rotations", Duration::from_secs(20), || {
+        emulator.requests_to("POST", "/api/2.0/token/create").len() >= 4
+    });
+    assert!(revoked(&emulator).contains(&first));
+    signal(&watch, libc::SIGTERM);
+    let out = finish(watch, Duration::from_secs(14), &emulator);
+    assert!(out.stderr.contains("--on-rotate command still running after 1 s; stopping it"), "{}", out.stderr);
+    assert!(out.stderr.contains("--on-rotate command exited with 143"), "{}", out.stderr);
+    assert!(live_values(&emulator).contains(&api_key(&run)));
+}
+
+/// In a container whose start command is `watch`, it is PID 1: a daemon the app double-forks
+/// is handed to it when orphaned, and must not stay a zombie once it exits.
+#[test]
+fn as_pid_1_watch_reaps_orphans() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let probe = std::process::Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(!must_not_skip(), "unshare --pid (root, util-linux) is needed to run watch as PID 1");
+        eprintln!("skipped: cannot run a process as PID 1 here (unshare --pid)");
+        return;
+    }
+    // Each second the app double-forks a short-lived daemon, which is orphaned to PID 1.
+    let app = "while true; do (sleep 0.2 &); sleep 1; done";
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_devbox-auth"))
+        .args(["watch", "--", "/bin/sh", "-c", app])
+        .env_clear()
+        .envs(&run.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the app", Duration::from_secs(30), || run.path(CCR_CONFIG).exists());
+    // The watcher is unshare's child (PID 1 inside); count its zombie children over 4 s.
+    let watch_pid = children_of(child.id()).into_iter().next().expect("watch runs under unshare");
+    let mut zombies_seen = 0;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        zombies_seen = zombies_seen.max(children_of(watch_pid).into_iter().filter(|pid| state_of(*pid) == "Z").count());
+    }
+    // unshare ignores SIGTERM while it waits: stop the watcher itself.
+    // SAFETY: kill(2) on our own grandchild, which we have just found.
+    unsafe { libc::kill(watch_pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(zombies_seen <= 1, "{zombies_seen} zombies at once under watch as PID 1");
+    let orphans = children_of(watch_pid).len();
+    assert_eq!(orphans, 0, "watch is gone with its children");
+}
+
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace();
+    Some((fields.next()?.to_string(), fields.next()?.parse().ok()?))
+}
+
+fn state_of(pid: u32) -> String {
+    stat_fields(pid).map(|(state, _)| state).unwrap_or_default()
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat_fields(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
