@@ -453,9 +453,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
                 state::STATE_DIR
             ))
         })?;
-        if let Some(journal) = effects.journal.as_mut() {
-            journal.clear();
-        }
+        effects.settle_journal();
         let now = state::now_ms();
         let done = tokio::select! {
             done = revoke_due(&mut state, &mut effects.workspace, now) => done,

@@ -157,8 +157,9 @@ pub fn revoked(emulator: &Emulator) -> Vec<String> {
     emulator.state.lock().unwrap().revoked.clone()
 }
 
-/// Every live token of this deployment is served, planned for revocation, or findable through
-/// a mint-journal note: none is live and unknown.
+/// Every live (unexpired, unrevoked) token of this deployment is served, planned for
+/// revocation, or findable through a mint-journal note: none is live and unknown. (An expired
+/// token is dead; the Tokens API may still list it.)
 pub fn assert_no_untracked_token(run: &Run, emulator: &Emulator) {
     let dir = run.path(".local/state/devbox-auth");
     let state: serde_json::Value =
@@ -170,7 +171,7 @@ pub fn assert_no_untracked_token(run: &Run, emulator: &Emulator) {
         .filter(|e| e.file_name().to_string_lossy().starts_with("minting-"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect();
-    for (_, info) in emulator.marked_tokens() {
+    for (_, info) in emulator.live_marked_tokens() {
         let id = info["token_id"].as_str().unwrap();
         let comment = info["comment"].as_str().unwrap();
         let tracked = state["tokens"].as_array().into_iter().flatten().any(|t| t["token_id"] == id);
@@ -208,7 +209,7 @@ pub fn edit_state(run: &Run, edit: impl FnOnce(&mut serde_json::Value)) {
 pub fn assert_only_served_or_planned(run: &Run, emulator: &Emulator) {
     let state = state_json(run);
     let served = state["serve"]["token_id"].clone();
-    for (_, info) in emulator.marked_tokens() {
+    for (_, info) in emulator.live_marked_tokens() {
         let pending = state["pending"].as_array().into_iter().flatten().any(|p| p["token_id"] == info["token_id"]);
         assert!(
             info["token_id"] == served || pending,

@@ -150,6 +150,9 @@ pub struct Effects {
     /// The comment of a create that was sent but whose answer never came back (the run was
     /// stopped mid-call): undoing the run looks for it.
     pub create_in_flight: Option<String>,
+    /// A create failed in a way that leaves open whether the workspace minted (no answer, a
+    /// 5xx, a garbled 200) and the client could not check: the journal note must stay.
+    mint_uncertain: bool,
     /// Notes each mint before it happens, so a run killed before the state records it
     /// leaves its tokens findable (`None`: dry runs and tests, which mint nothing real).
     pub journal: Option<MintJournal>,
@@ -202,6 +205,7 @@ impl Effects {
             listed: None,
             host_binary: identity.host_binary,
             create_in_flight: None,
+            mint_uncertain: false,
             journal,
             handed_out: Vec::new(),
             handed_out_files: Vec::new(),
@@ -300,7 +304,10 @@ impl Effects {
                 self.issued.push((meta.clone(), reference.clone()));
                 Ok(Ok((meta, reference)))
             }
-            Err(e) => Ok(Err(self.hand_out(e))),
+            Err(e) => {
+                self.mint_uncertain |= matches!(e.status, 0 | 200 | 500..=599);
+                Ok(Err(self.hand_out(e)))
+            }
         }
     }
 
@@ -441,6 +448,16 @@ impl Effects {
         result.map_err(|e| self.file_error("write", e))
     }
 
+    /// The state now records what this run minted: its journal note can go, unless a create's
+    /// outcome is unknown (then the next run looks for that token by the run's nonce).
+    pub fn settle_journal(&mut self) {
+        if !self.mint_uncertain
+            && let Some(journal) = self.journal.as_mut()
+        {
+            journal.clear();
+        }
+    }
+
     /// Delete every token this run minted — and, when the run was stopped in the middle of a
     /// create, any token carrying that create's comment. Says how it went.
     pub async fn undo_tokens(&mut self) -> String {
@@ -469,8 +486,10 @@ impl Effects {
             }
         }
         self.minted.clear();
-        // Everything is gone: the journal note has nothing left to find.
+        // Everything is gone: the journal note has nothing left to find. (After a create whose
+        // outcome is unknown it stays, and the next run looks for that create's token.)
         if left == 0
+            && !self.mint_uncertain
             && let Some(journal) = self.journal.as_mut()
         {
             journal.discard();

@@ -373,6 +373,15 @@ impl Emulator {
             .collect()
     }
 
+    /// Marked tokens that have not expired (on the workspace's clock) either.
+    pub fn live_marked_tokens(&self) -> Vec<(String, Value)> {
+        let now_ms = self.now_ms();
+        self.marked_tokens()
+            .into_iter()
+            .filter(|(_, info)| info["expiry_time"].as_i64().is_none_or(|e| e < 0 || e > now_ms))
+            .collect()
+    }
+
     /// OAuth access tokens handed out so far.
     pub fn oauth_tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().oauth_tokens.iter().map(|(v, _)| v.clone()).collect()

@@ -9,9 +9,9 @@
 //! - Schedule: the next rotation is the state's refresh time; planned revocations run at their
 //!   time. Two runs never start less than a second apart, whatever a plan says.
 //! - Failures: rotations and revocations back off separately (exponential from 2 s with jitter,
-//!   capped at 1 and 5 minutes; a rotation sooner when the credential in use would run out
-//!   first). A failure streak is logged when it starts, hourly while it lasts, and when it
-//!   heals; the current credential stays in place meanwhile.
+//!   capped at 1 and 5 minutes; a rotation within a third of the time the credential in use
+//!   has left, and every 3 s once it has expired). A failure streak is logged when it starts,
+//!   hourly while it lasts, and when it heals; the current credential stays in place meanwhile.
 //! - Supervision: with `-- CMD...`, the app runs as a child, started after the first
 //!   successful run. Everything is one event loop, so a signal or the app's exit is handled
 //!   at once whatever is running (a run, the `--on-rotate` hook, a backoff). Started in the
@@ -76,6 +76,8 @@ const APP_STOP_BUDGET: Duration = Duration::from_secs(10);
 const REVOKE_ON_EXIT_BUDGET: Duration = Duration::from_secs(11);
 /// The soonest two runs may start one after the other.
 const MIN_RUN_SPACING: Duration = Duration::from_secs(1);
+/// How often a rotation is retried while no valid credential is served.
+const RETRY_WITHOUT_A_CREDENTIAL: Duration = Duration::from_secs(3);
 /// The longest the watcher sleeps without looking at the state again (another process —
 /// `token`, a `provision` by hand — may have changed the schedule).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -213,7 +215,13 @@ impl Watcher {
     fn failed(&mut self, job: Job, code: i32, stderr: String) {
         let left = self.credential_left();
         let retry = if job == Job::Revocation { &mut self.revocations } else { &mut self.rotations };
-        let hurry = if job == Job::Revocation { None } else { left };
+        // A rotation hurries while the credential in use runs out, and keeps trying every few
+        // seconds once it has (assistants are failing); a revocation has no such hurry.
+        let hurry = match (job, left) {
+            (Job::Revocation, _) => None,
+            (_, Some(left)) => Some(left / 3),
+            (_, None) => Some(RETRY_WITHOUT_A_CREDENTIAL),
+        };
         let (wait, streak) = retry.failed(hurry);
         let what = retry.what();
         match streak {

@@ -43,14 +43,14 @@ impl Retry {
     }
 
     /// Count a failure and schedule the next attempt: exponential from 2 s, capped, with
-    /// jitter (75–100% of the step, so many apps do not retry in step); sooner when the
-    /// credential in use runs out first (`hurry`: its time left), but never within 0.5 s.
+    /// jitter (75–100% of the step, so many apps do not retry in step); no later than `hurry`
+    /// when there is one (the credential in use runs out), but never within 0.5 s.
     pub fn failed(&mut self, hurry: Option<Duration>) -> (Duration, Streak) {
         self.failures += 1;
         let now = Instant::now();
         let step = Duration::from_secs(2).saturating_mul(1 << (self.failures - 1).min(16)).min(self.cap);
         let step = match hurry {
-            Some(left) => step.min((left / 3).max(Duration::from_millis(500))),
+            Some(within) => step.min(within.max(Duration::from_millis(500))),
             None => step,
         };
         let wait = step.mul_f64(0.75 + fastrand::f64() * 0.25);
@@ -91,7 +91,7 @@ mod tests {
             assert!(*wait >= step.mul_f64(0.75) && *wait <= step, "attempt {n}: {wait:?} for a step of {step:?}");
         }
         assert!(waits[11] <= Duration::from_secs(300));
-        let (wait, _) = retry.failed(Some(Duration::from_secs(3)));
+        let (wait, _) = retry.failed(Some(Duration::from_secs(1)));
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         let (wait, _) = retry.failed(Some(Duration::ZERO));
         assert!(wait >= Duration::from_millis(375), "never a tight loop: {wait:?}");
