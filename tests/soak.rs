@@ -7,8 +7,9 @@
 //! - `config.json` and `token` give a credential the workspace accepts, except while a fault
 //!   lasts (and a few seconds after, while a retry comes round); then `status` says so;
 //! - this deployment never has more than 3 live tokens;
-//! - no zombie stays under `watch`;
-//! and over the run: requests to the workspace per minute stay bounded, `watch` and its
+//! - no zombie stays under `watch`.
+//!
+//! And over the run: requests to the workspace per minute stay bounded, `watch` and its
 //! children use at most 2% of a CPU, SIGTERM at the end reaches the app within 200 ms and
 //! `watch` exits within 12 s, no live token of ours is missing from the state (or its mint
 //! journal), and the next start leaves only what it serves.

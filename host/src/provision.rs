@@ -197,7 +197,7 @@ fn live_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
         client_secret,
         principal,
         notes: Vec::new(),
-        workspace: Workspace::Live(WorkspaceClient::new(transport, resolved)),
+        workspace: Workspace::Live(Box::new(WorkspaceClient::new(transport, resolved))),
     })
 }
 

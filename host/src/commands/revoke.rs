@@ -32,7 +32,7 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
         state.plan_revocation(&token_id, now, None);
     }
     let transport = Transport::for_workspace(settings, &resolved.host)?;
-    let mut workspace = Workspace::Live(WorkspaceClient::new(transport, resolved));
+    let mut workspace = Workspace::Live(Box::new(WorkspaceClient::new(transport, resolved)));
     let done = provision::revoke_due(&mut state, &mut workspace, now).await;
     if serve {
         state.serve = None;

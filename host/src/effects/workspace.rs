@@ -5,7 +5,8 @@ use crate::databricks::oauth::AccessToken;
 use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
 
 pub enum Workspace {
-    Live(WorkspaceClient),
+    /// Boxed: the live client is several times the simulator's size.
+    Live(Box<WorkspaceClient>),
     Simulated(SimulatedWorkspace),
 }
 

@@ -418,10 +418,10 @@ impl Watcher {
             RevokeOnExit { exe: self.exe.clone(), args: self.args.run.to_args(), home: self.home.clone() };
         let Watcher { app, helper, hook, .. } = &mut self;
         let stop_app = async {
-            if let Some(app) = app.as_mut() {
-                if wait_or_kill(app, started + APP_STOP_BUDGET).await.is_none() {
-                    log("the app did not stop in time; killed it");
-                }
+            if let Some(app) = app.as_mut()
+                && wait_or_kill(app, started + APP_STOP_BUDGET).await.is_none()
+            {
+                log("the app did not stop in time; killed it");
             }
         };
         let stop_runs = async {
