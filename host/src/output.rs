@@ -14,8 +14,17 @@ pub const MAX_LINE_CHARS: usize = 2000;
 /// Longest policy-supplied text quoted in a line.
 pub const MAX_POLICY_TEXT_CHARS: usize = 500;
 
-/// `text` with control characters (C0, DEL, C1) and bidirectional overrides escaped as
-/// `\u{..}`, cut to `max_chars` with a note of what was left out.
+/// Whether `c` must never reach a terminal or a log raw: control characters (C0, DEL, C1 —
+/// U+0085 among them), the line and paragraph separators U+2028 and U+2029 (which Python,
+/// JavaScript and many log viewers take for line breaks, so a policy could forge a line), and
+/// the bidirectional controls (which can make a terminal show text in another order).
+pub fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+/// `text` with every [`must_escape`] character escaped as `\u{..}`, cut to `max_chars` with a
+/// note of what was left out.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (shown, (at, c)) in text.char_indices().enumerate() {
@@ -23,14 +32,53 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
             out.push_str(&format!("… ({} more bytes)", text.len() - at));
             break;
         }
-        let invisible = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
-        if c.is_control() || invisible {
+        if must_escape(c) {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// A value for a JSON report: redacted and cut to `max_chars`, but not escaped — the JSON
+/// encoding does that ([`out_json`]), so the report stays valid JSON however long the value.
+pub fn json_text(text: &str, max_chars: usize) -> String {
+    let text = redactor().redact(text);
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}… ({} more bytes)", &text[..at], text.len() - at),
+        None => text,
+    }
+}
+
+/// A JSON report on stdout, pretty-printed. Every string in it was bounded before (see
+/// [`json_text`]), so the lines are not cut; what JSON leaves raw but a reader could take for a
+/// line break or reordering (DEL, C1, U+2028/U+2029, bidirectional controls) is written as a
+/// `\uXXXX` escape, which every JSON parser reads back as the same character.
+pub fn out_json(value: &serde_json::Value) {
+    if let Err(e) = out_raw(json_report(value).as_bytes()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        err(&format!("devbox-auth: error: cannot write to stdout ({e})"));
+        std::process::exit(1);
+    }
+}
+
+/// What [`out_json`] prints.
+fn json_report(value: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(value).expect("a JSON value serializes");
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        // serde_json already escapes C0 controls; anything else left here is inside a string.
+        if must_escape(c) && !matches!(c, '\n') {
+            escaped.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.push('\n');
+    escaped
 }
 
 /// Redacted and sanitized: what may reach a terminal or a log.
@@ -82,5 +130,20 @@ mod tests {
         let long = "x".repeat(10);
         assert_eq!(sanitize(&long, 4), "xxxx… (6 more bytes)");
         assert_eq!(policy_text("hi\r\n"), "«hi\\u{d}\\u{a}»");
+        for c in ['\u{2028}', '\u{2029}', '\u{85}', '\u{2066}', '\u{202a}'] {
+            assert_eq!(sanitize(&format!("a{c}b"), 100), format!("a{}b", c.escape_unicode()), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn json_values_are_bounded_before_encoding_and_stay_valid() {
+        let why = format!("\"\\\u{2028}\u{202e}\u{85}{}", "é\n".repeat(3000));
+        let bounded = json_text(&why, 1000);
+        assert!(bounded.chars().count() < 1100 && bounded.ends_with("more bytes)"), "{bounded}");
+        let report = json_report(&serde_json::json!({ "why": bounded }));
+        assert!(report.contains("\\u2028") && report.contains("\\u202e") && report.contains("\\u0085"), "{report}");
+        assert!(!report.chars().any(|c| must_escape(c) && c != '\n'), "{report}");
+        let back: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(back["why"], bounded.as_str());
     }
 }

@@ -102,10 +102,13 @@ pub async fn run(
 /// deleted in time stays in the mint journal, and the next run in this home deletes it.
 const UNDO_AFTER_STOP: Duration = Duration::from_secs(3);
 
-/// Hold the policy to its plan's rules: it may serve only a credential the host issued, it
-/// cannot ask for a refresh in the past or after that credential expires, and it may plan to
-/// revoke only this deployment's own tokens (unless granted more) — anything else is dropped
-/// with a warning.
+/// Hold the policy to its plan's rules — every field is input from an untrusted party: it may
+/// serve only a credential the host issued (in this run, or the current one) and did not delete
+/// meanwhile; its refresh is kept between a second from now and that credential's expiry; its
+/// `why` is bounded; and it may plan to revoke only this deployment's own tokens (unless
+/// granted more), never the one it serves. Anything else is dropped with a warning — a bounded
+/// number of warning lines, whatever the plan's size, and at most one token listing to tell
+/// whose a token is.
 async fn check_plan(
     policy: &str,
     plan: Plan,
@@ -119,26 +122,70 @@ async fn check_plan(
         return Err((Failure::Policy(message), "plan"));
     };
     let served = served.clone();
+    if !served.token_id.is_empty() && effects.deleted(&served.token_id) {
+        let message = format!(
+            "policy {policy} asked to serve token {}, which it deleted in the same run; nothing was written",
+            served.token_id
+        );
+        return Err((Failure::Policy(message), "plan"));
+    }
     let latest = if served.expiry_ms > 0 { served.expiry_ms } else { i64::MAX };
-    let refresh_at_ms = plan.refresh_at_ms.min(latest).max(now_ms + MIN_REFRESH_DELAY_MS);
-    let mut revoke = Vec::new();
+    let refresh_at_ms = plan.refresh_at_ms.min(latest).max(now_ms.saturating_add(MIN_REFRESH_DELAY_MS));
+    let mut ignored = IgnoredRevocations::default();
+    let mut revoke: Vec<(String, i64)> = Vec::new();
     for (token_id, at_ms) in plan.revoke {
         if token_id == served.token_id {
-            effects.log.host(LogLevel::Warn, &format!("ignored: the plan revokes the token it serves ({token_id})"));
+            ignored.note(&mut effects.log, format!("the plan revokes the token it serves ({token_id})"));
+        } else if revoke.iter().any(|(id, _)| *id == token_id) {
             continue;
-        }
-        match effects.origin_of(&token_id).await {
-            Ok(TokenOrigin::Foreign) if !effects.grants.contains(&Operation::DeleteForeignToken) => {
-                effects.log.host(
-                    LogLevel::Warn,
-                    &format!("ignored: the plan revokes token {token_id}, which this deployment did not mint"),
-                );
+        } else {
+            match effects.origin_of(&token_id).await {
+                Ok(TokenOrigin::Foreign) if !effects.grants.contains(&Operation::DeleteForeignToken) => ignored.note(
+                    &mut effects.log,
+                    format!("the plan revokes token {token_id}, which this deployment did not mint"),
+                ),
+                Ok(_) => revoke.push((token_id, at_ms)),
+                Err(e) => ignored.note(&mut effects.log, format!("cannot check token {token_id}: {e}")),
             }
-            Ok(_) => revoke.push((token_id, at_ms)),
-            Err(e) => effects.log.host(LogLevel::Warn, &format!("ignored: cannot check token {token_id}: {e}")),
         }
     }
-    Ok(Some(Plan { refresh_at_ms, revoke, ..plan }))
+    ignored.finish(&mut effects.log);
+    let why = bounded(&plan.why, MAX_WHY_CHARS);
+    Ok(Some(Plan { refresh_at_ms, revoke, why, ..plan }))
+}
+
+/// The longest `why` kept (in the state, `status`, dry runs); the rest is cut with a note.
+const MAX_WHY_CHARS: usize = 1000;
+
+fn bounded(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}… ({} more bytes)", &text[..at], text.len() - at),
+        None => text.to_string(),
+    }
+}
+
+/// Warnings about revocations a plan asked for and the host dropped: the first few, then one
+/// line with the count of the rest, so a plan of 50,000 made-up ids costs a handful of lines.
+#[derive(Default)]
+struct IgnoredRevocations {
+    count: usize,
+}
+
+impl IgnoredRevocations {
+    const SHOWN: usize = 5;
+
+    fn note(&mut self, log: &mut crate::effects::PolicyLog, why: String) {
+        self.count += 1;
+        if self.count <= Self::SHOWN {
+            log.host(LogLevel::Warn, &format!("ignored: {why}"));
+        }
+    }
+
+    fn finish(&self, log: &mut crate::effects::PolicyLog) {
+        if self.count > Self::SHOWN {
+            log.host(LogLevel::Warn, &format!("ignored {} more revocations of the plan", self.count - Self::SHOWN));
+        }
+    }
 }
 
 /// The soonest a plan may ask to run again, so a careless policy cannot spin `watch`.

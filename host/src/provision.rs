@@ -576,6 +576,10 @@ fn update_state(
                 let expiry = state.tokens.iter().find(|t| &t.token_id == token_id).map(|t| t.expiry_ms);
                 state.plan_revocation(token_id, *at_ms, expiry);
             }
+            // What is served is never revoked while it is: an earlier plan's revocation of a
+            // token served again is called off.
+            let served_id = meta.token_id.clone();
+            state.pending.retain(|p| served_id.is_empty() || p.token_id != served_id);
         }
         None => {
             state.serve = None;
@@ -607,7 +611,13 @@ const EXPIRED_MARGIN_MS: i64 = 5_000;
 /// to revoke). One that cannot be deleted now stays planned, and the failure is returned so
 /// the caller backs off.
 pub async fn revoke_due(state: &mut State, workspace: &mut Workspace, now_ms: i64) -> Revocations {
-    let due: Vec<String> = state.pending.iter().filter(|p| p.at_ms <= now_ms).map(|p| p.token_id.clone()).collect();
+    let served = state.serve.as_ref().map(|s| s.meta.token_id.clone()).filter(|id| !id.is_empty());
+    let due: Vec<String> = state
+        .pending
+        .iter()
+        .filter(|p| p.at_ms <= now_ms && Some(&p.token_id) != served.as_ref())
+        .map(|p| p.token_id.clone())
+        .collect();
     let mut done = Revocations::default();
     for token_id in due {
         let expired = state

@@ -93,11 +93,12 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
     for (file, case) in &loaded {
         let result = harness.run(case);
         let problems = case.check(&result);
+        // Bounded here, so the JSON report stays valid however long a policy's text is.
         let report = CaseReport {
-            name: case.name.clone().unwrap_or_default(),
-            file: file.display().to_string(),
+            name: output::json_text(case.name.as_deref().unwrap_or_default(), output::MAX_POLICY_TEXT_CHARS),
+            file: output::json_text(&file.display().to_string(), output::MAX_LINE_CHARS),
             passed: problems.is_empty(),
-            problems,
+            problems: problems.iter().map(|p| output::json_text(p, output::MAX_LINE_CHARS)).collect(),
             fuel_used: result.fuel_used,
             peak_memory_bytes: result.peak_memory,
             duration_ms: result.duration.as_millis(),
@@ -127,9 +128,7 @@ pub fn test(policy: &Path, cases: &[PathBuf], json: bool) -> ExitCode {
             failed,
             cases: reports,
         };
-        for line in serde_json::to_string_pretty(&report).expect("reports serialize").lines() {
-            output::out(line);
-        }
+        output::out_json(&serde_json::to_value(&report).expect("reports serialize"));
     } else {
         output::out(&format!("{passed} passed, {failed} failed"));
     }

@@ -33,10 +33,12 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
     }
     let transport = Transport::for_workspace(settings, &resolved.host)?;
     let mut workspace = Workspace::Live(Box::new(WorkspaceClient::new(transport, resolved)));
-    let done = provision::revoke_due(&mut state, &mut workspace, now).await;
     if serve {
+        // No longer served, so it may be revoked (what is served never is); if the delete
+        // fails it stays planned for the next run.
         state.serve = None;
     }
+    let done = provision::revoke_due(&mut state, &mut workspace, now).await;
     if done.changed || serve {
         state.save(&home).map_err(|e| Failure::Other(format!("cannot save the state file ({e})")))?;
     }

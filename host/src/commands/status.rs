@@ -193,26 +193,27 @@ fn report_json(
     checked: Option<bool>,
     warnings: &[String],
 ) {
+    // Every string is bounded before it is encoded (never the encoded lines), so the report
+    // stays valid JSON whatever a policy put in `why` or a failure message.
+    let text = |s: &str| output::json_text(s, output::MAX_LINE_CHARS);
     let report = json!({
         "healthy": unhealthy.is_none(),
-        "problem": unhealthy.as_ref().map(|f| output::clean(f.message())),
+        "problem": unhealthy.as_ref().map(|f| text(f.message())),
         "checked_with_workspace": checked,
-        "warnings": warnings.iter().map(|w| output::clean(w)).collect::<Vec<_>>(),
+        "warnings": warnings.iter().map(|w| text(w)).collect::<Vec<_>>(),
         "credential": state.as_ref().and_then(|s| s.serve.as_ref()).map(|s| json!({
-            "kind": s.meta.kind,
-            "token_id": s.meta.token_id,
+            "kind": text(&s.meta.kind),
+            "token_id": text(&s.meta.token_id),
             "created_ms": s.meta.created_ms,
             "expiry_ms": s.meta.expiry_ms,
             "seconds_left": ((s.meta.expiry_ms - now_ms) / 1000).max(0),
         })),
-        "why": state.as_ref().map(|s| output::clean(&s.why)),
+        "why": state.as_ref().map(|s| output::json_text(&s.why, output::MAX_POLICY_TEXT_CHARS)),
         "refresh_at_ms": state.as_ref().map(|s| s.refresh_due_ms()),
         "clock_offset_ms": state.as_ref().map(|s| s.clock_offset_ms),
-        "files": state.as_ref().map(|s| s.files.iter().map(|f| json!({ "path": format!("~/{f}"), "exists": home.join(f).exists() })).collect::<Vec<_>>()),
-        "pending_revocations": state.as_ref().map(|s| s.pending.iter().map(|p| json!({ "token_id": p.token_id, "at_ms": p.at_ms })).collect::<Vec<_>>()),
-        "last_run": state.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| json!({ "trigger": r.trigger, "at_ms": r.at_ms, "outcome": r.outcome })),
+        "files": state.as_ref().map(|s| s.files.iter().map(|f| json!({ "path": text(&format!("~/{f}")), "exists": home.join(f).exists() })).collect::<Vec<_>>()),
+        "pending_revocations": state.as_ref().map(|s| s.pending.iter().map(|p| json!({ "token_id": text(&p.token_id), "at_ms": p.at_ms })).collect::<Vec<_>>()),
+        "last_run": state.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| json!({ "trigger": text(&r.trigger), "at_ms": r.at_ms, "outcome": text(&r.outcome) })),
     });
-    for line in serde_json::to_string_pretty(&report).expect("a JSON value serializes").lines() {
-        output::out(line);
-    }
+    output::out_json(&report);
 }

@@ -51,6 +51,8 @@ pub struct WorkspaceClient {
     access_token: Mutex<Option<oauth::AccessToken>>,
     /// The workspace's clock minus ours (ms), once measured; see [`WorkspaceClient::clock_offset_ms`].
     clock_offset: std::sync::Mutex<Option<ClockOffset>>,
+    /// A create's answer was lost and the tokens it may have minted could not be checked.
+    mint_unverified: std::sync::atomic::AtomicBool,
 }
 
 /// How far the workspace's clock is from ours, and how well that is known.
@@ -67,7 +69,13 @@ impl WorkspaceClient {
             Credentials::Pat(token) => redactor().register(token),
             Credentials::OAuthM2m { client_secret, .. } => redactor().register(client_secret),
         }
-        Self { transport, config, access_token: Mutex::new(None), clock_offset: std::sync::Mutex::new(None) }
+        Self {
+            transport,
+            config,
+            access_token: Mutex::new(None),
+            clock_offset: std::sync::Mutex::new(None),
+            mint_unverified: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn host(&self) -> &WorkspaceUrl {
@@ -196,6 +204,7 @@ impl WorkspaceClient {
                 Err(error) => error,
             };
             if let Err(cleanup) = self.delete_tokens_with_comment(comment).await {
+                self.mint_unverified.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(ApiError::new(
                     error.status,
                     error.error_code.clone(),
@@ -225,6 +234,12 @@ impl WorkspaceClient {
         }
         info.creation_time_ms = sent_ms;
         minted
+    }
+
+    /// Whether a create failed without an answer and its possible token could not be checked
+    /// (the caller keeps its mint-journal note, so the next run looks again).
+    pub fn mint_unverified(&self) -> bool {
+        self.mint_unverified.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn parse_minted(&self, answer: &Value) -> Result<MintedToken, ApiError> {

@@ -145,6 +145,10 @@ pub struct Effects {
     pub state_tokens: BTreeSet<String>,
     /// The principal's tokens as last listed in this run, for telling whose a token is.
     listed: Option<Vec<TokenInfo>>,
+    /// Whether the host has listed them itself to tell an origin (once per run at most).
+    listed_for_origins: bool,
+    /// Tokens deleted during this run (a plan may not serve one).
+    deleted: BTreeSet<String>,
     /// The absolute path of this binary, for token-helper commands.
     pub host_binary: String,
     /// The comment of a create that was sent but whose answer never came back (the run was
@@ -203,6 +207,8 @@ impl Effects {
             issued: Vec::new(),
             state_tokens: identity.state_tokens,
             listed: None,
+            listed_for_origins: false,
+            deleted: BTreeSet::new(),
             host_binary: identity.host_binary,
             create_in_flight: None,
             mint_uncertain: false,
@@ -305,7 +311,9 @@ impl Effects {
                 Ok(Ok((meta, reference)))
             }
             Err(e) => {
-                self.mint_uncertain |= matches!(e.status, 0 | 200 | 500..=599);
+                // The run was stopped mid-call (then `create_in_flight` says so) or the client
+                // could not check what a lost answer minted.
+                self.mint_uncertain |= self.workspace.mint_unverified();
                 Ok(Err(self.hand_out(e)))
             }
         }
@@ -350,13 +358,21 @@ impl Effects {
         self.minted.iter().chain(self.listed.iter().flatten()).find(|t| t.token_id == token_id).cloned()
     }
 
-    /// The origin of a token known only by id, listing the principal's tokens if needed.
+    /// Whether the policy deleted this token during the run.
+    pub fn deleted(&self, token_id: &str) -> bool {
+        self.deleted.contains(token_id)
+    }
+
+    /// The origin of a token known only by id, listing the principal's tokens if needed — at
+    /// most once per run for this (a policy naming 50,000 made-up ids costs one listing, not
+    /// 50,000): a token not in that listing is not this deployment's.
     pub async fn origin_of(&mut self, token_id: &str) -> Result<TokenOrigin, ApiError> {
         if self.state_tokens.contains(token_id) || self.minted.iter().any(|t| t.token_id == token_id) {
             return Ok(TokenOrigin::State);
         }
-        if self.listed.as_ref().is_none_or(|l| !l.iter().any(|t| t.token_id == token_id)) {
+        if !self.listed_for_origins && self.listed.as_ref().is_none_or(|l| !l.iter().any(|t| t.token_id == token_id)) {
             self.listed = Some(self.workspace.list_tokens().await?);
+            self.listed_for_origins = true;
         }
         let listed = self.listed.as_deref().unwrap_or_default();
         Ok(listed.iter().find(|t| t.token_id == token_id).map_or(TokenOrigin::Foreign, |t| self.origin(t)))
@@ -396,6 +412,7 @@ impl Effects {
         let result = self.workspace.delete_token(token_id).await;
         if result.is_ok() {
             self.minted.retain(|t| t.token_id != token_id);
+            self.deleted.insert(token_id.to_string());
         }
         result.map_err(|e| self.hand_out(e))
     }

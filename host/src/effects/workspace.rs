@@ -18,6 +18,12 @@ impl Workspace {
         }
     }
 
+    /// Whether a create may have minted a token nobody could check (see
+    /// [`WorkspaceClient::mint_unverified`]); never for the simulator.
+    pub fn mint_unverified(&self) -> bool {
+        matches!(self, Workspace::Live(client) if client.mint_unverified())
+    }
+
     pub async fn oauth_token(&mut self) -> Result<AccessToken, ApiError> {
         match self {
             Workspace::Live(client) => client.fresh_oauth_token().await,

@@ -22,7 +22,7 @@ use self::bindings::{PolicyError, PolicyPre};
 use self::cache::{ComponentCache, PolicySource, sha256_hex};
 use self::imports::PolicyState;
 use self::limits::SandboxLimits;
-use crate::effects::Effects;
+use crate::effects::{Effects, LogLevel};
 use crate::secrets::CredentialMeta;
 
 /// The default policy, built from guest/default by host/build.rs.
@@ -410,7 +410,11 @@ impl PolicyRuntime {
         let stats = RunStats { fuel_used, peak_memory: store.data().limiter.peak, duration: started.elapsed() };
         let result = ended.map_err(|ended| match ended {
             Ended::Policy(policy_error) => RunError::Policy(policy_error),
-            Ended::Trap(trap) => classify_trap(&trap, store.data(), limits),
+            Ended::Trap(trap) => {
+                // The whole story (wasm backtrace included) for -v; the error line gets the gist.
+                store.data_mut().effects.log.host(LogLevel::Debug, &format!("the run ended: {trap:#}"));
+                classify_trap(&trap, store.data(), limits)
+            }
             Ended::Deadline => deadline_error(limits),
             Ended::Stopped(reason) => RunError::Stopped(reason),
         });
@@ -469,6 +473,10 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
             limits.memory_bytes >> 20
         )),
         _ if let Some(refusal) = error.downcast_ref::<limits::SandboxRefusal>() => RunError::Limit(refusal.0.clone()),
+        // WASI `proc_exit` (Rust's `std::process::exit`): not a crash, but no result either.
+        _ if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() => {
+            RunError::Crashed(format!("exited (status {}) without returning a result", exit.0))
+        }
         Some(trap) => RunError::Crashed(match panic_line {
             Some(line) => format!("crashed: {line}"),
             None => format!("crashed ({trap})"),
@@ -477,8 +485,11 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
     }
 }
 
+/// The error's own message, without its causes' wasm backtrace (which `-v` shows).
 fn first_line(error: &wasmtime::Error) -> String {
-    crate::databricks::error::one_line(&format!("{error:#}"))
+    let text = format!("{error}");
+    let gist = text.split(" at wasm backtrace").next().unwrap_or_default();
+    crate::databricks::error::one_line(gist.split("\nwasm backtrace").next().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ const APP_STOP_BUDGET: Duration = Duration::from_secs(10);
 const REVOKE_ON_EXIT_BUDGET: Duration = Duration::from_secs(11);
 /// The soonest two runs may start one after the other.
 const MIN_RUN_SPACING: Duration = Duration::from_secs(1);
+const DAY_MS: i64 = 24 * 3600 * 1000;
 /// How often a rotation is retried while no valid credential is served.
 const RETRY_WITHOUT_A_CREDENTIAL: Duration = Duration::from_secs(3);
 /// The longest the watcher sleeps without looking at the state again (another process —
@@ -175,7 +176,8 @@ impl Watcher {
             return (floor(self.rotations.not_before.unwrap_or(now)), Job::First);
         }
         let now_ms = state::now_ms();
-        let in_ms = |at_ms: i64| now + Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64);
+        // Capped: a plan may name a time at the end of `i64`, which no `Instant` can hold.
+        let in_ms = |at_ms: i64| now + Duration::from_millis(at_ms.saturating_sub(now_ms).clamp(0, DAY_MS) as u64);
         let state = State::load(&self.home).ok().flatten();
         let rotation_at = match &state {
             Some(s) if !state::journal::any_pending(&self.home) => in_ms(s.refresh_due_ms()),
