@@ -5,15 +5,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::{Emulator, Run, fixture_guest, policy_component};
-
-fn hostile(emulator: &Emulator, behaviour: &str) -> Run {
-    Run::app(emulator)
-        .var("DEVBOX_AUTH_POLICY", fixture_guest("hostile").to_str().unwrap())
-        .var("DEVBOX_HOSTILE", behaviour)
-}
+use support::{Emulator, Run, fixture_guest, hostile, policy_component, write_manifest};
 
 /// Run `behaviour` (under `manifest`, if given), expect exit `code` with `needle`, and prove
 /// nothing on disk changed and no minted token is alive. Returns the run's output.
@@ -36,13 +30,6 @@ fn contained_with(behaviour: &str, manifest: Option<&str>, code: i32, needle: &s
 #[track_caller]
 fn contained(behaviour: &str, code: i32, needle: &str) -> support::Outcome {
     contained_with(behaviour, None, code, needle)
-}
-
-fn write_manifest(run: &Run, text: &str) -> PathBuf {
-    let path = run.path("deploy/devbox-auth.toml");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

@@ -56,8 +56,7 @@ fn stop_and_time(watch: Child, marker: &Path, emulator: &Emulator) -> support::O
     let sent = now_secs();
     let started = Instant::now();
     signal(&watch, libc::SIGTERM);
-    wait_for("the app to get SIGTERM", Duration::from_secs(2), || marker.exists());
-    let got: f64 = std::fs::read_to_string(marker).unwrap().trim().parse().unwrap();
+    let got = support::sigterm_time(marker);
     assert!(got - sent < 0.2, "the app got SIGTERM {:.0} ms after watch did", (got - sent) * 1000.0);
     let out = finish(watch, Duration::from_secs(14), emulator);
     assert!(started.elapsed() < Duration::from_secs(12), "watch took {:?} to stop:\n{}", started.elapsed(), out.stderr);

@@ -25,6 +25,7 @@
 //! max_token_lifetime = 28800
 //! file_reads = 64
 //! read_bytes = 8388608
+//! workspace_calls = 64        # calls that reach the workspace, per run
 //! ```
 //!
 //! Anything not granted is denied. A section left out keeps the built-in defaults, which grant
@@ -132,6 +133,7 @@ pub struct LimitsSection {
     pub max_token_lifetime: Option<u64>,
     pub file_reads: Option<u32>,
     pub read_bytes: Option<usize>,
+    pub workspace_calls: Option<u32>,
 }
 
 /// The manifest, checked and with paths resolved.
@@ -205,6 +207,9 @@ impl LimitsSection {
         }
         if let Some(n) = positive(self.read_bytes, "read_bytes", 1 << 30)? {
             limits.read_bytes = n;
+        }
+        if let Some(n) = positive(self.workspace_calls, "workspace_calls", 100_000)? {
+            limits.workspace_calls = n;
         }
         Ok(())
     }

@@ -27,15 +27,19 @@ pub fn must_escape(c: char) -> bool {
 /// note of what was left out.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
-    for (shown, (at, c)) in text.char_indices().enumerate() {
-        if shown >= max_chars {
+    // Counted as printed, escapes included: 2,000 control characters do not make 20,000.
+    let mut shown = 0;
+    for (at, c) in text.char_indices() {
+        let escaped = must_escape(c).then(|| c.escape_unicode().to_string());
+        let width = escaped.as_ref().map_or(1, |e| e.len());
+        if shown + width > max_chars {
             out.push_str(&format!("… ({} more bytes)", text.len() - at));
             break;
         }
-        if must_escape(c) {
-            out.push_str(&c.escape_unicode().to_string());
-        } else {
-            out.push(c);
+        shown += width;
+        match escaped {
+            Some(escaped) => out.push_str(&escaped),
+            None => out.push(c),
         }
     }
     out

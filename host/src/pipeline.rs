@@ -74,9 +74,10 @@ pub async fn run(
     let effects =
         Effects::new(inputs.workspace, inputs.identity, inputs.files, env, vault, log, inputs.limits, inputs.grants);
     let (mut effects, stats, result) = runtime.run(policy, effects, &limits, &context, stop).await;
-    let checked = match result {
+    // A frozen-contract policy gets the host's schedule, held to the same rules as a plan.
+    let checked = match result.map(|plan| plan.or_else(|| default_plan(&effects, &context))) {
         Ok(Some(plan)) => check_plan(&policy.name, plan, &mut effects, now_ms).await,
-        Ok(None) => Ok(default_plan(&effects, &context)),
+        Ok(None) => Ok(None),
         Err(error) => {
             let kind = error_kind(&error);
             Err((failure_from_run(&policy.name, error, &effects), kind))
@@ -122,6 +123,14 @@ async fn check_plan(
         return Err((Failure::Policy(message), "plan"));
     };
     let served = served.clone();
+    if plan.serve_token_id != served.token_id {
+        let message = format!(
+            "policy {policy} asked to serve a credential under token id {}, but the host issued it as {}; nothing was written",
+            policy_text(&plan.serve_token_id),
+            if served.token_id.is_empty() { "an OAuth token (no id)".to_string() } else { served.token_id.clone() }
+        );
+        return Err((Failure::Policy(message), "plan"));
+    }
     if !served.token_id.is_empty() && effects.deleted(&served.token_id) {
         let message = format!(
             "policy {policy} asked to serve token {}, which it deleted in the same run; nothing was written",
@@ -138,6 +147,11 @@ async fn check_plan(
             ignored.note(&mut effects.log, format!("the plan revokes the token it serves ({token_id})"));
         } else if revoke.iter().any(|(id, _)| *id == token_id) {
             continue;
+        } else if !crate::effects::is_token_id(&token_id) {
+            ignored.note(
+                &mut effects.log,
+                format!("the plan revokes {}, which is not a token id", policy_text(&token_id)),
+            );
         } else {
             match effects.origin_of(&token_id).await {
                 Ok(TokenOrigin::Foreign) if !effects.grants.contains(&Operation::DeleteForeignToken) => ignored.note(
@@ -150,6 +164,7 @@ async fn check_plan(
         }
     }
     ignored.finish(&mut effects.log);
+    effects.log.finish();
     let why = bounded(&plan.why, MAX_WHY_CHARS);
     Ok(Some(Plan { refresh_at_ms, revoke, why, ..plan }))
 }
@@ -209,6 +224,7 @@ pub fn default_plan(effects: &Effects, context: &RunContext) -> Option<Plan> {
     }
     Some(Plan {
         serve: reference.clone(),
+        serve_token_id: meta.token_id.clone(),
         why: format!("{} (a devbox:auth@0.1.0 policy: the host's default schedule)", meta.kind),
         refresh_at_ms: meta.created_ms + lifetime * 3 / 4,
         revoke,

@@ -27,7 +27,7 @@ use crate::sandbox::lock::HomeLock;
 use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
 use crate::state::journal;
-use crate::state::{self, LastRun, MintedRecord, Served, State};
+use crate::state::{self, IssuedValue, LastRun, MintedRecord, Served, State};
 
 /// Which policy to run.
 #[derive(Debug, Clone)]
@@ -374,6 +374,10 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     if let Some(served) = &current {
         redactor().register(&served.value);
     }
+    // Every live value this deployment issued is a secret in any file the policy reads.
+    for issued in state.iter().flat_map(|s| s.issued.iter()) {
+        redactor().register(&issued.value);
+    }
     let trigger = opts.trigger.unwrap_or(if current.is_some() { Trigger::Rotation } else { Trigger::Start });
     if !opts.dry_run {
         // Checked before anything is minted: a state file that cannot be written after the
@@ -560,6 +564,12 @@ fn update_state(
             state.tokens.push(MintedRecord::from(token));
         }
     }
+    for (meta, reference) in &effects.issued {
+        if let Some((value, _)) = effects.vault.credential(reference) {
+            state.issued.push(IssuedValue { value: value.clone(), expiry_ms: meta.expiry_ms });
+        }
+    }
+    state.prune_expired(now_ms, EXPIRED_MARGIN_MS);
     match plan.as_ref().and_then(|p| effects.vault.credential(&p.serve).map(|c| (p, c))) {
         Some((plan, (value, meta))) => {
             state.serve = Some(Served { meta: meta.clone(), value: value.clone() });
@@ -580,6 +590,12 @@ fn update_state(
             // token served again is called off.
             let served_id = meta.token_id.clone();
             state.pending.retain(|p| served_id.is_empty() || p.token_id != served_id);
+            // A token this run minted and does not serve is revoked after the commit, whatever
+            // the plan says: no run leaves a live token behind that nothing uses (a policy
+            // cannot pile them up over many runs).
+            for token in effects.minted.iter().filter(|t| t.token_id != served_id) {
+                state.plan_revocation(&token.token_id, now_ms, Some(token.expiry_time_ms));
+            }
         }
         None => {
             state.serve = None;

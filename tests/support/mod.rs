@@ -363,6 +363,32 @@ fn build_components(dir: &Path, args: &[&str], target_dir: &Path) {
     assert!(status.success(), "building wasm32-wasip2 components in {} failed", dir.display());
 }
 
+/// The time (seconds since the epoch) a test app wrote to `marker` when it got SIGTERM,
+/// waiting up to 2 s for it (the file may exist before its contents do).
+pub fn sigterm_time(marker: &Path) -> f64 {
+    let mut got = None;
+    wait_for("the app to get SIGTERM", Duration::from_secs(2), || {
+        got = std::fs::read_to_string(marker).ok().and_then(|t| t.trim().parse::<f64>().ok());
+        got.is_some()
+    });
+    got.unwrap()
+}
+
+/// A run of the hostile fixture guest (tests/guests/hostile), misbehaving as `behaviour` says.
+pub fn hostile(emulator: &Emulator, behaviour: &str) -> Run {
+    Run::app(emulator)
+        .var("DEVBOX_AUTH_POLICY", fixture_guest("hostile").to_str().unwrap())
+        .var("DEVBOX_HOSTILE", behaviour)
+}
+
+/// Write a deployment manifest into `run`'s home; its path.
+pub fn write_manifest(run: &Run, text: &str) -> PathBuf {
+    let path = run.path("deploy/devbox-auth.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A fixture guest from tests/guests (built once per test binary), e.g. `hostile`.
 pub fn fixture_guest(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

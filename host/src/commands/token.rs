@@ -61,18 +61,16 @@ const ROTATION_BUDGET_WITH_A_GOOD_TOKEN: Duration = Duration::from_secs(5);
 
 /// The arguments a rotation from `token` runs with. A helper is called without the deployment's
 /// flags (Claude Code and Codex pass only `--home`), so the policy and manifest the home was
-/// provisioned with — recorded in the state — are used, not the embedded default; otherwise a
-/// strict deployment's first rotation through the helper would run another policy.
+/// last provisioned with — recorded in the state — are used, not the embedded default or
+/// whatever the caller's environment names; otherwise a strict deployment's rotation through
+/// the helper could run another policy, or its policy without its manifest.
 fn rotation_args(args: &RunArgs, state: Option<&State>) -> RunArgs {
     let mut args = args.clone();
-    if let Some(state) = state
-        && args.policy.is_none()
-        && args.manifest.is_none()
-    {
+    // Whatever the caller's flags or environment say (`DEVBOX_AUTH_POLICY` set for the app
+    // while `--manifest` was given to `watch` only, say): the deployment's own.
+    if let Some(state) = state.filter(|s| !s.policy_sha256.is_empty()) {
         args.manifest = state.manifest.clone();
-        if args.manifest.is_none() {
-            args.policy = state.policy_file.clone();
-        }
+        args.policy = state.policy_file.clone();
     }
     args
 }

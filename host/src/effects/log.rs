@@ -45,11 +45,27 @@ pub struct PolicyLog {
     pub lines: Vec<(LogLevel, String)>,
     bytes: usize,
     pub dropped: usize,
+    /// Lines the host wrote about the policy, and those past [`MAX_HOST_LINES`] it dropped.
+    host_lines: usize,
+    host_dropped: usize,
 }
+
+/// The host's own lines about what a policy did (denied calls, ignored revocations) are bounded
+/// too: a policy looping over refused calls gets this many, then a count.
+pub const MAX_HOST_LINES: usize = 50;
 
 impl PolicyLog {
     pub fn new(policy: &str, echo_level: Option<LogLevel>, budget: LogBudget) -> Self {
-        Self { policy: policy.to_string(), echo_level, budget, lines: Vec::new(), bytes: 0, dropped: 0 }
+        Self {
+            policy: policy.to_string(),
+            echo_level,
+            budget,
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+            host_lines: 0,
+            host_dropped: 0,
+        }
     }
 
     /// A line from the policy: counted against its budget, quoted as its words.
@@ -66,8 +82,18 @@ impl PolicyLog {
         self.lines.push((level, message));
     }
 
-    /// A line the host writes about the policy (a denied call): not counted, not quoted.
+    /// A line the host writes about the policy (a denied call): not quoted, not counted
+    /// against the policy's budget but bounded by [`MAX_HOST_LINES`].
     pub fn host(&mut self, level: LogLevel, message: &str) {
+        if self.host_lines >= MAX_HOST_LINES {
+            self.host_dropped += 1;
+            return;
+        }
+        self.host_lines += 1;
+        self.write_host(level, message);
+    }
+
+    fn write_host(&mut self, level: LogLevel, message: &str) {
         if self.echo_level.is_some_and(|min| level >= min) {
             output::err(&format!("devbox-auth: policy {}: {}", self.policy, message));
         }
@@ -81,8 +107,13 @@ impl PolicyLog {
                 "{} log lines dropped (over the budget of {} lines or {} bytes)",
                 self.dropped, self.budget.max_lines, self.budget.max_bytes
             );
-            self.host(LogLevel::Warn, &note);
+            self.write_host(LogLevel::Warn, &note);
             self.dropped = 0;
+        }
+        if self.host_dropped > 0 {
+            let note = format!("{} more lines about what the policy did were dropped", self.host_dropped);
+            self.write_host(LogLevel::Warn, &note);
+            self.host_dropped = 0;
         }
     }
 }

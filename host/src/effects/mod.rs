@@ -25,6 +25,7 @@ pub use self::simulator::SimulatedWorkspace;
 pub use self::workspace::Workspace;
 use crate::databricks::error::codes;
 use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
+use crate::output;
 use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
 use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
 use crate::secrets::{CredentialMeta, SecretVault, random_hex, redactor, scrub};
@@ -123,6 +124,7 @@ pub struct Usage {
     pub token_creates: u32,
     pub file_reads: u32,
     pub read_bytes: usize,
+    pub workspace_calls: u32,
 }
 
 pub struct Effects {
@@ -222,7 +224,7 @@ impl Effects {
     /// message), remembered as the host's own words.
     fn hand_out(&mut self, error: ApiError) -> ApiError {
         let seen = ApiError { message: error.to_string(), retry_after: None, ..error };
-        self.handed_out.push(seen.clone());
+        remember(&mut self.handed_out, seen.clone());
         seen
     }
 
@@ -240,7 +242,7 @@ impl Effects {
         // Shown with -v only: the policy either handles the refusal (and says so in its own
         // words) or returns it, and then the run's error line names it.
         self.log.host(LogLevel::Debug, &format!("{verb} refused: {error}"));
-        self.handed_out_files.push(error.clone());
+        remember(&mut self.handed_out_files, error.clone());
         error
     }
 
@@ -251,6 +253,18 @@ impl Effects {
         let message = format!("this deployment does not grant the policy the workspace operation `{operation}`");
         self.log.host(LogLevel::Warn, &format!("denied: {message}"));
         Some(self.hand_out(ApiError::local(codes::NOT_GRANTED, message)))
+    }
+
+    /// Count a call that reaches the workspace against the run's budget.
+    fn spend_call(&mut self) -> Result<(), SandboxRefusal> {
+        if self.usage.workspace_calls >= self.limits.workspace_calls {
+            return Err(SandboxRefusal(format!(
+                "made more than {} workspace calls in one run (limits.workspace_calls)",
+                self.limits.workspace_calls
+            )));
+        }
+        self.usage.workspace_calls += 1;
+        Ok(())
     }
 
     /// Count a credential mint (a PAT or an OAuth token) against the run's budget.
@@ -285,6 +299,7 @@ impl Effects {
             return Ok(Err(self.hand_out(error)));
         }
         self.spend_mint()?;
+        self.spend_call()?;
         if let Some(Err(e)) = self.journal.as_mut().map(MintJournal::record) {
             let message = format!(
                 "cannot note the mint in ~/{} before minting ({e}), so nothing was minted; fix or remove that directory",
@@ -325,6 +340,7 @@ impl Effects {
             return Ok(Err(denied));
         }
         self.spend_mint()?;
+        self.spend_call()?;
         match self.workspace.oauth_token().await {
             Ok(token) => {
                 let meta = CredentialMeta {
@@ -371,6 +387,7 @@ impl Effects {
             return Ok(TokenOrigin::State);
         }
         if !self.listed_for_origins && self.listed.as_ref().is_none_or(|l| !l.iter().any(|t| t.token_id == token_id)) {
+            self.spend_call().map_err(|refusal| ApiError::local(codes::NOT_GRANTED, refusal.0))?;
             self.listed = Some(self.workspace.list_tokens().await?);
             self.listed_for_origins = true;
         }
@@ -378,51 +395,58 @@ impl Effects {
         Ok(listed.iter().find(|t| t.token_id == token_id).map_or(TokenOrigin::Foreign, |t| self.origin(t)))
     }
 
-    pub async fn list_tokens(&mut self) -> Result<Vec<(TokenInfo, TokenOrigin)>, ApiError> {
+    pub async fn list_tokens(&mut self) -> Result<Result<Vec<(TokenInfo, TokenOrigin)>, ApiError>, SandboxRefusal> {
         if let Some(denied) = self.denied(Operation::ListTokens) {
-            return Err(denied);
+            return Ok(Err(denied));
         }
-        match self.workspace.list_tokens().await {
+        self.spend_call()?;
+        Ok(match self.workspace.list_tokens().await {
             Ok(list) => {
                 let with_origin = list.iter().map(|t| (t.clone(), self.origin(t))).collect();
                 self.listed = Some(list);
                 Ok(with_origin)
             }
             Err(e) => Err(self.hand_out(e)),
-        }
+        })
     }
 
     /// Delete a token: this deployment's own with `delete-token`, anyone's only with
     /// `delete-foreign-token`. A policy cannot revoke a principal's unrelated tokens.
-    pub async fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError> {
+    pub async fn delete_token(&mut self, token_id: &str) -> Result<Result<(), ApiError>, SandboxRefusal> {
         if let Some(denied) = self.denied(Operation::DeleteToken) {
-            return Err(denied);
+            return Ok(Err(denied));
+        }
+        if !is_token_id(token_id) {
+            let message = format!("delete-token: {} is not a token id", output::policy_text(token_id));
+            return Ok(Err(self.hand_out(ApiError::local("INVALID_PARAMETER_VALUE", message))));
         }
         let origin = match self.origin_of(token_id).await {
             Ok(origin) => origin,
-            Err(e) => return Err(self.hand_out(e)),
+            Err(e) => return Ok(Err(self.hand_out(e))),
         };
         if origin == TokenOrigin::Foreign && !self.grants.contains(&Operation::DeleteForeignToken) {
             let message = format!(
                 "token {token_id} was not minted by this deployment (not in its state file, no marker in its comment); deleting it needs the `delete-foreign-token` grant"
             );
             self.log.host(LogLevel::Warn, &format!("denied: {message}"));
-            return Err(self.hand_out(ApiError::local(codes::NOT_GRANTED, message)));
+            return Ok(Err(self.hand_out(ApiError::local(codes::NOT_GRANTED, message))));
         }
+        self.spend_call()?;
         let result = self.workspace.delete_token(token_id).await;
         if result.is_ok() {
             self.minted.retain(|t| t.token_id != token_id);
             self.deleted.insert(token_id.to_string());
         }
-        result.map_err(|e| self.hand_out(e))
+        Ok(result.map_err(|e| self.hand_out(e)))
     }
 
-    pub async fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
+    pub async fn list_serving_endpoints(&mut self) -> Result<Result<Vec<ServingEndpoint>, ApiError>, SandboxRefusal> {
         if let Some(denied) = self.denied(Operation::ListServingEndpoints) {
-            return Err(denied);
+            return Ok(Err(denied));
         }
+        self.spend_call()?;
         let result = self.workspace.list_serving_endpoints().await;
-        result.map_err(|e| self.hand_out(e))
+        Ok(result.map_err(|e| self.hand_out(e)))
     }
 
     /// A file as the policy may see it: counted against the read budget, secrets swapped for
@@ -513,6 +537,25 @@ impl Effects {
         }
         if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) }
     }
+}
+
+/// How many errors handed to the policy are remembered for attribution: the latest ones. A
+/// policy that loops over refused calls cannot make the host keep every message; an older
+/// error it passes on is then simply reported as its own words.
+const REMEMBERED_ERRORS: usize = 64;
+
+fn remember<T>(list: &mut Vec<T>, item: T) {
+    if list.len() >= REMEMBERED_ERRORS {
+        list.remove(0);
+    }
+    list.push(item);
+}
+
+/// Whether `id` can be a Databricks token id (64 hex digits today; some room for other forms),
+/// so a policy's made-up "id" — 10 KB long, or holding control characters — is refused before
+/// it reaches a message, a listing or the workspace.
+pub fn is_token_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Why a policy's token comment cannot be sent, if it cannot.

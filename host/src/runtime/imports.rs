@@ -167,16 +167,16 @@ impl workspace::Host for PolicyState {
     }
 
     async fn list_tokens(&mut self) -> wasmtime::Result<Result<Vec<TokenInfo>, ApiError>> {
-        let result = self.effects.list_tokens().await;
+        let result = self.effects.list_tokens().await.map_err(wasmtime::Error::new)?;
         Ok(result.map(|l| l.into_iter().map(|(t, o)| token_info(t, o)).collect()).map_err(api_error))
     }
 
     async fn delete_token(&mut self, token_id: String) -> wasmtime::Result<Result<(), ApiError>> {
-        Ok(self.effects.delete_token(&token_id).await.map_err(api_error))
+        Ok(self.effects.delete_token(&token_id).await.map_err(wasmtime::Error::new)?.map_err(api_error))
     }
 
     async fn list_serving_endpoints(&mut self) -> wasmtime::Result<Result<Vec<ServingEndpoint>, ApiError>> {
-        let result = self.effects.list_serving_endpoints().await;
+        let result = self.effects.list_serving_endpoints().await.map_err(wasmtime::Error::new)?;
         Ok(result.map(|list| list.into_iter().map(serving_endpoint).collect()).map_err(api_error))
     }
 }

@@ -25,6 +25,9 @@ pub struct SandboxLimits {
     /// `files.read` calls per run, and bytes read in all.
     pub file_reads: u32,
     pub read_bytes: usize,
+    /// Calls to the workspace per run (every import that reaches Databricks, and the listing
+    /// the host makes to tell whose a token is), so a policy cannot hammer the API.
+    pub workspace_calls: u32,
 }
 
 /// Databricks' platform-wide maximum PAT lifetime: 730 days.
@@ -43,6 +46,7 @@ impl Default for SandboxLimits {
             max_token_lifetime: MAX_PAT_LIFETIME_SECONDS,
             file_reads: 64,
             read_bytes: 8 << 20,
+            workspace_calls: 64,
         }
     }
 }

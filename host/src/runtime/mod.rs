@@ -157,6 +157,8 @@ pub struct RunContext {
 pub struct Plan {
     /// The vault reference of the credential to serve.
     pub serve: String,
+    /// The token id the plan claims for it (checked against the host's record).
+    pub serve_token_id: String,
     pub why: String,
     pub refresh_at_ms: i64,
     /// (token id, when): revocations.
@@ -178,6 +180,7 @@ fn wit_context(context: &RunContext) -> bindings::RunContext {
 
 fn host_plan(plan: bindings::Plan) -> Plan {
     Plan {
+        serve_token_id: plan.serve.token_id,
         serve: plan.serve.secret_ref,
         why: plan.why,
         refresh_at_ms: plan.refresh_at_ms,
@@ -475,7 +478,7 @@ fn classify_trap(error: &wasmtime::Error, state: &PolicyState, limits: &SandboxL
         _ if let Some(refusal) = error.downcast_ref::<limits::SandboxRefusal>() => RunError::Limit(refusal.0.clone()),
         // WASI `proc_exit` (Rust's `std::process::exit`): not a crash, but no result either.
         _ if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() => {
-            RunError::Crashed(format!("exited (status {}) without returning a result", exit.0))
+            RunError::Crashed(format!("failed: the policy exited (status {}) without returning a result", exit.0))
         }
         Some(trap) => RunError::Crashed(match panic_line {
             Some(line) => format!("crashed: {line}"),

@@ -86,16 +86,16 @@ impl workspace::Host for PolicyState {
     }
 
     async fn list_tokens(&mut self) -> wasmtime::Result<Result<Vec<TokenInfoV1>, ApiErrorV1>> {
-        let result = self.effects.list_tokens().await;
+        let result = self.effects.list_tokens().await.map_err(wasmtime::Error::new)?;
         Ok(result.map(|l| l.into_iter().map(|(t, _)| token_info(t)).collect()).map_err(api_error))
     }
 
     async fn delete_token(&mut self, token_id: String) -> wasmtime::Result<Result<(), ApiErrorV1>> {
-        Ok(self.effects.delete_token(&token_id).await.map_err(api_error))
+        Ok(self.effects.delete_token(&token_id).await.map_err(wasmtime::Error::new)?.map_err(api_error))
     }
 
     async fn list_serving_endpoints(&mut self) -> wasmtime::Result<Result<Vec<ServingEndpointV1>, ApiErrorV1>> {
-        let result = self.effects.list_serving_endpoints().await;
+        let result = self.effects.list_serving_endpoints().await.map_err(wasmtime::Error::new)?;
         Ok(result
             .map(|list| {
                 list.into_iter()

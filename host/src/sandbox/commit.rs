@@ -93,6 +93,8 @@ pub fn apply(plan: &[Planned], faults: Faults) -> Result<(), CommitError> {
 
 impl Transaction {
     fn apply(&mut self, plan: &[Planned], faults: Faults) -> Result<(), String> {
+        /// The largest file replaced whose old contents are kept for a roll-back.
+        const MAX_ROLLBACK_BYTES: u64 = 256 << 20;
         let io =
             |file: &Planned, what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", display_path(&file.path));
         let mut temps = Vec::new();
@@ -102,14 +104,17 @@ impl Transaction {
             temps.push(write_temp(parent, &file.contents, file.mode).map_err(|e| io(file, "write it", e))?);
         }
         for (index, (file, temp)) in plan.iter().zip(temps).enumerate() {
-            let previous = match fs::read(&file.target) {
-                Ok(bytes) => {
-                    let mode = fs::metadata(&file.target).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
-                    Some((bytes, mode))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io(file, "read the current file", e)),
-            };
+            // Read as a named file is: a regular file only, never blocking on a FIFO that took
+            // its place since the check, bounded (it is kept in memory to roll back).
+            let previous =
+                match crate::named_file::read(&file.target, MAX_ROLLBACK_BYTES, crate::named_file::Symlinks::Follow) {
+                    Ok(bytes) => {
+                        let mode = fs::metadata(&file.target).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+                        Some((bytes, mode))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io(file, "read the current file", e)),
+                };
             if faults.fail_rename_at == Some(index) {
                 return Err(io(file, "move it into place", std::io::Error::other("injected failure")));
             }

@@ -121,6 +121,17 @@ impl From<&TokenInfo> for MintedRecord {
     }
 }
 
+/// A credential value the host issued, kept until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedValue {
+    #[serde(with = "secret_value")]
+    pub value: Secret,
+    pub expiry_ms: i64,
+}
+
+/// How many issued values are kept (the newest): a deployment issues one or two per run.
+pub const MAX_ISSUED_VALUES: usize = 32;
+
 /// A revocation the policy planned, not yet carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -167,6 +178,11 @@ pub struct State {
     pub revoke_on_exit: bool,
     #[serde(default)]
     pub tokens: Vec<MintedRecord>,
+    /// Every credential value this deployment issued that has not expired (served or not):
+    /// registered as secrets before each run, so a policy that wrote one into a file around
+    /// text of its own cannot read it back in the clear in a later run.
+    #[serde(default)]
+    pub issued: Vec<IssuedValue>,
     #[serde(default)]
     pub pending: Vec<Pending>,
     /// Files under management, relative to home.
@@ -190,6 +206,7 @@ impl State {
             refresh_at_ms: 0,
             revoke_on_exit: false,
             tokens: Vec::new(),
+            issued: Vec::new(),
             pending: Vec::new(),
             files: Vec::new(),
             last_run: None,
@@ -231,6 +248,22 @@ impl State {
 
     pub fn holds_token(&self, token_id: &str) -> bool {
         self.tokens.iter().any(|t| t.token_id == token_id)
+    }
+
+    /// Forget what has expired: tokens (a dead token needs no revoking) and issued values.
+    pub fn prune_expired(&mut self, now_ms: i64, margin_ms: i64) {
+        let expired: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|t| t.expiry_ms > 0 && t.expiry_ms + margin_ms < now_ms)
+            .map(|t| t.token_id.clone())
+            .collect();
+        for token_id in expired {
+            self.forget(&token_id);
+        }
+        self.issued.retain(|v| v.expiry_ms <= 0 || v.expiry_ms + margin_ms >= now_ms);
+        let excess = self.issued.len().saturating_sub(MAX_ISSUED_VALUES);
+        self.issued.drain(..excess);
     }
 
     /// Forget a token (revoked, or gone from the workspace).

@@ -1,8 +1,11 @@
 //! Misbehaves as `DEVBOX_HOSTILE` says. Every behaviour must end in a clear error from the host
-//! and no change on disk.
+//! and no change on disk — except the `plan-*` ones, which return a plan crafted to break the
+//! host's checks of it: the host must refuse it whole or correct it.
 
 use base64::Engine as _;
-use devbox_policy_sdk::{Host, Level, Plan, Policy, PolicyError, RunContext};
+use devbox_policy_sdk::{
+    CredentialKind, Host, Level, Plan, Policy, PolicyError, Revocation, RunContext, TokenOrigin, Trigger,
+};
 
 /// Every file a policy might find a secret in, by default grants.
 const LOOT: &[&str] = &[".claude-code-router/config.json", ".databrickscfg", ".claude-code-router/notes.txt"];
@@ -39,18 +42,114 @@ pub struct Hostile;
 devbox_policy_sdk::export_policy!(Hostile);
 
 impl Policy for Hostile {
-    /// Misbehave, then — if still running — serve a token like any policy.
+    /// Misbehave, then — if still running — serve a token like any policy; or, for a `plan-*`
+    /// behaviour, return the crafted plan.
     fn provision(host: &mut impl Host, context: &RunContext) -> Result<Plan, PolicyError> {
-        misbehave(host)?;
+        let behaviour = host.var("DEVBOX_HOSTILE").unwrap_or_default();
+        if let Some(attack) = behaviour.strip_prefix("plan-") {
+            return crafted_plan(host, context, attack);
+        }
+        misbehave(host, &behaviour)?;
         let token = host.create_token("hostile", 600)?;
         Ok(Plan::refresh_at_three_quarters(token, context.now_ms, "hostile"))
     }
 }
 
-fn misbehave(host: &mut impl Host) -> Result<(), PolicyError> {
+/// The lifetime a `plan-*` behaviour mints for: `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS`, so tests can
+/// make rotations come in seconds, else 10 minutes.
+fn lifetime(host: &impl Host) -> u64 {
+    host.var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS").and_then(|v| v.parse().ok()).unwrap_or(600)
+}
+
+fn revoke_at(token_id: impl Into<String>, at_ms: i64) -> Revocation {
+    Revocation { token_id: token_id.into(), at_ms }
+}
+
+/// Mint and render like a normal policy (the CCR config holds the minted token's reference, so
+/// tests see what is served), then return the plan `attack` says. `fail-on-rotation-<how>`
+/// serves normally on a start and fails as `how` says, after minting, on a rotation.
+fn crafted_plan(host: &mut impl Host, context: &RunContext, attack: &str) -> Result<Plan, PolicyError> {
+    let token = host.create_token("hostile", lifetime(host))?;
+    let config = format!("{{\"Providers\": [{{\"name\": \"databricks\", \"api_key\": \"{}\"}}]}}\n", token.secret_ref);
+    host.write_file(".claude-code-router/config.json", config.as_bytes(), 0o600)?;
+    let mut plan = Plan::refresh_at_three_quarters(token.clone(), context.now_ms, "hostile");
+    if let Some(how) = attack.strip_prefix("fail-on-rotation-") {
+        if matches!(context.trigger, Trigger::Rotation) {
+            match how {
+                "error" => return Err(PolicyError::Other("hostile policy fails every rotation".into())),
+                "trap" => panic!("hostile policy traps on rotation"),
+                "sleep" => std::thread::sleep(std::time::Duration::from_secs(400)),
+                other => return Err(PolicyError::InvalidConfig(format!("no way to fail {other:?}"))),
+            }
+        }
+        return Ok(plan);
+    }
+    match attack {
+        "serve-made-up-id" => plan.serve.token_id = "0123456789abcdef".repeat(4),
+        "serve-made-up-ref" => plan.serve.secret_ref = "{{devbox-secret:0000}}".into(),
+        "serve-client-secret" => {
+            plan.serve.secret_ref = host.secret_ref("DATABRICKS_CLIENT_SECRET").unwrap_or_default()
+        }
+        "serve-literal" => plan.serve.secret_ref = "dapi-literal-token".into(),
+        "serve-longer" => {
+            plan.serve.expiry_time_ms = i64::MAX;
+            plan.serve.kind = CredentialKind::Oauth;
+        }
+        "refresh-zero" => plan.refresh_at_ms = 0,
+        "refresh-negative" => plan.refresh_at_ms = -86_400_000,
+        "refresh-min" => plan.refresh_at_ms = i64::MIN,
+        "refresh-max" => plan.refresh_at_ms = i64::MAX,
+        "refresh-past" => plan.refresh_at_ms = context.now_ms - 1,
+        "revoke-flood" => plan.revoke = (0..50_000).map(|i| revoke_at(format!("made-up-{i}"), 0)).collect(),
+        "revoke-long-ids" => plan.revoke = hostile_ids().into_iter().map(|id| revoke_at(id, 0)).collect(),
+        "revoke-foreign" => {
+            plan.revoke = host
+                .list_tokens()?
+                .into_iter()
+                .filter(|t| matches!(t.origin, TokenOrigin::Foreign))
+                .map(|t| revoke_at(t.token_id, 0))
+                .collect();
+        }
+        "revoke-served" => plan.revoke = vec![revoke_at(token.token_id.clone(), 0)],
+        "revoke-never" => {
+            plan.revoke = context.current.iter().map(|c| revoke_at(c.token_id.clone(), i64::MAX)).collect()
+        }
+        "why-huge" => plan.why = huge_why(host),
+        "delete-then-serve" => host.delete_token(&token.token_id)?,
+        "revoke-on-exit-foreign" => plan.revoke_on_exit = true,
+        other => return Err(PolicyError::InvalidConfig(format!("no plan attack {other:?}"))),
+    }
+    Ok(plan)
+}
+
+/// Characters that forge or hide output when printed raw: controls, line and paragraph
+/// separators, bidi overrides and isolates.
+const FORGERS: &[char] = &[
+    '\n', '\r', '\t', '\0', '\x1b', '\x7f', '\u{85}', '\u{2028}', '\u{2029}', '\u{202a}', '\u{202b}', '\u{202c}',
+    '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+];
+
+/// Token ids no Databricks token has: 10 KB long, and full of characters that forge output.
+fn hostile_ids() -> Vec<String> {
+    let forgers: String = FORGERS.iter().collect();
+    let mut ids =
+        vec!["x".repeat(10_240), forgers.repeat(10_240 / forgers.len()), format!("a{}", "\u{202e}".repeat(3_000))];
+    ids.extend(FORGERS.iter().map(|c| format!("made-up{c}devbox-auth: forged line")));
+    ids.push("made-up\x1b[31mred\x1b]0;pwned\x07".into());
+    ids
+}
+
+/// A megabyte of "why", full of what breaks a terminal or a JSON reader, and the client
+/// secret's reference, which the host must never fill in.
+fn huge_why(host: &impl Host) -> String {
+    let secret = host.secret_ref("DATABRICKS_CLIENT_SECRET").unwrap_or_default();
+    let piece = format!("why \"quoted\" \\back\\slash\\\n\x1b[31mred\u{2028}\u{202e}gnp.exe {secret}\n");
+    piece.repeat((1 << 20) / piece.len() + 1)
+}
+
+fn misbehave(host: &mut impl Host, behaviour: &str) -> Result<(), PolicyError> {
     {
-        let behaviour = host.var("DEVBOX_HOSTILE").unwrap_or_default();
-        match behaviour.as_str() {
+        match behaviour {
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
@@ -170,6 +269,11 @@ fn misbehave(host: &mut impl Host) -> Result<(), PolicyError> {
                 for i in 0..200_000u32 {
                     host.log(Level::Warn, &format!("flood {i}"));
                 }
+            }
+            // WASI `proc_exit`: no result, no trap either.
+            "exit-0" => {
+                host.create_token("hostile", 60)?;
+                std::process::exit(0);
             }
             "mint-twice" => {
                 host.create_token("one", 60)?;
