@@ -534,3 +534,38 @@ fn a_precompiled_policy_the_engine_refuses_is_compiled_instead_with_one_warning(
     assert!(out.stderr.contains(") compiled in "), "{}", out.stderr);
     assert!(run.path(".claude-code-router/config.json").exists());
 }
+
+/// A token a run mints and does not serve is revoked after the commit, whatever the plan says;
+/// and its value stays a secret in any file a later run reads (so hiding it between text of the
+/// policy's own does not get it back in the clear).
+#[test]
+fn a_spare_token_is_revoked_and_its_value_never_comes_back_in_the_clear() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "mint-spare");
+    run.provision(&[]).success();
+    let spare: Vec<String> = emulator
+        .state
+        .lock()
+        .unwrap()
+        .revoked
+        .iter()
+        .filter(|v| run.read(".claude-code-router/hidden.txt").contains(v.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(spare.len(), 1, "the spare was revoked after the commit");
+    let run = run.clone_with("DEVBOX_HOSTILE", "read-back");
+    run.provision(&[]).success();
+    let public = run.read(".claude-code-router/public.txt");
+    let reversed: String = spare[0].chars().rev().collect();
+    assert!(!public.contains(&reversed), "the spare's value came back in the clear: {public}");
+}
+
+#[test]
+fn workspace_calls_have_a_budget_per_run() {
+    let emulator = Emulator::start();
+    let run = hostile(&emulator, "list-flood");
+    run.provision(&[]).failure(5, "limits.workspace_calls");
+    let lists = emulator.requests_to("GET", "/api/2.0/token/list").len();
+    assert!(lists <= 64, "{lists} listings in one run");
+    assert!(emulator.live_tokens().is_empty());
+}

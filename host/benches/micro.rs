@@ -82,6 +82,7 @@ fn scrub_a_config_file() -> Vec<u8> {
         &mut vault,
         &Redactor::default(),
     )
+    .expect("a config file holds a few secrets")
 }
 
 /// Stage three files and commit them atomically (temp file, fsync, rename, directory sync).

@@ -142,7 +142,19 @@ async fn check_plan(
     let refresh_at_ms = plan.refresh_at_ms.min(latest).max(now_ms.saturating_add(MIN_REFRESH_DELAY_MS));
     let mut ignored = IgnoredRevocations::default();
     let mut revoke: Vec<(String, i64)> = Vec::new();
-    for (token_id, at_ms) in plan.revoke {
+    // The host carries a plan's revocations out with the same grant a policy's own delete needs.
+    let mut asked = plan.revoke;
+    if !asked.is_empty() && !effects.grants.contains(&Operation::DeleteToken) {
+        effects.log.host(
+            LogLevel::Warn,
+            &format!(
+                "ignored: the plan revokes {} token(s), but this deployment does not grant `delete-token`",
+                asked.len()
+            ),
+        );
+        asked.clear();
+    }
+    for (token_id, at_ms) in asked {
         if token_id == served.token_id {
             ignored.note(&mut effects.log, format!("the plan revokes the token it serves ({token_id})"));
         } else if revoke.iter().any(|(id, _)| *id == token_id) {

@@ -471,7 +471,18 @@ impl Effects {
                 self.limits.read_bytes
             )));
         }
-        Ok(Ok(Some(scrub::scrub(path, &bytes, &mut self.vault, redactor()))))
+        match scrub::scrub(path, &bytes, &mut self.vault, redactor()) {
+            Ok(scrubbed) => Ok(Ok(Some(scrubbed))),
+            Err(scrub::TooManySecrets) => {
+                let error = FileError {
+                    kind: FileErrorKind::TooLarge,
+                    path: path.to_string(),
+                    message: format!("holds more than {} secret values", scrub::MAX_SECRETS_PER_FILE),
+                    blame: crate::sandbox::Blame::Home,
+                };
+                Ok(Err(self.file_error("read", error)))
+            }
+        }
     }
 
     /// Stage a write. Contents holding a secret reference must go to a private (0600) file.

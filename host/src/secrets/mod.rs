@@ -109,9 +109,10 @@ impl Redactor {
         }
         let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         if !secrets.iter().any(|s| s == value) {
-            secrets.push(value.to_string());
-            // Longest first, so a secret that contains another is masked whole.
-            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            // Longest first, so a secret that contains another is masked whole: inserted in
+            // place, not re-sorted (a run may register hundreds).
+            let at = secrets.partition_point(|s| s.len() >= value.len());
+            secrets.insert(at, value.to_string());
         }
     }
 

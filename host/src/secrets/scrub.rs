@@ -171,10 +171,15 @@ fn pattern_secrets(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
 /// Values of at least [`MIN_SECRET_LEN`] bytes are replaced wherever they occur. Shorter ones
 /// (rarely real credentials) only where they stand as a key's value, so that a password `1`
 /// does not turn every `1` in the file into a reference.
-pub fn scrub(path: &str, contents: &[u8], vault: &mut SecretVault, redactor: &Redactor) -> Vec<u8> {
+pub fn scrub(
+    path: &str,
+    contents: &[u8],
+    vault: &mut SecretVault,
+    redactor: &Redactor,
+) -> Result<Vec<u8>, TooManySecrets> {
     let label = format!("a secret in ~/{path}");
     let Ok(text) = std::str::from_utf8(contents) else {
-        return replace_all(contents.to_vec(), redactor.known(), vault, &label);
+        return Ok(replace_all(contents.to_vec(), redactor.known(), vault, &label));
     };
     let mut long = BTreeSet::new();
     structured_secrets(format_of(path), text, &mut long);
@@ -182,6 +187,12 @@ pub fn scrub(path: &str, contents: &[u8], vault: &mut SecretVault, redactor: &Re
     long.extend(spans.iter().map(|(_, v)| v.clone()));
     long.extend(credential_shapes().find_iter(text).map(|m| m.as_str().to_string()));
     long.retain(|v| is_secret_value(v) && v.len() >= MIN_SECRET_LEN);
+    let short_count = spans.iter().filter(|(_, v)| is_secret_value(v) && v.len() < MIN_SECRET_LEN).count();
+    // Checked before anything is registered: each value costs a pass over the file and a place
+    // in the redactor, so a file of 45,000 made-up "secrets" would stall the host.
+    if long.len() + short_count > MAX_SECRETS_PER_FILE {
+        return Err(TooManySecrets);
+    }
     for value in &long {
         redactor.register_value(value);
     }
@@ -196,8 +207,15 @@ pub fn scrub(path: &str, contents: &[u8], vault: &mut SecretVault, redactor: &Re
         let reference = vault.reference_for(&value, &label);
         out.replace_range(range, &reference);
     }
-    replace_all(out.into_bytes(), long.into_iter().chain(redactor.known()).collect(), vault, &label)
+    Ok(replace_all(out.into_bytes(), long.into_iter().chain(redactor.known()).collect(), vault, &label))
 }
+
+/// The most secret values one file read may hold: a config file holds a handful.
+pub const MAX_SECRETS_PER_FILE: usize = 256;
+
+/// A file holding more than [`MAX_SECRETS_PER_FILE`] secret values: not handed to a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManySecrets;
 
 /// Replace each value wherever it occurs, the longest first (so a secret that contains another
 /// is replaced whole).
@@ -224,7 +242,7 @@ mod tests {
 
     fn scrubbed(path: &str, text: &str) -> (String, SecretVault) {
         let mut vault = SecretVault::default();
-        let out = scrub(path, text.as_bytes(), &mut vault, &Redactor::default());
+        let out = scrub(path, text.as_bytes(), &mut vault, &Redactor::default()).unwrap();
         (String::from_utf8(out).unwrap(), vault)
     }
 
@@ -299,7 +317,7 @@ mod tests {
         let pat = format!("dapi{}", "1f".repeat(16));
         let text = format!("# old token {pat}\nurl = https://x/?k=client-secret-known\n");
         let mut vault = SecretVault::default();
-        let out = String::from_utf8(scrub("notes.txt", text.as_bytes(), &mut vault, &redactor)).unwrap();
+        let out = String::from_utf8(scrub("notes.txt", text.as_bytes(), &mut vault, &redactor).unwrap()).unwrap();
         assert!(!out.contains(&pat) && !out.contains("client-secret-known"), "{out}");
         assert_eq!(vault.fill_in(out.as_bytes()), text.as_bytes());
         assert_eq!(redactor.redact(&pat), "****");
@@ -309,13 +327,23 @@ mod tests {
     fn the_same_value_gets_the_same_reference() {
         let mut vault = SecretVault::default();
         let r = Redactor::default();
-        let a = scrub("a.json", br#"{"token": "same-value"}"#, &mut vault, &r);
-        let b = scrub("b.toml", b"token = \"same-value\"", &mut vault, &r);
+        let a = scrub("a.json", br#"{"token": "same-value"}"#, &mut vault, &r).unwrap();
+        let b = scrub("b.toml", b"token = \"same-value\"", &mut vault, &r).unwrap();
         let reference = |b: &[u8]| {
             let s = String::from_utf8_lossy(b).into_owned();
             let start = s.find("{{").unwrap();
             s[start..s.find("}}").unwrap() + 2].to_string()
         };
         assert_eq!(reference(&a), reference(&b));
+    }
+
+    #[test]
+    fn a_file_of_thousands_of_made_up_secrets_is_refused_before_anything_is_registered() {
+        let entries: Vec<String> = (0..45_000).map(|i| format!("{{\"token\":\"v{i:06}\"}}")).collect();
+        let text = format!("[{}]", entries.join(","));
+        let redactor = Redactor::default();
+        let result = scrub("x.json", text.as_bytes(), &mut SecretVault::default(), &redactor);
+        assert_eq!(result, Err(TooManySecrets));
+        assert!(redactor.known().is_empty(), "nothing registered, so nothing scanned for");
     }
 }

@@ -279,6 +279,24 @@ fn misbehave(host: &mut impl Host, behaviour: &str) -> Result<(), PolicyError> {
                 host.create_token("one", 60)?;
                 host.create_token("two", 60)?;
             }
+            // Mint a spare it never serves or revokes, and hide its value between text of its
+            // own in a file it may write, to read it back in the clear in a later run.
+            "mint-spare" => {
+                let spare = host.create_token("spare", 600)?;
+                let hidden = format!("x{}x", spare.secret_ref);
+                host.write_file(".claude-code-router/hidden.txt", hidden.as_bytes(), 0o600)?;
+            }
+            // ... the later run: whatever the file holds goes into a file anyone can read.
+            "read-back" => {
+                let hidden = host.read_file(".claude-code-router/hidden.txt")?.unwrap_or_default();
+                let reversed: Vec<u8> = hidden.iter().rev().copied().collect();
+                host.write_file(".claude-code-router/public.txt", &reversed, 0o644)?;
+            }
+            "list-flood" => {
+                for _ in 0..1000 {
+                    host.list_tokens()?;
+                }
+            }
             "mint-forever" => {
                 host.create_token("forever", u64::MAX)?;
             }
