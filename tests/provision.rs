@@ -28,19 +28,12 @@ fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() 
     let out = run.provision(&[]);
     out.success().leaks_none_of(&emulator.secrets());
 
-    // OAuth M2M: host metadata, discovery, then the token endpoint with HTTP Basic.
-    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(
-        paths,
-        [
-            "GET /.well-known/databricks-config",
-            "GET /oidc/.well-known/oauth-authorization-server",
-            "POST /oidc/v1/token",
-            "GET /api/2.0/serving-endpoints",
-            "POST /api/2.0/token/create",
-            "GET /api/2.0/token/list"
-        ]
-    );
+    // OAuth M2M: the standard token endpoint with HTTP Basic (no discovery), then the mint and
+    // the read-ahead model and token lists, together.
+    let mut paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(paths[0], "POST /oidc/v1/token");
+    paths[1..].sort();
+    assert_eq!(paths[1..], ["GET /api/2.0/serving-endpoints", "GET /api/2.0/token/list", "POST /api/2.0/token/create"]);
     let token_call = &emulator.requests_to("POST", "/oidc/v1/token")[0];
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     assert_eq!(token_call.header("authorization"), Some(format!("Basic {basic}").as_str()));
@@ -82,14 +75,27 @@ fn app_start_with_client_credentials_mints_a_token_and_writes_private_configs() 
     assert!(out.stdout.contains(info["token_id"].as_str().unwrap()), "{}", out.stdout);
 }
 
+/// A host that does not serve the standard token endpoint: it is discovered (host metadata, or
+/// the OIDC metadata when that is missing too).
 #[test]
-fn oauth_discovery_falls_back_when_host_metadata_is_missing() {
-    let emulator = Emulator::start();
-    emulator.set_host_metadata(false);
-    Run::app(&emulator).provision(&[]).success();
-    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(paths[..2], ["GET /.well-known/databricks-config", "GET /oidc/.well-known/oauth-authorization-server"]);
-    assert_eq!(emulator.live_tokens().len(), 1);
+fn oauth_discovery_is_used_only_where_the_standard_endpoint_is_missing() {
+    for host_metadata in [true, false] {
+        let emulator = Emulator::start();
+        emulator.set_token_path("/oidc/v2/token");
+        emulator.set_host_metadata(host_metadata);
+        Run::app(&emulator).provision(&[]).success();
+        let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+        assert_eq!(
+            paths[..4],
+            [
+                "POST /oidc/v1/token",
+                "GET /.well-known/databricks-config",
+                "GET /oidc/.well-known/oauth-authorization-server",
+                "POST /oidc/v2/token"
+            ]
+        );
+        assert_eq!(emulator.live_tokens().len(), 1);
+    }
 }
 
 #[test]
@@ -104,8 +110,12 @@ fn pat_auth_uses_the_token_directly() {
     let emulator = Emulator::start();
     let run = Run::new().watching(&emulator).var("DATABRICKS_HOST", &emulator.url).var("DATABRICKS_TOKEN", USER_PAT);
     run.provision(&[]).success().leaks_none_of(&emulator.secrets());
-    let paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-    assert_eq!(paths, ["GET /api/2.0/serving-endpoints", "POST /api/2.0/token/create", "GET /api/2.0/token/list"]);
+    // No sign-in request: the model list goes first (it opens the connection), then the mint
+    // and the token list together over it.
+    let mut paths: Vec<String> = emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(paths[0], "GET /api/2.0/serving-endpoints");
+    paths[1..].sort();
+    assert_eq!(paths[1..], ["GET /api/2.0/token/list", "POST /api/2.0/token/create"]);
     let create = &emulator.requests_to("POST", "/api/2.0/token/create")[0];
     assert_eq!(create.header("authorization"), Some(format!("Bearer {USER_PAT}").as_str()));
     assert_eq!(config_json(&run)["Providers"][0]["api_key"], minted(&emulator).0.as_str());

@@ -40,6 +40,8 @@ pub struct RunInputs<'a> {
     pub current: Option<(CredentialMeta, Secret)>,
     /// The clock the run sees; `None` for the real one (tests pin it).
     pub now_ms: Option<i64>,
+    /// Read-only answers already on their way (live runs).
+    pub prefetched: crate::effects::Prefetched,
 }
 
 /// How a run went: its effects (staged files, minted tokens, requests), and its failure, if
@@ -71,8 +73,9 @@ pub async fn run(
     let budget = LogBudget { max_lines: inputs.limits.log_lines, max_bytes: inputs.limits.log_bytes };
     let log = PolicyLog::new(&policy.name, inputs.echo_level, budget);
     let limits = inputs.limits.clone();
-    let effects =
+    let mut effects =
         Effects::new(inputs.workspace, inputs.identity, inputs.files, env, vault, log, inputs.limits, inputs.grants);
+    effects.use_prefetched(inputs.prefetched);
     let (mut effects, stats, result) = runtime.run(policy, effects, &limits, &context, stop).await;
     // A frozen-contract policy gets the host's schedule, held to the same rules as a plan.
     let checked = match result.map(|plan| plan.or_else(|| default_plan(&effects, &context))) {

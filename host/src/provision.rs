@@ -16,7 +16,7 @@ use crate::databricks::config::{self, Env};
 use crate::databricks::http::{HttpSettings, Transport};
 use crate::databricks::{TokenInfo, WorkspaceClient};
 use crate::effects::env::is_passed_to_policy;
-use crate::effects::{Effects, LogLevel, Operation, RunIdentity, SimulatedWorkspace, Workspace};
+use crate::effects::{Effects, LogLevel, Operation, Prefetched, RunIdentity, SimulatedWorkspace, Workspace};
 use crate::failure::Failure;
 use crate::output;
 use crate::pipeline::{self, RunInputs};
@@ -197,7 +197,7 @@ fn live_target(opts: &ProvisionOptions) -> Result<Target, Failure> {
         client_secret,
         principal,
         notes: Vec::new(),
-        workspace: Workspace::Live(Box::new(WorkspaceClient::new(transport, resolved))),
+        workspace: Workspace::Live(std::sync::Arc::new(WorkspaceClient::new(transport, resolved))),
     })
 }
 
@@ -399,6 +399,17 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         }
         state = reconcile_interrupted_runs(&home, &deployment, state, client).await;
     }
+    // The read-only calls the policy will make, started now: they travel while the policy is
+    // instantiated and while it mints (see `effects::Prefetched`).
+    let prefetched = match &target.workspace {
+        Workspace::Live(client) => {
+            let prefetched = Prefetched::start(client, &opts.operation_grants).await;
+            // Let them send their requests before the policy's synchronous start-up.
+            tokio::task::yield_now().await;
+            prefetched
+        }
+        Workspace::Simulated(_) => Prefetched::default(),
+    };
     let inputs = RunInputs {
         workspace: target.workspace,
         identity: RunIdentity {
@@ -420,6 +431,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         dry_run: opts.dry_run,
         current: current.map(|s| (s.meta, s.value)),
         now_ms: None,
+        prefetched,
     };
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {

@@ -337,6 +337,7 @@ impl PolicyHarness {
                 };
                 (meta, Secret::new(format!("dapi-current-{}", c.token_id)))
             }),
+            prefetched: Default::default(),
             now_ms: Some(CASE_NOW_MS),
         };
         let ran = pipeline::run(&self.runtime, &self.policy, inputs, std::future::pending()).await;

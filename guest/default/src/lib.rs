@@ -4,7 +4,8 @@
 //!    input mints nothing and writes nothing.
 //! 2. Obtain the credential (`credential.rs`): a PAT (`sdk-<unix ns>`, lifetime from
 //!    `CLAUDE_CODE_TOKEN_EXPIRY_SECONDS`, default 1 h), or the app's OAuth token where PATs are
-//!    refused or `DEVBOX_CREDENTIAL=oauth`.
+//!    refused or `DEVBOX_CREDENTIAL=oauth`. Minted before the models are discovered, so the
+//!    host's prefetched model list and the mint share one round trip.
 //! 3. Pick the models (`models.rs`: discovered from the workspace, or `DEVBOX_MODELS`) and render
 //!    each selected assistant's files (`DEVBOX_ASSISTANTS`, default: every one the workspace
 //!    serves models for), merging into what the user already has: the Claude Code Router config
@@ -59,20 +60,27 @@ impl Policy for DefaultPolicy {
             None => None,
         };
         let existing = Existing::read(host, &selection)?;
-        let picks = pick_models(host, &selection, listed, &model)?;
-        if !selection.assistants.iter().any(|a| picks.serves(*a)) {
-            // Nothing would use a token: mint none.
-            return Err(PolicyError::InvalidConfig(format!(
-                "{}={} names no assistant this workspace serves a chat model for; add ccr or claude, or unset it to configure every assistant that has one",
-                assistants::ASSISTANTS_VAR,
-                selection.assistants.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
-            )));
+        // Models known without the workspace are checked before anything is minted.
+        let known = known_models(&selection, listed, &model);
+        if let Some(picks) = &known {
+            check_served(&selection, picks)?;
         }
         let workspace_url = host.host_url();
 
+        // Minted before the models are discovered: the host has been fetching the list since
+        // it signed in, so the two take one round trip, not two. A selection the workspace
+        // turns out to serve nothing for is then an error, and the host deletes what was minted.
         let comment = format!("sdk-{}", host.now_unix_nanos());
         let obtained = credential::obtain(host, choice, &comment, lifetime_seconds, context)?;
         host.log(Level::Info, &format!("serving {}", obtained.why));
+        let picks = match known {
+            Some(picks) => picks,
+            None => {
+                let picks = discover_models(host, &model)?;
+                check_served(&selection, &picks)?;
+                picks
+            }
+        };
         let lifetime_ms = obtained.credential.expiry_time_ms - context.now_ms;
         let rendering = Rendering {
             workspace_url: &workspace_url,
@@ -86,21 +94,31 @@ impl Policy for DefaultPolicy {
     }
 }
 
-/// Which models to use: `DEVBOX_MODELS` when set, else the workspace's (only when an assistant
-/// beyond the original CCR setup is wanted), else `DEVBOX_MODEL` / the original default.
-fn pick_models(
-    host: &mut impl Host,
-    selection: &Selection,
-    listed: Option<Vec<String>>,
-    model: &str,
-) -> Result<Picks, PolicyError> {
-    let fallback = || Picks::from_names(&[model.to_string()]);
+/// The models, when they are known without asking the workspace: `DEVBOX_MODELS` when set, or
+/// the original CCR setup's one model (`DEVBOX_MODEL`) when only the CCR is wanted.
+fn known_models(selection: &Selection, listed: Option<Vec<String>>, model: &str) -> Option<Picks> {
     if let Some(names) = listed {
-        return Ok(Picks::from_names(&names));
+        return Some(Picks::from_names(&names));
     }
-    if selection.explicit && selection.assistants == [Assistant::Ccr] {
-        return Ok(fallback());
+    (selection.explicit && selection.assistants == [Assistant::Ccr]).then(|| Picks::from_names(&[model.to_string()]))
+}
+
+/// A selection none of whose assistants has a model is a configuration error: nothing would
+/// use the credential.
+fn check_served(selection: &Selection, picks: &Picks) -> Result<(), PolicyError> {
+    if selection.assistants.iter().any(|a| picks.serves(*a)) {
+        return Ok(());
     }
+    Err(PolicyError::InvalidConfig(format!(
+        "{}={} names no assistant this workspace serves a chat model for; add ccr or claude, or unset it to configure every assistant that has one",
+        assistants::ASSISTANTS_VAR,
+        selection.assistants.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+    )))
+}
+
+/// The workspace's models, else `DEVBOX_MODEL` / the original default with a warning.
+fn discover_models(host: &mut impl Host, model: &str) -> Result<Picks, PolicyError> {
+    let fallback = || Picks::from_names(&[model.to_string()]);
     let discovered = host.list_serving_endpoints().map(|endpoints| {
         let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();
         Picks::from_names(&names)
@@ -114,7 +132,7 @@ fn pick_models(
             );
             Ok(fallback())
         }
-        // The credential itself is bad: minting would fail the same way.
+        // The credential itself is bad: nothing else will work either.
         Err(e) if credential::sign_in_rejected(&e) => Err(e.into()),
         Err(e) => {
             host.log(Level::Warn, &format!("cannot list the workspace's models ({}); using {model}", e.message));

@@ -147,7 +147,8 @@ fn a_rejected_sign_in_token_stops_at_once_without_fallback() {
     assert!(
         matches!(provision(&mut host), Err(PolicyError::Workspace(e)) if e.message == rejected.message && e.status == 403)
     );
-    assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
+    // The (refused) create is the first workspace call; no OAuth fallback, nothing written.
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::OAuthToken | Call::Write { .. })));
     assert!(host.logs.iter().all(|(l, _)| *l != Level::Warn), "no warning before the error: {:?}", host.logs);
     assert!(!credential::pats_refused(&rejected), "not a reason to fall back to OAuth");
 }
@@ -493,9 +494,17 @@ fn a_key_we_merge_into_with_another_shape_keeps_the_file_aside() {
 }
 
 #[test]
-fn a_selection_the_workspace_serves_nothing_for_mints_nothing() {
+fn a_selection_the_workspace_serves_nothing_for_is_a_configuration_error_that_writes_nothing() {
+    // Discovered: the credential was minted alongside the model list (the host deletes it again
+    // when the run fails); nothing is written.
     let mut host = served(&["databricks-claude-sonnet-4-5"]).with_var(assistants::ASSISTANTS_VAR, "codex,gemini");
     let err = provision(&mut host).unwrap_err();
     assert!(matches!(&err, PolicyError::InvalidConfig(m) if m.contains("codex,gemini")), "{err:?}");
+    assert!(!host.calls.iter().any(|c| matches!(c, Call::Write { .. })));
+    // Known without the workspace (DEVBOX_MODELS): nothing is even minted.
+    let mut host = served(&[])
+        .with_var(assistants::ASSISTANTS_VAR, "codex")
+        .with_var(models::MODELS_VAR, "databricks-claude-sonnet-4-5");
+    assert!(matches!(provision(&mut host), Err(PolicyError::InvalidConfig(_))));
     assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
 }

@@ -32,7 +32,7 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
         state.plan_revocation(&token_id, now, None);
     }
     let transport = Transport::for_workspace(settings, &resolved.host)?;
-    let mut workspace = Workspace::Live(Box::new(WorkspaceClient::new(transport, resolved)));
+    let mut workspace = Workspace::Live(std::sync::Arc::new(WorkspaceClient::new(transport, resolved)));
     if serve {
         // No longer served, so it may be revoked (what is served never is); if the delete
         // fails it stays planned for the next run.

@@ -83,7 +83,7 @@ fn warnings(state: &Option<State>, now_ms: i64) -> Vec<String> {
     if state.clock_offset_ms.abs() >= 2000 {
         warnings.push(format!(
             "the workspace's clock is {} s {} this machine's (token times are kept on this machine's clock)",
-            state.clock_offset_ms.abs() / 1000,
+            (state.clock_offset_ms.abs() + 500) / 1000,
             if state.clock_offset_ms > 0 { "ahead of" } else { "behind" }
         ));
     }

@@ -53,6 +53,8 @@ pub struct WorkspaceClient {
     clock_offset: std::sync::Mutex<Option<ClockOffset>>,
     /// A create's answer was lost and the tokens it may have minted could not be checked.
     mint_unverified: std::sync::atomic::AtomicBool,
+    /// Whether a request has been answered, so a connection (and its protocol) is known.
+    connected: std::sync::atomic::AtomicBool,
 }
 
 /// How far the workspace's clock is from ours, and how well that is known.
@@ -75,6 +77,7 @@ impl WorkspaceClient {
             access_token: Mutex::new(None),
             clock_offset: std::sync::Mutex::new(None),
             mint_unverified: std::sync::atomic::AtomicBool::new(false),
+            connected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -143,10 +146,26 @@ impl WorkspaceClient {
                 "devbox-auth signed in with a personal access token, which cannot mint OAuth tokens; configure the app's service principal (DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET) to use OAuth",
             ));
         };
-        let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
-        let token = oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?;
+        // The standard endpoint first: one round trip on every Databricks workspace. Discovery
+        // (two more) only when the host does not serve it there.
+        let standard = self.config.host.join(oauth::STANDARD_TOKEN_PATH);
+        let token = match oauth::client_credentials(&self.transport, standard, client_id, client_secret).await {
+            Err(e) if e.status == 404 => {
+                let endpoint = oauth::token_endpoint(&self.transport, &self.config.host).await?;
+                oauth::client_credentials(&self.transport, endpoint, client_id, client_secret).await?
+            }
+            other => other?,
+        };
         redactor().register(&token.token);
+        self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(token)
+    }
+
+    /// Whether the client has had an answer yet (under OAuth the sign-in is one; under PAT
+    /// auth nothing is asked before the first call). Calls made at once before that would
+    /// each open a connection; after it they share one (HTTP/2, where the server offers it).
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `token` is accepted by the workspace: `GET /api/2.0/preview/scim/v2/Me` with it
@@ -172,6 +191,7 @@ impl WorkspaceClient {
             retry,
         };
         let response = self.transport.send(request).await?;
+        self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
         self.note_date(&response);
         if response.body.is_empty() {
             return Ok(json!({}));

@@ -1,9 +1,10 @@
 //! OAuth machine-to-machine (client credentials) sign-in for a service principal.
 //!
-//! Discovery first asks `/.well-known/databricks-config` for the OIDC endpoint, as SDK 0.162
-//! does, and — unlike that SDK — falls back to `{host}/oidc/.well-known/oauth-authorization-server`
-//! when the workspace does not serve it. The client secret goes in HTTP Basic auth, and only to
-//! a token endpoint on the workspace's own origin.
+//! The token is asked for at the workspace's standard endpoint, `{host}/oidc/v1/token`: one
+//! round trip. Only when the host answers 404 there is the endpoint discovered: first from
+//! `/.well-known/databricks-config`, as SDK 0.162 does, and — unlike that SDK — falling back to
+//! `{host}/oidc/.well-known/oauth-authorization-server`. The client secret goes in HTTP Basic
+//! auth, and only to a token endpoint on the workspace's own origin.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ pub struct AccessToken {
     pub created_ms: i64,
     pub expiry_ms: i64,
 }
+
+/// Where every Databricks workspace serves its OAuth token endpoint.
+pub const STANDARD_TOKEN_PATH: &str = "/oidc/v1/token";
 
 fn get(url: Url) -> Request<'static> {
     Request { method: Method::GET, url, auth: Auth::None, body: Body::Empty, retry: Retry::Idempotent }

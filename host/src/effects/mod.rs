@@ -118,6 +118,51 @@ pub enum TokenOrigin {
     Foreign,
 }
 
+/// Read-only calls the host started as soon as it had signed in, while the policy was being
+/// instantiated, so that their answers are there — or on the way — when the policy asks: the
+/// model list arrives alongside the mint instead of a round trip before it. Only calls the
+/// deployment grants are made, and each counts against `limits.workspace_calls`.
+#[derive(Default)]
+pub struct Prefetched {
+    pub endpoints: Option<tokio::task::JoinHandle<Result<Vec<ServingEndpoint>, ApiError>>>,
+    pub tokens: Option<tokio::task::JoinHandle<Result<Vec<TokenInfo>, ApiError>>>,
+}
+
+impl Prefetched {
+    /// Start the granted read-only calls on `client` in the background. On a client that has
+    /// had no answer yet (PAT auth: there is no sign-in request), the first is awaited, so the
+    /// connection exists and the others share it instead of each opening one.
+    pub async fn start(
+        client: &std::sync::Arc<crate::databricks::WorkspaceClient>,
+        grants: &BTreeSet<Operation>,
+    ) -> Self {
+        let mut endpoints = grants.contains(&Operation::ListServingEndpoints).then(|| {
+            let client = client.clone();
+            tokio::spawn(async move { client.list_serving_endpoints().await })
+        });
+        if !client.connected()
+            && let Some(task) = endpoints.take()
+        {
+            let answer = joined(task).await;
+            endpoints = Some(tokio::spawn(async move { answer }));
+        }
+        let tokens = grants.contains(&Operation::ListTokens).then(|| {
+            let client = client.clone();
+            tokio::spawn(async move { client.list_tokens().await })
+        });
+        Self { endpoints, tokens }
+    }
+
+    fn count(&self) -> u32 {
+        u32::from(self.endpoints.is_some()) + u32::from(self.tokens.is_some())
+    }
+}
+
+/// The answer of a background call (a task that died is a network-kind failure).
+async fn joined<T>(task: tokio::task::JoinHandle<Result<T, ApiError>>) -> Result<T, ApiError> {
+    task.await.unwrap_or_else(|e| Err(ApiError::local(codes::NETWORK, format!("a background call failed: {e}"))))
+}
+
 /// What the policy has used of its host-side budgets so far.
 #[derive(Debug, Default, Clone)]
 pub struct Usage {
@@ -159,6 +204,8 @@ pub struct Effects {
     /// A create failed in a way that leaves open whether the workspace minted (no answer, a
     /// 5xx, a garbled 200) and the client could not check: the journal note must stay.
     mint_uncertain: bool,
+    /// Answers fetched ahead (see [`Prefetched`]), each used for the policy's first such call.
+    prefetched: Prefetched,
     /// Notes each mint before it happens, so a run killed before the state records it
     /// leaves its tokens findable (`None`: dry runs and tests, which mint nothing real).
     pub journal: Option<MintJournal>,
@@ -213,11 +260,19 @@ impl Effects {
             deleted: BTreeSet::new(),
             host_binary: identity.host_binary,
             create_in_flight: None,
+            prefetched: Prefetched::default(),
             mint_uncertain: false,
             journal,
             handed_out: Vec::new(),
             handed_out_files: Vec::new(),
         }
+    }
+
+    /// Use the answers fetched ahead for the policy's first calls (they already count against
+    /// the workspace-call budget).
+    pub fn use_prefetched(&mut self, prefetched: Prefetched) {
+        self.usage.workspace_calls += prefetched.count();
+        self.prefetched = prefetched;
     }
 
     /// An error for the policy, in the form it sees (status, code and fix written into the
@@ -399,8 +454,21 @@ impl Effects {
         if let Some(denied) = self.denied(Operation::ListTokens) {
             return Ok(Err(denied));
         }
-        self.spend_call()?;
-        Ok(match self.workspace.list_tokens().await {
+        let answer = match self.prefetched.tokens.take() {
+            // Listed when the run began: add what it has minted since, drop what it deleted.
+            Some(task) => joined(task).await.map(|mut list| {
+                list.retain(|t| !self.deleted.contains(&t.token_id));
+                let new: Vec<TokenInfo> =
+                    self.minted.iter().filter(|m| !list.iter().any(|t| t.token_id == m.token_id)).cloned().collect();
+                list.extend(new);
+                list
+            }),
+            None => {
+                self.spend_call()?;
+                self.workspace.list_tokens().await
+            }
+        };
+        Ok(match answer {
             Ok(list) => {
                 let with_origin = list.iter().map(|t| (t.clone(), self.origin(t))).collect();
                 self.listed = Some(list);
@@ -444,8 +512,13 @@ impl Effects {
         if let Some(denied) = self.denied(Operation::ListServingEndpoints) {
             return Ok(Err(denied));
         }
-        self.spend_call()?;
-        let result = self.workspace.list_serving_endpoints().await;
+        let result = match self.prefetched.endpoints.take() {
+            Some(task) => joined(task).await,
+            None => {
+                self.spend_call()?;
+                self.workspace.list_serving_endpoints().await
+            }
+        };
         Ok(result.map_err(|e| self.hand_out(e)))
     }
 

@@ -5,8 +5,9 @@ use crate::databricks::oauth::AccessToken;
 use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
 
 pub enum Workspace {
-    /// Boxed: the live client is several times the simulator's size.
-    Live(Box<WorkspaceClient>),
+    /// Shared: the host's read-ahead calls use the same client (one connection pool) while
+    /// the policy runs.
+    Live(std::sync::Arc<WorkspaceClient>),
     Simulated(SimulatedWorkspace),
 }
 

@@ -102,6 +102,9 @@ pub struct State {
     pub oauth_expires_in: i64,
     /// Drop every connection (a network outage).
     pub down: bool,
+    /// Serve the OAuth token endpoint at this path instead of the standard `/oidc/v1/token`
+    /// (a host where it must be discovered).
+    pub token_path: Option<String>,
     /// Answer every control-plane request (host metadata, OIDC, `/api/`) with this instead (a
     /// workspace in trouble: 500s, 429s, stalls); model traffic is not affected.
     pub fault: Option<Canned>,
@@ -201,14 +204,22 @@ impl Emulator {
                     continue;
                 }
                 let state = server_state.clone();
+                let state_for_latency = server_state.clone();
                 let acceptor = acceptor.clone();
                 let mut closed = generation.subscribe();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let http = hyper::server::conn::http1::Builder::new();
+                    // HTTP/1.1, and HTTP/2 where the client asks for it (ALPN over TLS), as a
+                    // workspace's front end does.
+                    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
                     let serve = async {
+                        // A new connection costs a round trip (TCP), and TLS 1.3 one more: with
+                        // a latency set, what a client saves by keeping one connection shows.
+                        let latency = state_for_latency.lock().unwrap().latency;
+                        tokio::time::sleep(latency).await;
                         match acceptor {
                             Some(acceptor) => {
+                                tokio::time::sleep(latency).await;
                                 if let Ok(stream) = acceptor.accept(stream).await {
                                     let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
                                 }
@@ -387,6 +398,11 @@ impl Emulator {
         self.state.lock().unwrap().oauth_tokens.iter().map(|(v, _)| v.clone()).collect()
     }
 
+    /// Serve the OAuth token endpoint at `path` only (discovery finds it there).
+    pub fn set_token_path(&self, path: &str) {
+        self.state.lock().unwrap().token_path = Some(path.to_string());
+    }
+
     pub fn set_host_metadata(&self, served: bool) {
         self.state.lock().unwrap().serve_host_metadata = served;
     }
@@ -425,12 +441,13 @@ fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
         .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
 }
 
@@ -488,11 +505,14 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
         ("GET", "/.well-known/databricks-config") if state.serve_host_metadata => {
             reply(200, json!({ "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "aws" }))
         }
-        ("GET", "/oidc/.well-known/oauth-authorization-server") => reply(
-            200,
-            json!({ "authorization_endpoint": format!("{base}/oidc/v1/authorize"), "token_endpoint": format!("{base}/oidc/v1/token") }),
-        ),
-        ("POST", "/oidc/v1/token") => {
+        ("GET", "/oidc/.well-known/oauth-authorization-server") => {
+            let token_path = state.token_path.clone().unwrap_or_else(|| "/oidc/v1/token".into());
+            reply(
+                200,
+                json!({ "authorization_endpoint": format!("{base}/oidc/v1/authorize"), "token_endpoint": format!("{base}{token_path}") }),
+            )
+        }
+        ("POST", path) if path == state.token_path.as_deref().unwrap_or("/oidc/v1/token") => {
             let expected = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
