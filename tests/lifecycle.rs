@@ -527,3 +527,26 @@ fn a_provision_by_hand_keeps_the_running_assistants_token_for_its_grace() {
     let grace_s = (pending["at_ms"].as_i64().unwrap() - support::now_ms()) / 1000;
     assert!((100..=120).contains(&grace_s), "revoked after two helper periods (2 x 60 s): {pending}");
 }
+
+/// A rotation reuses the app's OAuth token while it is valid (the mint is its only round trip
+/// before the commit), and signs in afresh, once, when the workspace no longer takes it.
+#[test]
+fn a_rotation_reuses_the_sign_in_and_renews_it_when_refused() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    assert_eq!(emulator.requests_to("POST", "/oidc/v1/token").len(), 1);
+    support::edit_state(&run, |state| state["refresh_at_ms"] = serde_json::json!(0));
+    let out = support::token(&run, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emulator.requests_to("POST", "/oidc/v1/token").len(), 1, "no second sign-in");
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 2, "it rotated");
+
+    emulator.expire_oauth_tokens();
+    support::edit_state(&run, |state| state["refresh_at_ms"] = serde_json::json!(0));
+    let out = support::token(&run, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emulator.requests_to("POST", "/oidc/v1/token").len(), 2, "one fresh sign-in");
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 3);
+    assert!(emulator.accepts(out.stdout.trim_end()));
+}

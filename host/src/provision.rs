@@ -96,6 +96,9 @@ pub struct ProvisionOptions {
     /// Skip the run when, once the lock is held, the state shows nothing is due (another
     /// process rotated meanwhile): what `token` and `watch` ask for.
     pub only_if_due: bool,
+    /// Leave the revocations that are due for a `revoke-due` run right after (`watch`: the
+    /// app starts as soon as its configs are on disk; the clean-up runs beside it).
+    pub defer_revocations: bool,
 }
 
 /// What the policy planned, for reports.
@@ -392,6 +395,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         }
     }
     if let Workspace::Live(client) = &target.workspace {
+        reuse_sign_in(client, state.as_ref()).await;
         if let Err(e) = client.sign_in().await {
             let failure = Failure::from_api(e);
             record_failure(&opts, trigger, &home, state, &failure);
@@ -455,6 +459,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             opts.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Workspace::Live(client) = &effects.workspace {
             state.clock_offset_ms = client.clock_offset_ms();
+            state.sign_in = kept_sign_in(client).await;
         }
         state.policy_file = match &opts.policy {
             PolicyChoice::File(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
@@ -471,12 +476,16 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         })?;
         effects.settle_journal();
         let now = state::now_ms();
-        let done = tokio::select! {
-            done = revoke_due(&mut state, &mut effects.workspace, now) => done,
-            signal = stop.as_mut() => Revocations {
-                lines: vec![format!("stopped by {signal}; the planned revocations wait for the next run")],
-                ..Revocations::default()
-            },
+        let done = if opts.defer_revocations {
+            Revocations::default()
+        } else {
+            tokio::select! {
+                done = revoke_due(&mut state, &mut effects.workspace, now) => done,
+                signal = stop.as_mut() => Revocations {
+                    lines: vec![format!("stopped by {signal}; the planned revocations wait for the next run")],
+                    ..Revocations::default()
+                },
+            }
         };
         for line in &done.dropped {
             output::err(&format!("devbox-auth: warning: {line}"));
@@ -524,6 +533,34 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         plan,
         revoked,
     })
+}
+
+/// Sign in with the access token the last run kept, when it was obtained with the same
+/// client credentials and is still valid: a rotation then costs the mint, not a sign-in too.
+pub async fn reuse_sign_in(client: &WorkspaceClient, state: Option<&State>) {
+    let Some(kept) = state.and_then(|s| s.sign_in.as_ref()) else { return };
+    if credentials_sha256(client).is_some_and(|sha| sha == kept.credentials_sha256) {
+        let token =
+            crate::databricks::oauth::AccessToken::restored(kept.token.clone(), kept.created_ms, kept.expiry_ms);
+        client.reuse_access_token(token).await;
+    }
+}
+
+/// The access token to keep for the next run, if the client signed in with one.
+pub async fn kept_sign_in(client: &WorkspaceClient) -> Option<state::SignIn> {
+    let credentials_sha256 = credentials_sha256(client)?;
+    let token = client.access_token().await?;
+    Some(state::SignIn {
+        credentials_sha256,
+        token: token.token,
+        created_ms: token.created_ms,
+        expiry_ms: token.expiry_ms,
+    })
+}
+
+fn credentials_sha256(client: &WorkspaceClient) -> Option<String> {
+    let config::Credentials::OAuthM2m { client_id, client_secret } = &client.config().credentials else { return None };
+    Some(format!("{:x}", Sha256::digest(format!("{client_id}\n{}", client_secret.expose()).as_bytes())))
 }
 
 /// The absolute path of this binary, for the token-helper commands policies render.

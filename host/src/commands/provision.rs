@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::common::{RunArgs, fail, options, runtime, stop_signal, when};
 use crate::output::{self, policy_text};
-use crate::provision::{self, Outcome};
+use crate::provision::{self, Outcome, ProvisionOptions};
 use crate::runtime::Trigger;
 use crate::runtime::cache::PolicySource;
 
@@ -19,6 +19,9 @@ pub struct ProvisionArgs {
     /// Internal (used by `watch`): run only when a rotation or revocation is due, as a rotation.
     #[arg(long, hide = true)]
     pub if_due: bool,
+    /// Internal (used by `watch`): leave the revocations that are due for a `revoke-due` run.
+    #[arg(long, hide = true)]
+    pub defer_revocations: bool,
 }
 
 fn print_outcome(outcome: &Outcome, dry_run: bool) {
@@ -91,6 +94,7 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
 pub fn provision_command(args: ProvisionArgs) -> ExitCode {
     let trigger = if args.if_due { None } else { Some(Trigger::Start) };
     let result = options(&args.run, trigger, args.dry_run)
+        .map(|opts| ProvisionOptions { defer_revocations: args.defer_revocations, ..opts })
         .and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     match result {
         Ok(outcome) => {

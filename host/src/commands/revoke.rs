@@ -32,13 +32,18 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
         state.plan_revocation(&token_id, now, None);
     }
     let transport = Transport::for_workspace(settings, &resolved.host)?;
-    let mut workspace = Workspace::Live(std::sync::Arc::new(WorkspaceClient::new(transport, resolved)));
+    let client = std::sync::Arc::new(WorkspaceClient::new(transport, resolved));
+    provision::reuse_sign_in(&client, Some(&state)).await;
+    let mut workspace = Workspace::Live(client);
     if serve {
         // No longer served, so it may be revoked (what is served never is); if the delete
         // fails it stays planned for the next run.
         state.serve = None;
     }
     let done = provision::revoke_due(&mut state, &mut workspace, now).await;
+    if let Workspace::Live(client) = &workspace {
+        state.sign_in = provision::kept_sign_in(client).await.or(state.sign_in.take());
+    }
     if done.changed || serve {
         state.save(&home).map_err(|e| Failure::Other(format!("cannot save the state file ({e})")))?;
     }

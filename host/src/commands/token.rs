@@ -103,7 +103,10 @@ pub fn token(args: &RunArgs) -> ExitCode {
         true => ROTATION_BUDGET_WITH_A_GOOD_TOKEN.min(Duration::from_secs(args.timeout)),
         false => Duration::from_secs(args.timeout),
     };
-    let args = rotation_args(args, before.as_ref());
+    let mut args = rotation_args(args, before.as_ref());
+    // Each call gets a second less than the whole rotation, so a failing call reports its own
+    // cause (cannot reach, refused) before the rotation's deadline cuts it short.
+    args.timeout = budget.as_secs().saturating_sub(1).max(1);
     let env = deployment_env(env_snapshot(), before.as_ref());
     let rotated = options_with_env(&args, env, None, false).and_then(|opts| {
         runtime()?.block_on(async {

@@ -55,6 +55,8 @@ pub struct WorkspaceClient {
     mint_unverified: std::sync::atomic::AtomicBool,
     /// Whether a request has been answered, so a connection (and its protocol) is known.
     connected: std::sync::atomic::AtomicBool,
+    /// The access token in use was kept from an earlier run (and not yet proven good).
+    reused: std::sync::atomic::AtomicBool,
 }
 
 /// How far the workspace's clock is from ours, and how well that is known.
@@ -78,6 +80,7 @@ impl WorkspaceClient {
             clock_offset: std::sync::Mutex::new(None),
             mint_unverified: std::sync::atomic::AtomicBool::new(false),
             connected: std::sync::atomic::AtomicBool::new(false),
+            reused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -161,6 +164,23 @@ impl WorkspaceClient {
         Ok(token)
     }
 
+    /// The OAuth access token this client signs in with, if it has one (to keep for the next
+    /// run: a rotation then costs no sign-in).
+    pub async fn access_token(&self) -> Option<oauth::AccessToken> {
+        self.access_token.lock().await.clone()
+    }
+
+    /// Sign in with an access token kept from an earlier run of the same service principal,
+    /// when it still has more than a minute to live (a fresh one is fetched otherwise).
+    pub async fn reuse_access_token(&self, token: oauth::AccessToken) {
+        let usable = token.expires_at > std::time::Instant::now() + std::time::Duration::from_secs(60);
+        if usable && matches!(self.config.credentials, Credentials::OAuthM2m { .. }) {
+            redactor().register(&token.token);
+            *self.access_token.lock().await = Some(token);
+            self.reused.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Whether the client has had an answer yet (under OAuth the sign-in is one; under PAT
     /// auth nothing is asked before the first call). Calls made at once before that would
     /// each open a connection; after it they share one (HTTP/2, where the server offers it).
@@ -182,15 +202,28 @@ impl WorkspaceClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>, retry: Retry) -> Result<Value, ApiError> {
-        let bearer = self.bearer().await?;
-        let request = Request {
-            method,
-            url: self.config.host.join(path),
-            auth: Auth::Bearer(&bearer),
-            body: body.map(Body::Json).unwrap_or(Body::Empty),
-            retry,
+        let send = |bearer: Secret| {
+            let method = method.clone();
+            async move {
+                let request = Request {
+                    method,
+                    url: self.config.host.join(path),
+                    auth: Auth::Bearer(&bearer),
+                    body: body.map(Body::Json).unwrap_or(Body::Empty),
+                    retry,
+                };
+                self.transport.send(request).await
+            }
         };
-        let response = self.transport.send(request).await?;
+        let response = match send(self.bearer().await?).await {
+            // An access token kept from an earlier run that the workspace no longer takes (the
+            // secret was rotated, the token revoked): sign in afresh, once.
+            Err(e) if is_rejected_bearer(&e) && self.reused.swap(false, std::sync::atomic::Ordering::Relaxed) => {
+                *self.access_token.lock().await = None;
+                send(self.bearer().await?).await?
+            }
+            other => other?,
+        };
         self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
         self.note_date(&response);
         if response.body.is_empty() {
@@ -309,6 +342,12 @@ impl WorkspaceClient {
         let list = answer.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(list.iter().filter_map(serving_endpoint).collect())
     }
+}
+
+/// Whether the workspace refused the bearer itself: 401, or 403 "Invalid access token".
+fn is_rejected_bearer(error: &ApiError) -> bool {
+    let message = error.message.to_ascii_lowercase();
+    error.status == 401 || (error.status == 403 && message.contains("invalid access token"))
 }
 
 /// Whether the server may have acted on a request whose answer we did not get (or could not read).

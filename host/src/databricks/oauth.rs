@@ -123,3 +123,11 @@ pub async fn client_credentials(
         expiry_ms: created_ms + expires_in as i64 * 1000,
     })
 }
+
+impl AccessToken {
+    /// A token kept from an earlier run (its times on the wall clock).
+    pub fn restored(token: Secret, created_ms: i64, expiry_ms: i64) -> Self {
+        let left = Duration::from_millis((expiry_ms - crate::state::now_ms()).max(0) as u64);
+        Self { token, expires_at: Instant::now() + left, created_ms, expiry_ms }
+    }
+}

@@ -129,6 +129,17 @@ pub struct IssuedValue {
     pub expiry_ms: i64,
 }
 
+/// A kept OAuth access token of the app's service principal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignIn {
+    /// SHA-256 of the client id and secret it was obtained with: reused only with the same.
+    pub credentials_sha256: String,
+    #[serde(with = "secret_value")]
+    pub token: Secret,
+    pub created_ms: i64,
+    pub expiry_ms: i64,
+}
+
 /// How many issued values are kept (the newest): a deployment issues one or two per run.
 pub const MAX_ISSUED_VALUES: usize = 32;
 
@@ -183,6 +194,10 @@ pub struct State {
     /// text of its own cannot read it back in the clear in a later run.
     #[serde(default)]
     pub issued: Vec<IssuedValue>,
+    /// The service principal's OAuth access token the last run signed in with, so the next
+    /// run (a rotation, a revocation) skips the sign-in while it is valid.
+    #[serde(default)]
+    pub sign_in: Option<SignIn>,
     #[serde(default)]
     pub pending: Vec<Pending>,
     /// Files under management, relative to home.
@@ -207,6 +222,7 @@ impl State {
             revoke_on_exit: false,
             tokens: Vec::new(),
             issued: Vec::new(),
+            sign_in: None,
             pending: Vec::new(),
             files: Vec::new(),
             last_run: None,

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 
 pub const CLIENT_ID: &str = "emulated-sp-client-id";
 pub const CLIENT_SECRET: &str = "doseEMULATEDclientSECRETvalue0123";
-pub const ACCESS_TOKEN: &str = "eyJEMULATEDoauthACCESStoken.payload.sig";
+/// Shares no eight characters with the client secret, so a leak check of one never trips on the
+/// other.
+pub const ACCESS_TOKEN: &str = "eyJemuOAUTHaccessTOKENvalue.payloadpart.signature";
 pub const USER_PAT: &str = "dapi3c9e1f7b52d04a8e96b1c07d4f2a8e5b";
 /// A second profile's token a user keeps in ~/.databrickscfg.
 pub const OTHER_PROFILE_PAT: &str = "dapi7a41c9e0b3d85f26c1e94b07da3f6c28";
@@ -391,6 +393,13 @@ impl Emulator {
             .into_iter()
             .filter(|(_, info)| info["expiry_time"].as_i64().is_none_or(|e| e < 0 || e > now_ms))
             .collect()
+    }
+
+    /// Invalidate every OAuth access token handed out so far (a rotated client secret).
+    pub fn expire_oauth_tokens(&self) {
+        for (_, expiry) in &mut self.state.lock().unwrap().oauth_tokens {
+            *expiry = 0;
+        }
     }
 
     /// OAuth access tokens handed out so far.

@@ -26,7 +26,8 @@ pub enum Job {
 impl Job {
     pub fn subcommand(self) -> &'static [&'static str] {
         match self {
-            Job::First | Job::Rotation => &["provision", "--if-due"],
+            // The app (or its assistants) need the configs, not the clean-up: that runs next.
+            Job::First | Job::Rotation => &["provision", "--if-due", "--defer-revocations"],
             Job::Revocation => &["revoke-due"],
             Job::RevokeOnExit => &["revoke-due", "--serve"],
         }
