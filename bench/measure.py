@@ -8,12 +8,19 @@ wait4 from Python directly: a child forked from this interpreter counts the inte
 until it execs. Prints a Markdown report: median and min–max per scenario, ratios to the Python
 original, and the binary's size.
 
+The second table is the network floor: the same cold start against emulators that answer over
+TLS (HTTP/2 where the client asks for it) after 0, 30 and 100 ms per request — in-region and
+cross-region workspaces — with the requests each run made, and the round trips on its critical
+path, estimated as (median at 100 ms - median at 0 ms) / 100 ms.
+
 Run through bench/run.sh, which builds everything and starts the emulator.
 """
 
 import argparse
 import json
 import os
+import ssl
+import urllib.request
 import shutil
 import statistics
 import subprocess
@@ -144,6 +151,100 @@ class Bench:
         return statistics.median(samples), max(samples), share
 
 
+class Emulator:
+    """A devbox-emulator process over TLS with a per-request latency."""
+
+    def __init__(self, binary, latency_ms):
+        self.latency_ms = latency_ms
+        self.proc = subprocess.Popen([binary, "--tls", "--latency-ms", str(latency_ms)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = self.proc.stdout.readline().strip().removeprefix("url=")
+        self.ca = self.proc.stdout.readline().strip().removeprefix("ca=")
+        self.context = ssl.create_default_context(cafile=self.ca)
+
+    def requests(self):
+        with urllib.request.urlopen(f"{self.url}/__emulator/requests", context=self.context) as answer:
+            return int(answer.read())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def network_floor(bench, args, latencies):
+    """name -> latency -> ([wall seconds], [requests]) for the cold start, the cold start as
+    `watch` runs it (clean-up deferred), a rotation by `token`, and the Python original."""
+    emulators = {ms: Emulator(args.emulator_bin, ms) for ms in latencies}
+    results = {}
+    try:
+        def env(emulator, home, **extra):
+            return dict(bench.base_env, HOME=home, DEVBOX_AUTH_CACHE_DIR=bench.fresh("c"), DATABRICKS_HOST=emulator.url,
+                        SSL_CERT_FILE=emulator.ca, REQUESTS_CA_BUNDLE=emulator.ca, **extra)
+
+        def cold(emulator, argv_tail):
+            home = bench.fresh("home")
+            return [args.bin, *argv_tail], env(emulator, home), home
+
+        def rotation(emulator):
+            home = bench.fresh("home")
+            run_once([args.bin, "provision"], env(emulator, home), home)
+            state_file = os.path.join(home, ".local/state/devbox-auth/state.json")
+            state = json.load(open(state_file))
+            state["refresh_at_ms"] = 0
+            json.dump(state, open(state_file, "w"))
+            return [args.bin, "token"], env(emulator, home), home
+
+        scenarios = {
+            "cold": ("`provision`, cold (fresh home; the earlier start's token swept after the commit)",
+                     lambda e: cold(e, ["provision"])),
+            "cold-watch": ("cold start as `watch` runs it: configs on disk, the clean-up left to the next run",
+                           lambda e: cold(e, ["provision", "--defer-revocations"])),
+            "rotation": ("a rotation by `token` (the sign-in reused)", rotation),
+        }
+        if args.python:
+            scenarios["original"] = ("Python original (databricks-sdk), fresh home",
+                                     lambda e: ([args.python, args.original], env(e, bench.fresh("py-home")),
+                                                bench.work))
+        for name in scenarios:
+            results[name] = {ms: ([], []) for ms in latencies}
+        names = list(scenarios)
+        for round_ in range(args.runs):
+            for ms in latencies:
+                emulator = emulators[ms]
+                for name in (names if round_ % 2 == 0 else list(reversed(names))):
+                    argv, run_env, cwd = scenarios[name][1](emulator)
+                    before = emulator.requests()
+                    wall, _ = run_once(argv, run_env, cwd, wrapped=False)
+                    results[name][ms][0].append(wall)
+                    results[name][ms][1].append(emulator.requests() - before)
+        return {name: (scenarios[name][0], results[name]) for name in scenarios}
+    finally:
+        for emulator in emulators.values():
+            emulator.stop()
+
+
+def print_floor(floor, latencies):
+    print()
+    print("Over TLS, per-request latency of " + ", ".join(f"{ms} ms" for ms in latencies) +
+          " (wall: median (min–max)); requests per run; round trips on the critical path "
+          f"= (median at {latencies[-1]} ms − median at 0 ms) / {latencies[-1]} ms:")
+    print()
+    print("| scenario | " + " | ".join(f"{ms} ms" for ms in latencies) + " | requests | round trips |")
+    print("| --- | " + " | ".join("---" for _ in latencies) + " | --- | --- |")
+    original = floor.get("original")
+    for name, (label, by_latency) in floor.items():
+        cells = []
+        for ms in latencies:
+            walls = by_latency[ms][0]
+            cell = fmt_ms(walls)
+            if original and name != "original":
+                cell += f", {statistics.median(original[1][ms][0]) / statistics.median(walls):.1f}x faster"
+            cells.append(cell)
+        requests = statistics.median(by_latency[latencies[0]][1])
+        slope = (statistics.median(by_latency[latencies[-1]][0]) - statistics.median(by_latency[0][0])) / (latencies[-1] / 1000)
+        print(f"| {label} | " + " | ".join(cells) + f" | {requests:.0f} | {slope:.1f} |")
+
+
 def fmt_ms(values):
     med = statistics.median(values) * 1000
     return f"{med:.1f} ms ({min(values) * 1000:.1f}–{max(values) * 1000:.1f})"
@@ -166,7 +267,10 @@ def main():
     p.add_argument("--python", help="a Python with databricks-sdk, to run the original")
     p.add_argument("--original", default=os.path.join(os.path.dirname(__file__), "original.py"))
     p.add_argument("--idle-seconds", type=float, default=10)
+    p.add_argument("--emulator-bin", required=True, help="the devbox-emulator binary (for the TLS emulators)")
+    p.add_argument("--latencies", default="0,30,100", help="per-request latencies for the network-floor table, ms")
     args = p.parse_args()
+    latencies = [int(ms) for ms in args.latencies.split(",")]
 
     bench = Bench(args)
     try:
@@ -181,6 +285,7 @@ def main():
                 results[name][0].append(wall)
                 results[name][1].append(rss)
         idle = bench.watch_idle(args.idle_seconds)
+        floor = network_floor(bench, args, latencies)
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
 
@@ -204,6 +309,7 @@ def main():
     med, peak, share = idle
     print(f"| `watch`, idle between rotations ({args.idle_seconds:.0f} s sampled) | CPU {share:.2f}% | "
           f"{med / 1024:.1f} MiB (max {peak / 1024:.1f}) | |")
+    print_floor(floor, latencies)
     json.dump({name: {"wall_s": results[name][0], "rss_kib": results[name][1]} for name in results},
               open(os.environ.get("BENCH_JSON", os.devnull), "w"))
 

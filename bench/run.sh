@@ -2,7 +2,9 @@
 # Whole-process benchmark of devbox-auth against the loopback workspace emulation, side by side
 # with the Python original (databricks-sdk from PyPI, in its own venv under target/bench-venv).
 #
-#   bench/run.sh            21 runs per scenario, with the Python original (BENCH_RUNS=N to change)
+#   bench/run.sh            21 runs per scenario, with the Python original (BENCH_RUNS=N to change);
+#                           then the network floor: cold start and rotation over TLS at 0, 30
+#                           and 100 ms per request (BENCH_LATENCIES=0,30 to change)
 #   bench/run.sh --quick    3 runs, no Python: checks the benchmark works (CI runs this)
 #   BENCH_BIN=path          measure that binary (e.g. the wheel's, built by scripts/wheel.sh:
 #                           target/x86_64-unknown-linux-gnu/dist/devbox-auth) instead of the
@@ -70,4 +72,5 @@ fi
 python3 bench/measure.py --bin "$bin" --emulator "$url" \
     --custom "$work/strict.wasm" --manifest "$work/devbox-auth.toml" \
     --default-wasm "$wasm/devbox_policy_default.wasm" --cases "$PWD/guest/default/cases" \
-    --runs "$runs" --idle-seconds "$($quick && echo 2 || echo 10)" "${python_args[@]}"
+    --runs "$runs" --idle-seconds "$($quick && echo 2 || echo 10)" "${python_args[@]}" \
+    --emulator-bin "$PWD/target/release/devbox-emulator" --latencies "${BENCH_LATENCIES:-0,30,100}"
