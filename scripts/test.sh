@@ -13,8 +13,10 @@ if clients_bin=$(scripts/install-clients.sh); then
 else
     echo "test: the real-client tests (Claude Code, Codex, Gemini CLI) will be skipped" >&2
 fi
-# The wheel the app installs (profile `dist`), for tests/wheel.rs.
-DEVBOX_WHEEL=$(scripts/wheel.sh | tail -n 1)
+# The tests' build first, then a wheel of it for tests/wheel.rs (scripts/wheel.sh --test shares
+# its compiled crates; the shipped wheel, profile `dist`, is `scripts/wheel.sh`).
+cargo test --release --locked --workspace --no-run
+DEVBOX_WHEEL=$(scripts/wheel.sh --test | tail -n 1)
 export DEVBOX_WHEEL
 cargo test --release --locked --workspace
 # The benchmark still works (3 runs, no Python original): bench/run.sh.

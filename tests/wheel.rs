@@ -1,6 +1,7 @@
-//! The wheel, as a Databricks App gets it: built by scripts/wheel.sh (scripts/test.sh runs it
-//! first and passes its path in DEVBOX_WHEEL), under the Apps' 10 MB file limit, installed with
-//! pip into a fresh venv from the file alone (no index), and working — on its own, and as the
+//! The wheel, as a Databricks App gets it: built by scripts/wheel.sh (scripts/test.sh builds one
+//! of the tests' own build with `--test` and passes its path in DEVBOX_WHEEL; given the shipped
+//! one, the platform tag and the Apps' 10 MB file limit are checked too), installed with pip
+//! into a fresh venv from the file alone (no index), and working — on its own, and as the
 //! example app in examples/databricks-app runs it.
 
 mod support;
@@ -51,12 +52,17 @@ fn venv(dir: &Path, args: &[&str], cwd: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_wheel_is_under_the_app_file_limit_installs_offline_and_provisions() {
+fn the_wheel_installs_offline_and_provisions() {
     let Some(wheel) = wheel() else { return };
-    let size = std::fs::metadata(&wheel).unwrap().len();
-    assert!(size < APP_FILE_LIMIT, "{} is {size} bytes", wheel.display());
     let name = wheel.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("devbox_auth-") && name.contains("manylinux_2_17_x86_64"), "{name}");
+    assert!(name.starts_with("devbox_auth-") && name.ends_with(".whl"), "{name}");
+    // The shipped wheel (scripts/wheel.sh, which refuses to build one of 9.5 MB or more): its
+    // platform tag and the Apps' file limit. The tests' own wheel (--test) is neither.
+    if name.contains("manylinux") {
+        let size = std::fs::metadata(&wheel).unwrap().len();
+        assert!(size < APP_FILE_LIMIT, "{} is {size} bytes", wheel.display());
+        assert!(name.contains("manylinux_2_17_x86_64"), "{name}");
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let venv = venv(dir.path(), &[wheel.to_str().unwrap()], dir.path());
@@ -105,7 +111,12 @@ fn the_example_app_starts_after_provisioning_and_serves_its_page() {
     for file in ["app.yaml", "app.py", "requirements.txt"] {
         std::fs::copy(example.join(file), app.join(file)).unwrap();
     }
-    std::fs::copy(&wheel, app.join("wheels").join(wheel.file_name().unwrap())).unwrap();
+    let name = wheel.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::copy(&wheel, app.join("wheels").join(&name)).unwrap();
+    // The example names the shipped wheel; the tests' own wheel has another platform tag.
+    let requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
+    let line = requirements.lines().find(|l| l.starts_with("./wheels/devbox_auth-")).expect("the wheel's line");
+    std::fs::write(app.join("requirements.txt"), requirements.replace(line, &format!("./wheels/{name}"))).unwrap();
     // What Apps do at deploy: install requirements.txt into the app's venv.
     let venv = venv(dir.path(), &["-r", "requirements.txt"], &app);
 
