@@ -126,10 +126,10 @@ pub fn pending(home: &Path) -> Vec<Intent> {
     intents
 }
 
-/// Whether a run left a note behind (a cheap check: no file is read).
+/// Whether a run left a note behind that the next run can act on (the same notes as
+/// [`pending`]: an unreadable one would otherwise make every run "due" for ever).
 pub fn any_pending(home: &Path) -> bool {
-    fs::read_dir(state_dir(home))
-        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(PREFIX))))
+    !pending(home).is_empty()
 }
 
 /// Remove the note of a run whose tokens the state now records.
