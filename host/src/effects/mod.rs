@@ -563,7 +563,7 @@ impl Effects {
         let result = if mode != 0o600 && self.vault.holds_reference(&contents) {
             Err(FileError {
                 kind: FileErrorKind::Denied,
-                path: path.to_string(),
+                path: crate::sandbox::bounded_path(path),
                 message: format!("a file holding a secret must be 0600, not {mode:04o}"),
                 blame: crate::sandbox::Blame::Policy,
             })

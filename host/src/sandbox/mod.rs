@@ -52,7 +52,17 @@ pub fn display_path(path: &str) -> String {
 }
 
 fn error(kind: FileErrorKind, path: &str, message: impl Into<String>) -> FileError {
-    FileError { kind, path: path.to_string(), message: message.into(), blame: Blame::Policy }
+    FileError { kind, path: bounded_path(path), message: message.into(), blame: Blame::Policy }
+}
+
+/// A path as an error keeps it: the first 1024 bytes (what a path may be at most), so a policy
+/// that names a 30 MiB "path" in a loop cannot make the host hold copies of it.
+pub(crate) fn bounded_path(path: &str) -> String {
+    if path.len() <= 1024 {
+        return path.to_string();
+    }
+    let cut = (0..=1024).rev().find(|&at| path.is_char_boundary(at)).unwrap_or(0);
+    format!("{}… ({} more bytes)", &path[..cut], path.len() - cut)
 }
 
 /// A refusal caused by what is on disk, not by the policy's request.
