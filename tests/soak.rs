@@ -165,8 +165,25 @@ fn watch_survives_a_chaos_schedule() {
     );
     std::fs::write(run.path("app.py"), app).unwrap();
     let app_path = run.path("app.py").display().to_string();
-    let watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2", "--", "python3", &app_path]);
+    let mut watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2", "--", "python3", &app_path]);
     let watch_pid = watch.id();
+    // Read what watch logs as it goes (as a log collector would), so an hour of it cannot fill
+    // the pipe; kept for the report.
+    let watch_log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_reader = {
+        let mut stderr = watch.stderr.take().unwrap();
+        let log = watch_log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(&mut stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                if log.len() < 1 << 20 {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        })
+    };
     wait_for("the first provision", Duration::from_secs(30), || run.path(CCR_CONFIG).exists());
     let started = Instant::now();
     let cpu_at_start = cpu_seconds(watch_pid);
@@ -224,8 +241,11 @@ fn watch_survives_a_chaos_schedule() {
     let stopping = Instant::now();
     signal(&watch, libc::SIGTERM);
     let got = support::sigterm_time(&marker);
-    let out = support::finish(watch, Duration::from_secs(14), &emulator);
+    let mut out = support::finish(watch, Duration::from_secs(14), &emulator);
     let stop_took = stopping.elapsed();
+    log_reader.join().unwrap();
+    out.stderr = watch_log.lock().unwrap().clone();
+    support::assert_no_secret("watch's log", &out.stderr, &emulator.secrets());
     let kills = kills.load(Ordering::Relaxed);
     eprintln!(
         "soak: seed {seed}: {} samples, {} excused in faults, max {} live tokens, {per_minute:.0} requests/min, watch+children {:.2}% CPU, {kills} helpers killed, SIGTERM reached the app in {:.0} ms, watch stopped in {:.1} s",
@@ -271,9 +291,14 @@ fn sample(
     let mut report = Report::default();
     let mut zombies_before = Vec::new();
     let mut status_checked_in: Option<usize> = None;
+    let mut reported = Duration::ZERO;
     while started.elapsed() < total {
         let tick = Instant::now();
         let t = started.elapsed();
+        if t >= reported + Duration::from_secs(300) {
+            reported = t;
+            eprintln!("soak: {} s: {} samples, {} failures so far", t.as_secs(), report.samples, report.failures.len());
+        }
         report.samples += 1;
         // Within a fault, or soon after it: a credential may run out, and status must say so.
         let fault =

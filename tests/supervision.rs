@@ -226,3 +226,45 @@ fn children_of(parent: u32) -> Vec<u32> {
         .filter(|pid| stat_fields(*pid).is_some_and(|(_, ppid)| ppid == parent))
         .collect()
 }
+
+/// Whatever reads watch's stderr may stop reading (a stalled log collector). A blocking write
+/// would then freeze watch — no more rotations, signals unanswered. Its log goes through a
+/// bounded queue instead, and lines that do not fit are dropped.
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_rotations() {
+    use std::os::fd::FromRawFd;
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "2");
+    // A pipe of one page that nothing reads: a few log lines fill it.
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) and fcntl(2) on descriptors we just made.
+    let write_end = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096);
+        std::fs::File::from_raw_fd(fds[1])
+    };
+    // SAFETY: the read end stays open (so writes block rather than fail) until the end.
+    let _read_end = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("watch")
+        .env_clear()
+        .envs(&run.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(write_end)
+        .spawn()
+        .unwrap();
+    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    std::thread::sleep(Duration::from_secs(12));
+    let creates = emulator.requests_to("POST", "/api/2.0/token/create").len();
+    std::thread::sleep(Duration::from_secs(4));
+    let later = emulator.requests_to("POST", "/api/2.0/token/create").len();
+    assert!(later > creates, "rotations stopped once stderr was full ({creates} tokens, then {later})");
+    assert!(emulator.accepts(&api_key(&run)), "config.json holds a live token");
+    signal(&watch, libc::SIGTERM);
+    let started = Instant::now();
+    while watch.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(12), "watch did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -120,7 +120,84 @@ pub fn out_raw(bytes: &[u8]) -> std::io::Result<()> {
 
 /// One line on stderr.
 pub fn err(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{}", clean(line));
+    let line = clean(line);
+    match BACKGROUND_LOG.get() {
+        Some(log) => log.push(line),
+        None => {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+}
+
+/// Write stderr lines from a thread of their own, through a bounded queue, from now on: for a
+/// process that must never stall on its log (`watch`: when whatever reads its stderr stops
+/// reading, a blocking write would freeze rotations, signals and the app's supervision). Lines
+/// that do not fit are dropped, and how many is said once there is room again.
+pub fn log_in_background() {
+    BACKGROUND_LOG.get_or_init(BackgroundLog::start);
+}
+
+static BACKGROUND_LOG: std::sync::OnceLock<BackgroundLog> = std::sync::OnceLock::new();
+
+struct BackgroundLog {
+    queue: std::sync::mpsc::SyncSender<String>,
+    dropped: std::sync::atomic::AtomicUsize,
+    /// Lines queued and not yet written.
+    unwritten: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Wait (at most `limit`) until the background log has written what it was given: before the
+/// process exits, so its last lines are not lost.
+pub fn flush_log(limit: std::time::Duration) {
+    let Some(log) = BACKGROUND_LOG.get() else { return };
+    let deadline = std::time::Instant::now() + limit;
+    while log.unwritten.load(std::sync::atomic::Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+impl BackgroundLog {
+    /// Lines waiting for the writer at most.
+    const QUEUE: usize = 1024;
+
+    fn start() -> Self {
+        let (queue, lines) = std::sync::mpsc::sync_channel::<String>(Self::QUEUE);
+        let unwritten = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = unwritten.clone();
+        std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                for line in lines {
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    written.fetch_sub(1, std::sync::atomic::Ordering::Release);
+                }
+            })
+            .expect("a thread for the log");
+        Self { queue, dropped: std::sync::atomic::AtomicUsize::new(0), unwritten }
+    }
+
+    fn send(&self, line: String) -> bool {
+        self.unwritten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let sent = self.queue.try_send(line).is_ok();
+        if !sent {
+            self.unwritten.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        sent
+    }
+
+    fn push(&self, line: String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dropped = self.dropped.swap(0, Relaxed);
+        if dropped > 0 {
+            let note = format!("devbox-auth: {dropped} log lines dropped (nothing was reading stderr)");
+            if !self.send(note) {
+                self.dropped.fetch_add(dropped, Relaxed);
+            }
+        }
+        if !self.send(line) {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]

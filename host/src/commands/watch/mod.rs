@@ -527,8 +527,12 @@ pub fn watch(args: WatchArgs) -> ExitCode {
         Err(e) => return fail(&Failure::Other(format!("cannot find the devbox-auth binary ({e})"))),
     };
     let watcher = Watcher::new(args, home, exe);
-    match runtime() {
+    // A stderr nobody reads must not stop rotations or supervision.
+    output::log_in_background();
+    let code = match runtime() {
         Ok(rt) => rt.block_on(watcher.run()),
         Err(failure) => fail(&failure),
-    }
+    };
+    output::flush_log(Duration::from_secs(1));
+    code
 }
