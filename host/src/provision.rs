@@ -618,7 +618,11 @@ fn update_state(
             state.issued.push(IssuedValue { value: value.clone(), expiry_ms: meta.expiry_ms });
         }
     }
-    state.prune_expired(now_ms, EXPIRED_MARGIN_MS);
+    for token_id in state.prune_expired(now_ms, EXPIRED_MARGIN_MS) {
+        output::err(&format!(
+            "devbox-auth: warning: token {token_id} expired before it could be revoked; dropped from the plan"
+        ));
+    }
     match plan.as_ref().and_then(|p| effects.vault.credential(&p.serve).map(|c| (p, c))) {
         Some((plan, (value, meta))) => {
             state.serve = Some(Served { meta: meta.clone(), value: value.clone() });

@@ -267,19 +267,25 @@ impl State {
     }
 
     /// Forget what has expired: tokens (a dead token needs no revoking) and issued values.
-    pub fn prune_expired(&mut self, now_ms: i64, margin_ms: i64) {
+    /// Returns the tokens that were still planned for revocation (it kept failing, say).
+    pub fn prune_expired(&mut self, now_ms: i64, margin_ms: i64) -> Vec<String> {
         let expired: Vec<String> = self
             .tokens
             .iter()
             .filter(|t| t.expiry_ms > 0 && t.expiry_ms + margin_ms < now_ms)
             .map(|t| t.token_id.clone())
             .collect();
+        let mut unrevoked = Vec::new();
         for token_id in expired {
+            if self.pending.iter().any(|p| p.token_id == token_id) {
+                unrevoked.push(token_id.clone());
+            }
             self.forget(&token_id);
         }
         self.issued.retain(|v| v.expiry_ms <= 0 || v.expiry_ms + margin_ms >= now_ms);
         let excess = self.issued.len().saturating_sub(MAX_ISSUED_VALUES);
         self.issued.drain(..excess);
+        unrevoked
     }
 
     /// Forget a token (revoked, or gone from the workspace).
