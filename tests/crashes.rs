@@ -83,18 +83,36 @@ fn a_rotation_from_token_has_one_budget_and_leaves_nothing_untracked() {
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "600");
     run.provision(&[]).success();
     let current = api_key(&run);
-    edit_state(&run, |state| state["refresh_at_ms"] = serde_json::json!(0));
-    // Each call takes 1.5 s: a rotation makes five or more.
-    emulator.set_latency(Duration::from_millis(1500));
+    // A rotation that must sign in again (no recorded sign-in to reuse) makes two round trips
+    // one after the other, sign-in then create, each taking 3 s: under the 4 s per-call timeout,
+    // over the 5 s budget for the whole rotation.
+    edit_state(&run, |state| {
+        state["refresh_at_ms"] = serde_json::json!(0);
+        state["sign_in"] = serde_json::Value::Null;
+    });
+    emulator.set_latency(Duration::from_millis(3000));
     let started = Instant::now();
     let out = support::token(&run, &[]);
     let took = started.elapsed();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stdout.trim_end(), current, "the current token, still good");
+    assert!(out.stdout.trim_end() == current, "token must hand out the current token, still good");
     assert!(took < Duration::from_millis(6500), "one 5 s budget for the rotation, not one per call: {took:?}");
     assert!(out.stderr.contains("did not finish within 5 s"), "{}", out.stderr);
     assert_no_untracked_token(&run, &emulator);
     emulator.set_latency(Duration::ZERO);
     run.provision(&[]).success();
     assert_only_served_or_planned(&run, &emulator);
+}
+
+/// The hook every test runs under: a failing assertion about tokens does not print them.
+#[test]
+fn a_failing_assertion_masks_the_credentials_it_names() {
+    let minted = "dapib836ef5c5764bb1bdbe19c7408ddd4ad";
+    let oauth = format!("{}3", support::ACCESS_TOKEN);
+    let text = format!("left: {minted:?} right: {USER_PAT} oauth {oauth} secret {}.", support::CLIENT_SECRET);
+    let masked = support::mask_credentials(&text);
+    for secret in [minted, USER_PAT, oauth.as_str(), support::CLIENT_SECRET] {
+        assert!(!masked.contains(secret), "{masked}");
+    }
+    assert!(masked.starts_with("left: \"dapi…#") && masked.contains(" oauth eyJ…#") && masked.ends_with("."), "{masked}");
 }

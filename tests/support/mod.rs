@@ -21,6 +21,44 @@ pub struct Run {
     watched: Option<Arc<Mutex<State>>>,
 }
 
+/// A failing assertion prints through this hook, which masks every credential the emulator
+/// issues or accepts: a red test shows `dapi…#3f2a` (a fingerprint, so two values can still be
+/// told apart), never a secret, in CI's log.
+pub fn mask_credentials_in_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = match (info.payload().downcast_ref::<&str>(), info.payload().downcast_ref::<String>()) {
+                (Some(text), _) => text.to_string(),
+                (_, Some(text)) => text.clone(),
+                _ => "(a panic without a message)".to_string(),
+            };
+            let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+            let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+            eprintln!("thread '{thread}' panicked at {at}:\n{}", mask_credentials(&message));
+        }));
+    });
+}
+
+/// `text` with every emulator credential replaced by its kind and a short fingerprint.
+pub fn mask_credentials(text: &str) -> String {
+    static PATTERN: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        let oauth = regex_lite::escape(&ACCESS_TOKEN[3..]);
+        let secret = regex_lite::escape(&CLIENT_SECRET[4..]);
+        regex_lite::Regex::new(&format!(r"(dapi)[0-9a-f]{{32}}|(eyJ){oauth}\d*|(dose){secret}")).unwrap()
+    });
+    pattern
+        .replace_all(text, |caps: &regex_lite::Captures| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            caps[0].hash(&mut hasher);
+            let kind = caps.iter().skip(1).flatten().next().map_or("", |m| m.as_str());
+            format!("{kind}…#{:04x}", hasher.finish() & 0xffff)
+        })
+        .into_owned()
+}
+
 pub fn shared_cache_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("devbox-auth-test-cache");
     std::fs::create_dir_all(&dir).unwrap();
@@ -30,6 +68,7 @@ pub fn shared_cache_dir() -> PathBuf {
 impl Run {
     /// Empty home, no inherited environment except PATH.
     pub fn new() -> Self {
+        mask_credentials_in_panics();
         let home = Arc::new(tempfile::tempdir().unwrap());
         let mut env = BTreeMap::new();
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
