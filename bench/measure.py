@@ -109,6 +109,17 @@ class Bench:
             "token": ("`token`, nothing due (the apiKeyHelper path)", warm(token_home, self.fresh("c"), ["token"])),
             UNWRAPPED_TOKEN: ("`token`, nothing due, wall without GNU time around it (spawned from Python)", warm(token_home, self.fresh("c"), ["token"])),
         }
+        if a.compare:
+            # The same scenarios with another build of the binary (e.g. another opt-level),
+            # alternating with these in the same rounds.
+            def other(argv_tail, **extra):
+                def setup():
+                    home = self.fresh("home")
+                    return [a.compare, *argv_tail], self.env(home, self.fresh("cache"), **extra), home
+                return setup
+            out["compare-provision-cold"] = (f"the same, built as `{a.compare}`", other(["provision"]))
+            out["compare-custom-cold"] = ("custom policy (strict), cold, with that build", other(["provision", "--policy", a.custom], **models))
+            out["compare-token"] = ("`token`, nothing due, with that build", lambda: ([a.compare, "token"], self.env(token_home, self.fresh("c")), token_home))
         if a.python:
             def original():
                 home = self.fresh("py-home")
@@ -268,6 +279,7 @@ def main():
     p.add_argument("--original", default=os.path.join(os.path.dirname(__file__), "original.py"))
     p.add_argument("--idle-seconds", type=float, default=10)
     p.add_argument("--emulator-bin", required=True, help="the devbox-emulator binary (for the TLS emulators)")
+    p.add_argument("--compare", help="another build of devbox-auth, measured in the same rounds")
     p.add_argument("--latencies", default="0,30,100", help="per-request latencies for the network-floor table, ms")
     args = p.parse_args()
     latencies = [int(ms) for ms in args.latencies.split(",")]

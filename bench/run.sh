@@ -9,6 +9,8 @@
 #   BENCH_BIN=path          measure that binary (e.g. the wheel's, built by scripts/wheel.sh:
 #                           target/x86_64-unknown-linux-gnu/dist/devbox-auth) instead of the
 #                           release build
+#   BENCH_COMPARE=path      also measure that build (e.g. another opt-level) in the same rounds:
+#                           cold provision, cold custom policy, token
 #
 # The emulator runs as a separate process (target/release/devbox-emulator) and is not timed.
 # Measurements: bench/measure.py (wait4 for wall time and peak RSS; /proc for watch idle).
@@ -68,6 +70,7 @@ if ! $quick; then
     fi
     python_args=(--python "$venv/bin/python")
 fi
+[ -n "${BENCH_COMPARE:-}" ] && python_args+=(--compare "$BENCH_COMPARE")
 
 python3 bench/measure.py --bin "$bin" --emulator "$url" \
     --custom "$work/strict.wasm" --manifest "$work/devbox-auth.toml" \

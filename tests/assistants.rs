@@ -1,8 +1,8 @@
 //! The assistants configured directly, proven with the real clients: Claude Code
-//! (`claude -p`), Codex (`codex exec`) and Gemini CLI (`gemini -p`), installed pinned from npm
+//! (`claude -p`), Codex (`codex exec`), Gemini CLI (`gemini -p`) and Pi (`pi -p`), installed pinned from npm
 //! by scripts/install-clients.sh (found through DEVBOX_CLIENTS_DIR). Each runs offline against
 //! the workspace emulation, which serves a realistic list of endpoints and the Anthropic,
-//! OpenAI Responses and Gemini APIs; each must get the emulated reply, with a live token as the
+//! OpenAI Responses, OpenAI chat completions and Gemini APIs; each must get the emulated reply, with a live token as the
 //! bearer — before and after `watch` rotated the token and revoked the first one.
 
 mod support;
@@ -15,7 +15,9 @@ use serde_json::Value;
 use support::{Emulator, REPLY, Run, realistic_endpoints};
 
 fn clients() -> Option<PathBuf> {
-    let dir = std::env::var_os("DEVBOX_CLIENTS_DIR").map(PathBuf::from).filter(|d| d.join("claude").exists());
+    let dir = std::env::var_os("DEVBOX_CLIENTS_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join("claude").exists() && d.join("pi").exists());
     if dir.is_none() {
         let message = "SKIPPED: the real-client tests need DEVBOX_CLIENTS_DIR (run scripts/test.sh, which installs the pinned clients)";
         assert!(!support::must_not_skip(), "{message}; in CI this is a failure");
@@ -63,6 +65,13 @@ fn gemini(bin: &std::path::Path, run: &Run) -> support::Outcome {
     assistant(&run, bin.join("gemini"), &["-p", "say hi"])
 }
 
+/// A plain `pi`, as a user would type it: the provider and model come from its settings. Offline
+/// switches only (no version check, no telemetry, no tool downloads).
+fn pi(bin: &std::path::Path, run: &Run) -> support::Outcome {
+    let run = run.clone_with("PI_OFFLINE", "1").var("PI_SKIP_VERSION_CHECK", "1").var("PI_TELEMETRY", "0");
+    assistant(&run, bin.join("pi"), &["--no-session", "-p", "say hi"])
+}
+
 fn bearer(emulator: &Emulator, path: &str) -> Option<String> {
     emulator
         .invocations()
@@ -83,7 +92,7 @@ fn answered(out: &support::Outcome, who: &str) {
 }
 
 #[test]
-fn claude_code_codex_and_gemini_answer_through_the_workspace_before_and_after_a_rotation() {
+fn claude_code_codex_gemini_and_pi_answer_through_the_workspace_before_and_after_a_rotation() {
     let Some(bin) = clients() else { return };
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
@@ -111,6 +120,12 @@ fn claude_code_codex_and_gemini_answer_through_the_workspace_before_and_after_a_
     answered(&gemini(&bin, &run), "gemini -p");
     assert_eq!(bearer(&emulator, "/ai-gateway/gemini/"), Some(format!("Bearer {}", first[0])));
 
+    answered(&pi(&bin, &run), "pi -p");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", first[0])));
+    let call =
+        emulator.invocations().into_iter().rev().find(|r| r.path == "/serving-endpoints/chat/completions").unwrap();
+    assert_eq!(call.json()["model"], "databricks-claude-sonnet-4-13", "Pi's default: the newest ready Sonnet");
+
     // watch rotates (at 75% of 30 s) and revokes the first token after its grace; every client
     // then works with the new one, without being reconfigured.
     let mut watch = support::spawn_devbox_auth(&run, &["watch"]);
@@ -127,6 +142,8 @@ fn claude_code_codex_and_gemini_answer_through_the_workspace_before_and_after_a_
     assert_eq!(bearer(&emulator, "/serving-endpoints/responses"), Some(format!("Bearer {}", second[0])));
     answered(&gemini(&bin, &run), "gemini -p after the rotation");
     assert_eq!(bearer(&emulator, "/ai-gateway/gemini/"), Some(format!("Bearer {}", second[0])));
+    answered(&pi(&bin, &run), "pi -p after the rotation");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
     assert!(watch.wait().unwrap().success());

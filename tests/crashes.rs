@@ -114,5 +114,8 @@ fn a_failing_assertion_masks_the_credentials_it_names() {
     for secret in [minted, USER_PAT, oauth.as_str(), support::CLIENT_SECRET] {
         assert!(!masked.contains(secret), "{masked}");
     }
-    assert!(masked.starts_with("left: \"dapi…#") && masked.contains(" oauth eyJ…#") && masked.ends_with("."), "{masked}");
+    assert!(
+        masked.starts_with("left: \"dapi…#") && masked.contains(" oauth eyJ…#") && masked.ends_with("."),
+        "{masked}"
+    );
 }

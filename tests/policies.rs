@@ -21,8 +21,8 @@ fn testkit_runs_the_embedded_default_policy_without_disk_or_workspace() {
     let result =
         harness.run(&Case::default().client("sp", "fake-secret").var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "60"));
     assert!(result.error.is_none(), "{:?}", result.error);
-    assert_eq!(result.operations, ["list-serving-endpoints", "create-token", "list-tokens"]);
-    assert!(result.requests[1].contains("\"lifetime_seconds\":60"), "{:?}", result.requests);
+    assert_eq!(result.operations, ["create-token", "list-serving-endpoints", "list-tokens"]);
+    assert!(result.requests[0].contains("\"lifetime_seconds\":60"), "{:?}", result.requests);
     let plan = result.plan.as_ref().unwrap();
     assert_eq!((plan.kind.as_str(), plan.refresh_in_ms), ("pat", 45_000), "75% of 60 s");
     assert_eq!(result.files[".databrickscfg"].mode, 0o600);
@@ -104,7 +104,7 @@ fn policy_test_reports_failures_with_exit_2_and_json() {
     std::fs::create_dir_all(&cases).unwrap();
     std::fs::write(
         cases.join("a-pass.json"),
-        r#"{"expect": {"calls": ["list-serving-endpoints", "create-token", "list-tokens"]}}"#,
+        r#"{"expect": {"calls": ["create-token", "list-serving-endpoints", "list-tokens"]}}"#,
     )
     .unwrap();
     std::fs::write(cases.join("b-fail.json"), r#"{"expect": {"error": "never happens"}}"#).unwrap();

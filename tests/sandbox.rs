@@ -23,7 +23,10 @@ fn contained_with(behaviour: &str, manifest: Option<&str>, code: i32, needle: &s
     out.failure(code, needle);
     assert_eq!(run.snapshot(), before, "{behaviour} changed the disk");
     assert!(emulator.live_tokens().is_empty(), "{behaviour} left a token alive");
-    assert!(emulator.requests_to("GET", "/api/2.0/token/list").is_empty(), "{behaviour} listed tokens");
+    // The one listing the host prefetches with its sign-in; cleaning up lists nothing more (it
+    // deletes what it minted by id).
+    let lists = emulator.requests_to("GET", "/api/2.0/token/list").len();
+    assert!(lists <= 1, "{behaviour} listed tokens {lists} times");
     out
 }
 

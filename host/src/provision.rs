@@ -46,6 +46,8 @@ const MERGED_FILES: &[&str] = &[
     ".gemini/settings.json",
     ".gemini/.env",
     ".gemini/trustedFolders.json",
+    ".pi/agent/models.json",
+    ".pi/agent/settings.json",
 ];
 
 /// What the default policy needs; a deployment manifest can widen or narrow it.

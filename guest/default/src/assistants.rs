@@ -1,11 +1,12 @@
-//! The assistants configured directly, besides the Claude Code Router: Claude Code, Codex and
-//! Gemini CLI. Each file is merged into what the user has: only the keys named here are ours;
+//! The assistants configured directly, besides the Claude Code Router: Claude Code, Codex,
+//! Gemini CLI and Pi. Each file is merged into what the user has: only the keys named here are ours;
 //! every other key, table, comment and provider stays as it was.
 //!
 //! - Claude Code and Codex never hold a literal token: they run `devbox-auth token` (by the
 //!   absolute path of the running binary) through `apiKeyHelper` / `[model_providers.*.auth]`,
 //!   re-asking well before the token's end (Databricks answers an expired token with 403, on
 //!   which neither re-asks).
+//! - Pi runs the same command for every request (`"apiKey": "!<command>"` in its models.json).
 //! - Gemini CLI has no token helper, so its `.env` holds the token itself (0600), re-rendered on
 //!   every rotation.
 
@@ -17,6 +18,8 @@ pub const CODEX_CONFIG: &str = ".codex/config.toml";
 pub const GEMINI_SETTINGS: &str = ".gemini/settings.json";
 pub const GEMINI_ENV: &str = ".gemini/.env";
 pub const GEMINI_TRUST: &str = ".gemini/trustedFolders.json";
+pub const PI_MODELS: &str = ".pi/agent/models.json";
+pub const PI_SETTINGS: &str = ".pi/agent/settings.json";
 
 pub const ASSISTANTS_VAR: &str = "DEVBOX_ASSISTANTS";
 pub const PROVIDER: &str = "databricks";
@@ -29,10 +32,13 @@ pub enum Assistant {
     Claude,
     Codex,
     Gemini,
+    /// Pi (`@mariozechner/pi-coding-agent`), through the OpenAI-compatible chat route.
+    Pi,
 }
 
 impl Assistant {
-    pub const ALL: [Assistant; 4] = [Assistant::Ccr, Assistant::Claude, Assistant::Codex, Assistant::Gemini];
+    pub const ALL: [Assistant; 5] =
+        [Assistant::Ccr, Assistant::Claude, Assistant::Codex, Assistant::Gemini, Assistant::Pi];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +46,7 @@ impl Assistant {
             Assistant::Claude => "claude",
             Assistant::Codex => "codex",
             Assistant::Gemini => "gemini",
+            Assistant::Pi => "pi",
         }
     }
 }
@@ -61,7 +68,7 @@ impl Selection {
         let mut assistants = Vec::new();
         for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let assistant = Assistant::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| {
-                format!("{ASSISTANTS_VAR} names {name:?}; use a comma-separated list of ccr, claude, codex and gemini, or auto")
+                format!("{ASSISTANTS_VAR} names {name:?}; use a comma-separated list of ccr, claude, codex, gemini and pi, or auto")
             })?;
             if !assistants.contains(&assistant) {
                 assistants.push(assistant);
@@ -105,6 +112,8 @@ pub const GEMINI_SETTINGS_SHAPE: crate::Shapes = &[
     ("model", crate::Shape::Object),
     ("privacy", crate::Shape::Object),
 ];
+/// The keys of `~/.pi/agent/models.json` we merge into.
+pub const PI_MODELS_SHAPE: crate::Shapes = &[("providers", crate::Shape::Object)];
 /// The tables of `~/.codex/config.toml` we add keys to.
 pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features"];
 
@@ -240,6 +249,65 @@ pub fn gemini_env(existing: &str, token_ref: &str, workspace_url: &str) -> Strin
         .collect();
     lines.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
     lines.join("\n") + "\n"
+}
+
+/// What Pi's provider entry is rendered from.
+pub struct PiSettings<'a> {
+    pub workspace_url: &'a str,
+    pub binary: &'a str,
+    pub home: &'a str,
+    /// Serving endpoints, the default first.
+    pub models: &'a [String],
+}
+
+/// `~/.pi/agent/models.json`: our provider (every other provider kept). Pi resolves an `apiKey`
+/// that starts with `!` by running it through the shell on every request, so it always sends the
+/// token `devbox-auth token` hands out now. Every model goes through Databricks'
+/// OpenAI-compatible chat route, which serves all foundation models, except Codex-tuned ones,
+/// which Databricks serves only through the Responses API.
+pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
+    let models: Vec<Value> = ours
+        .models
+        .iter()
+        .map(|id| {
+            let (context_window, max_tokens) = match crate::models::family(id) {
+                Some(crate::models::Family::OpenAi) => (400_000, 128_000),
+                Some(crate::models::Family::Gemini) => (1_000_000, 65_536),
+                _ => (200_000, 32_000),
+            };
+            let mut model = json!({ "id": id, "name": id, "contextWindow": context_window, "maxTokens": max_tokens });
+            if id.to_ascii_lowercase().contains("codex") {
+                model["api"] = json!("openai-responses");
+            }
+            model
+        })
+        .collect();
+    let provider = json!({
+        "name": "Databricks",
+        "baseUrl": format!("{}/serving-endpoints", ours.workspace_url),
+        "api": "openai-completions",
+        "apiKey": format!("!{} token --home {}", sh_quote(ours.binary), sh_quote(ours.home)),
+        // What Databricks' chat route accepts: `system` (not `developer`) messages, `max_tokens`,
+        // no `store`, no `reasoning_effort` for every model, no `strict` tools.
+        "compat": {
+            "supportsDeveloperRole": false,
+            "supportsStore": false,
+            "supportsReasoningEffort": false,
+            "supportsStrictMode": false,
+            "maxTokensField": "max_tokens",
+        },
+        "models": models,
+    });
+    object(&mut config, "providers").insert(PROVIDER.into(), provider);
+    Value::Object(config)
+}
+
+/// `~/.pi/agent/settings.json`: our provider and model are the default (a plain `pi` uses them);
+/// every other setting stays.
+pub fn pi_settings(mut settings: Map<String, Value>, model: &str) -> Value {
+    settings.insert("defaultProvider".into(), json!(PROVIDER));
+    settings.insert("defaultModel".into(), json!(model));
+    Value::Object(settings)
 }
 
 /// `~/.gemini/trustedFolders.json`: home trusted, or Gemini CLI ignores `~/.gemini/.env`.

@@ -10,7 +10,7 @@
 //!    each selected assistant's files (`DEVBOX_ASSISTANTS`, default: every one the workspace
 //!    serves models for), merging into what the user already has: the Claude Code Router config
 //!    and plugin (`ccr.rs`), Claude Code, Codex and Gemini CLI (`assistants.rs`), and the
-//!    `[DEFAULT]` profile of `~/.databrickscfg`.
+//!    `[DEFAULT]` profile of `~/.databrickscfg`. Pi too (`assistants.rs`).
 //! 4. Plan the rotation at 75% of the lifetime and revoke this deployment's superseded tokens.
 
 use devbox_policy_sdk::databrickscfg;
@@ -153,6 +153,8 @@ struct Existing {
     gemini_settings: Option<Map<String, Value>>,
     gemini_env: Option<String>,
     gemini_trust: Option<Map<String, Value>>,
+    pi_models: Option<Map<String, Value>>,
+    pi_settings: Option<Map<String, Value>>,
 }
 
 impl Existing {
@@ -162,6 +164,7 @@ impl Existing {
         };
         let claude = selection.has(Assistant::Claude);
         let gemini = selection.has(Assistant::Gemini);
+        let pi = selection.has(Assistant::Pi);
         // In this order: a refusal names the first file the deployment does not grant.
         let ccr = json_if(host, selection.has(Assistant::Ccr), CCR_CONFIG, ccr::SHAPE)?;
         let databrickscfg = read_databrickscfg(host)?;
@@ -177,6 +180,8 @@ impl Existing {
             gemini_settings: json_if(host, gemini, assistants::GEMINI_SETTINGS, assistants::GEMINI_SETTINGS_SHAPE)?,
             gemini_env: if gemini { read_text(host, assistants::GEMINI_ENV)? } else { None },
             gemini_trust: json_if(host, gemini, assistants::GEMINI_TRUST, &[])?,
+            pi_models: json_if(host, pi, assistants::PI_MODELS, assistants::PI_MODELS_SHAPE)?,
+            pi_settings: json_if(host, pi, assistants::PI_SETTINGS, &[])?,
         })
     }
 }
@@ -291,6 +296,26 @@ impl Rendering<'_> {
             }
             (None, true) if selection.explicit => {
                 host.log(Level::Warn, "Gemini CLI not configured: the workspace serves no Gemini chat model")
+            }
+            _ => {}
+        }
+
+        let pi_models = picks.pi();
+        match (pi_models.first(), selection.has(Assistant::Pi)) {
+            (Some(default_model), true) => {
+                let settings = assistants::PiSettings {
+                    workspace_url: self.workspace_url,
+                    binary: &self.binary,
+                    home: &self.home,
+                    models: &pi_models,
+                };
+                let models = assistants::pi_models(existing.pi_models.unwrap_or_default(), &settings);
+                host.write_file(assistants::PI_MODELS, &pretty_json(&models), SECRET_MODE)?;
+                let settings = assistants::pi_settings(existing.pi_settings.unwrap_or_default(), default_model);
+                host.write_file(assistants::PI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;
+            }
+            (None, true) if selection.explicit => {
+                host.log(Level::Warn, "Pi not configured: the workspace serves no chat model it can use")
             }
             _ => {}
         }

@@ -98,7 +98,20 @@ impl Picks {
             Assistant::Claude => self.default.is_some(),
             Assistant::Codex => self.openai.is_some(),
             Assistant::Gemini => self.gemini.is_some(),
+            Assistant::Pi => !self.pi().is_empty(),
         }
+    }
+
+    /// Pi's models, its default first: the default Claude, then the other Claude models, the
+    /// OpenAI pick and the Gemini pick.
+    pub fn pi(&self) -> Vec<String> {
+        let mut models: Vec<String> = self.default.iter().cloned().collect();
+        for model in self.claude.iter().chain(&self.openai).chain(&self.gemini) {
+            if !models.contains(model) {
+                models.push(model.clone());
+            }
+        }
+        models
     }
 }
 

@@ -394,6 +394,50 @@ fn every_assistant_with_served_models_is_configured_from_discovery() {
 }
 
 #[test]
+fn pi_gets_every_model_and_runs_the_token_command_per_request() {
+    let mut host = served(&[SERVED, &["databricks-gpt-5-1-codex-max"]].concat())
+        .with_file(assistants::PI_MODELS, r#"{"providers":{"mine":{"baseUrl":"https://mine"}},"x":1}"#)
+        .with_file(assistants::PI_SETTINGS, r#"{"theme":"dark","defaultModel":"old"}"#);
+    provision(&mut host).unwrap();
+    let models: Value = serde_json::from_str(host.file(assistants::PI_MODELS)).unwrap();
+    assert_eq!(models["providers"]["mine"]["baseUrl"], "https://mine", "the user's provider stays");
+    assert_eq!(models["x"], 1);
+    let ours = &models["providers"]["databricks"];
+    assert_eq!(ours["baseUrl"], "https://example.cloud.databricks.com/serving-endpoints");
+    assert_eq!(ours["api"], "openai-completions");
+    assert_eq!(ours["apiKey"], "!/opt/devbox-auth/bin/devbox-auth token --home /home/app");
+    let ids: Vec<&str> = ours["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "databricks-claude-sonnet-4-5",
+            "databricks-claude-opus-4-6",
+            "databricks-claude-haiku-4-5",
+            "databricks-gpt-5-1-codex-max",
+            "databricks-gemini-2-5-pro"
+        ]
+    );
+    assert_eq!(ours["models"][3]["api"], "openai-responses", "Databricks serves Codex models through Responses only");
+    assert!(ours["models"][0].get("api").is_none());
+    assert!(!host.file(assistants::PI_MODELS).contains(MOCK_TOKEN_REF), "no literal token");
+    assert_eq!(host.mode(assistants::PI_MODELS), 0o600);
+    let settings: Value = serde_json::from_str(host.file(assistants::PI_SETTINGS)).unwrap();
+    assert_eq!(
+        settings,
+        serde_json::json!({"theme": "dark", "defaultProvider": "databricks", "defaultModel": "databricks-claude-sonnet-4-5"})
+    );
+}
+
+#[test]
+fn a_pi_models_file_whose_providers_is_not_an_object_is_backed_up() {
+    let mut host = served(SERVED).with_file(assistants::PI_MODELS, r#"{"providers":[1]}"#);
+    provision(&mut host).unwrap();
+    let models: Value = serde_json::from_str(host.file(assistants::PI_MODELS)).unwrap();
+    assert!(models["providers"]["databricks"].is_object());
+    assert!(host.files.keys().any(|k| k.starts_with(".pi/agent/models.json.bak-")), "{:?}", host.files.keys());
+}
+
+#[test]
 fn the_original_single_assistant_output_stays_available() {
     let mut original = app_host().with_var(assistants::ASSISTANTS_VAR, "ccr");
     provision(&mut original).unwrap();

@@ -625,8 +625,13 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         }
         ("POST", "/serving-endpoints/chat/completions") => {
             state.invocations.push(req.clone());
-            let model = req.json()["model"].as_str().unwrap_or_default().to_string();
-            chat_completion(&model, now_ms)
+            let body = req.json();
+            let model = body["model"].as_str().unwrap_or_default().to_string();
+            if body["stream"] == true {
+                chat_completion_stream(&model, now_ms)
+            } else {
+                chat_completion(&model, now_ms)
+            }
         }
         ("POST", path) if path.starts_with("/ai-gateway/gemini/v1beta/models/") => {
             state.invocations.push(req.clone());
@@ -690,6 +695,23 @@ fn chat_completion(model: &str, now_ms: i64) -> Canned {
             "usage": { "prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9 }
         }),
     )
+}
+
+/// The same answer as chunks (SSE), as OpenAI-compatible clients such as Pi ask for it.
+fn chat_completion_stream(model: &str, now_ms: i64) -> Canned {
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-emulated", "object": "chat.completion.chunk", "created": now_ms / 1000, "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }]
+        })
+    };
+    let mut canned = sse(&[
+        (None, chunk(json!({ "role": "assistant", "content": "" }), Value::Null)),
+        (None, chunk(json!({ "content": REPLY }), Value::Null)),
+        (None, chunk(json!({}), json!("stop"))),
+    ]);
+    canned.body.push_str("data: [DONE]\n\n");
+    canned
 }
 
 fn sse(events: &[(Option<&str>, Value)]) -> Canned {

@@ -246,6 +246,13 @@ impl Watcher {
             }
             Streak::Quiet => {}
         }
+        // The failure repeats quietly, but a warning is news (a token dropped because it
+        // expired before it could be revoked, say): it is always passed on.
+        if !matches!(streak, Streak::Started) {
+            for line in stderr.lines().filter(|line| line.starts_with("devbox-auth: warning:")) {
+                output::err(line);
+            }
+        }
         if job != Job::Revocation && left.is_none() && !self.told_expired {
             self.told_expired = true;
             log(

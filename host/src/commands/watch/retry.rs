@@ -29,7 +29,7 @@ pub enum Streak {
     Started,
     /// An hour since the last line: say it goes on.
     Reminder { failures: u32, for_secs: u64 },
-    /// Say nothing.
+    /// Say nothing about the failure (warnings still pass).
     Quiet,
 }
 
