@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real assistants the client tests drive, pinned, into target/clients: Claude Code,
-# Codex, Gemini CLI and Pi from the npm registry (each ships its own binary or bundle and runs
+# Codex, Gemini CLI, OpenCode and Pi from the npm registry (each ships its own binary or bundle and runs
 # offline against the loopback workspace emulation). Prints the node_modules/.bin directory.
 # Fails when npm is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/clients
 packages=("@anthropic-ai/claude-code@2.1.328" "@openai/codex@0.169.0" "@google/gemini-cli@0.61.0"
-    "@mariozechner/pi-coding-agent@0.73.1")
+    "opencode-ai@1.18.33" "@mariozechner/pi-coding-agent@0.73.1")
 if ! command -v npm >/dev/null; then
     echo "install-clients: npm is not installed (apt-get install nodejs npm)" >&2
     exit 1

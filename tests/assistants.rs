@@ -1,5 +1,6 @@
 //! The assistants configured directly, proven with the real clients: Claude Code
-//! (`claude -p`), Codex (`codex exec`), Gemini CLI (`gemini -p`) and Pi (`pi -p`), installed pinned from npm
+//! (`claude -p`), Codex (`codex exec`), Gemini CLI (`gemini -p`), OpenCode (`opencode run`) and Pi
+//! (`pi -p`), installed pinned from npm
 //! by scripts/install-clients.sh (found through DEVBOX_CLIENTS_DIR). Each runs offline against
 //! the workspace emulation, which serves a realistic list of endpoints and the Anthropic,
 //! OpenAI Responses, OpenAI chat completions and Gemini APIs; each must get the emulated reply, with a live token as the
@@ -17,7 +18,7 @@ use support::{Emulator, REPLY, Run, realistic_endpoints};
 fn clients() -> Option<PathBuf> {
     let dir = std::env::var_os("DEVBOX_CLIENTS_DIR")
         .map(PathBuf::from)
-        .filter(|d| d.join("claude").exists() && d.join("pi").exists());
+        .filter(|d| ["claude", "opencode", "pi"].iter().all(|c| d.join(c).exists()));
     if dir.is_none() {
         let message = "SKIPPED: the real-client tests need DEVBOX_CLIENTS_DIR (run scripts/test.sh, which installs the pinned clients)";
         assert!(!support::must_not_skip(), "{message}; in CI this is a failure");
@@ -72,6 +73,19 @@ fn pi(bin: &std::path::Path, run: &Run) -> support::Outcome {
     assistant(&run, bin.join("pi"), &["--no-session", "-p", "say hi"])
 }
 
+/// A plain `opencode run`: the provider, model and credential come from its config, our plugin
+/// and its auth entry. Offline switches only: no model list, update or share fetches, and npm
+/// offline (OpenCode installs its plugin SDK at every start; ours needs none).
+fn opencode(bin: &std::path::Path, run: &Run) -> support::Outcome {
+    let run = run
+        .clone_with("npm_config_offline", "true")
+        .var("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .var("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .var("OPENCODE_DISABLE_SHARE", "1")
+        .var("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+    assistant(&run, bin.join("opencode"), &["run", "say hi"])
+}
+
 fn bearer(emulator: &Emulator, path: &str) -> Option<String> {
     emulator
         .invocations()
@@ -92,7 +106,7 @@ fn answered(out: &support::Outcome, who: &str) {
 }
 
 #[test]
-fn claude_code_codex_gemini_and_pi_answer_through_the_workspace_before_and_after_a_rotation() {
+fn claude_code_codex_gemini_opencode_and_pi_answer_through_the_workspace_before_and_after_a_rotation() {
     let Some(bin) = clients() else { return };
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
@@ -126,6 +140,22 @@ fn claude_code_codex_gemini_and_pi_answer_through_the_workspace_before_and_after
         emulator.invocations().into_iter().rev().find(|r| r.path == "/serving-endpoints/chat/completions").unwrap();
     assert_eq!(call.json()["model"], "databricks-claude-sonnet-4-13", "Pi's default: the newest ready Sonnet");
 
+    let before = emulator.invocations().len();
+    answered(&opencode(&bin, &run), "opencode run");
+    let calls: Vec<_> = emulator.invocations()[before..]
+        .iter()
+        .filter(|r| r.path == "/serving-endpoints/chat/completions")
+        .cloned()
+        .collect();
+    let bearer_first = format!("Bearer {}", first[0]);
+    assert!(
+        !calls.is_empty() && calls.iter().all(|c| c.header("authorization") == Some(&bearer_first)),
+        "the plugin's token"
+    );
+    // The answer from the default model; a title from the small one (the newest Haiku).
+    let models: Vec<Value> = calls.iter().map(|c| c.json()["model"].clone()).collect();
+    assert!(models.contains(&Value::from("databricks-claude-sonnet-4-13")), "{models:?}");
+
     // watch rotates (at 75% of 30 s) and revokes the first token after its grace; every client
     // then works with the new one, without being reconfigured.
     let mut watch = support::spawn_devbox_auth(&run, &["watch"]);
@@ -142,6 +172,8 @@ fn claude_code_codex_gemini_and_pi_answer_through_the_workspace_before_and_after
     assert_eq!(bearer(&emulator, "/serving-endpoints/responses"), Some(format!("Bearer {}", second[0])));
     answered(&gemini(&bin, &run), "gemini -p after the rotation");
     assert_eq!(bearer(&emulator, "/ai-gateway/gemini/"), Some(format!("Bearer {}", second[0])));
+    answered(&opencode(&bin, &run), "opencode run after the rotation");
+    assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
     answered(&pi(&bin, &run), "pi -p after the rotation");
     assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
     // SAFETY: kill(2) on our own child.
@@ -201,6 +233,28 @@ fn a_users_own_settings_survive_byte_for_byte_outside_our_keys() {
     assert_eq!(serde_json::to_string_pretty(&out).unwrap() + "\n", gemini);
     assert!(run.read(".gemini/.env").starts_with("# mine\nSOMETHING_ELSE=1\n"));
     for file in [".claude/settings.json", ".codex/config.toml", ".gemini/settings.json", ".gemini/.env"] {
+        assert_eq!(run.mode(file), 0o600, "{file}");
+    }
+}
+
+/// OpenCode's auth.json holds a user's own keys and logins, Pi's models.json their own
+/// providers: they come back exactly, in 0600 files, beside our entries.
+#[test]
+fn a_users_opencode_logins_and_pi_providers_survive() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator);
+    let auth = r#"{"anthropic":{"type":"oauth","access":"sk-ant-oat01-user-access","refresh":"sk-ant-ort01-user-refresh","expires":1799999999000},"openai":{"type":"api","key":"sk-user-openai-key"}}"#;
+    run.write(".local/share/opencode/auth.json", auth);
+    let ollama = r#"{"baseUrl":"http://localhost:11434/v1","api":"openai-completions","apiKey":"ollama-user-key","models":[{"id":"llama"}]}"#;
+    run.write(".pi/agent/models.json", &format!(r#"{{"providers":{{"ollama":{ollama}}}}}"#));
+    run.provision(&[]).success();
+    let mut written: Value = serde_json::from_str(&run.read(".local/share/opencode/auth.json")).unwrap();
+    assert_eq!(written.as_object_mut().unwrap().remove("databricks").unwrap()["type"], "api");
+    assert_eq!(written, serde_json::from_str::<Value>(auth).unwrap());
+    let pi: Value = serde_json::from_str(&run.read(".pi/agent/models.json")).unwrap();
+    assert_eq!(pi["providers"]["ollama"], serde_json::from_str::<Value>(ollama).unwrap());
+    for file in [".local/share/opencode/auth.json", ".pi/agent/models.json", ".config/opencode/opencode.json"] {
         assert_eq!(run.mode(file), 0o600, "{file}");
     }
 }

@@ -46,6 +46,8 @@ const MERGED_FILES: &[&str] = &[
     ".gemini/settings.json",
     ".gemini/.env",
     ".gemini/trustedFolders.json",
+    ".config/opencode/opencode.json",
+    ".local/share/opencode/auth.json",
     ".pi/agent/models.json",
     ".pi/agent/settings.json",
 ];
@@ -57,7 +59,7 @@ pub fn default_file_grants() -> PathGrants {
     let patterns = MERGED_FILES
         .iter()
         .flat_map(|file| [file.to_string(), format!("{file}{backup}")])
-        .chain([".claude-code-router/**".to_string()]);
+        .chain([".claude-code-router/**".to_string(), ".config/opencode/plugin/devbox-auth.js".to_string()]);
     PathGrants::new(patterns).expect("the built-in grants are valid patterns")
 }
 

@@ -1,11 +1,12 @@
 //! The assistants configured directly, besides the Claude Code Router: Claude Code, Codex,
-//! Gemini CLI and Pi. Each file is merged into what the user has: only the keys named here are ours;
+//! Gemini CLI, OpenCode and Pi. Each file is merged into what the user has: only the keys named here are ours;
 //! every other key, table, comment and provider stays as it was.
 //!
 //! - Claude Code and Codex never hold a literal token: they run `devbox-auth token` (by the
 //!   absolute path of the running binary) through `apiKeyHelper` / `[model_providers.*.auth]`,
 //!   re-asking well before the token's end (Databricks answers an expired token with 403, on
 //!   which neither re-asks).
+//! - OpenCode fetches it per request through a plugin of ours (`opencode-devbox-auth.js`).
 //! - Pi runs the same command for every request (`"apiKey": "!<command>"` in its models.json).
 //! - Gemini CLI has no token helper, so its `.env` holds the token itself (0600), re-rendered on
 //!   every rotation.
@@ -18,6 +19,9 @@ pub const CODEX_CONFIG: &str = ".codex/config.toml";
 pub const GEMINI_SETTINGS: &str = ".gemini/settings.json";
 pub const GEMINI_ENV: &str = ".gemini/.env";
 pub const GEMINI_TRUST: &str = ".gemini/trustedFolders.json";
+pub const OPENCODE_CONFIG: &str = ".config/opencode/opencode.json";
+pub const OPENCODE_PLUGIN: &str = ".config/opencode/plugin/devbox-auth.js";
+pub const OPENCODE_AUTH: &str = ".local/share/opencode/auth.json";
 pub const PI_MODELS: &str = ".pi/agent/models.json";
 pub const PI_SETTINGS: &str = ".pi/agent/settings.json";
 
@@ -32,13 +36,15 @@ pub enum Assistant {
     Claude,
     Codex,
     Gemini,
+    /// OpenCode (`opencode-ai`), through the OpenAI-compatible chat route.
+    OpenCode,
     /// Pi (`@mariozechner/pi-coding-agent`), through the OpenAI-compatible chat route.
     Pi,
 }
 
 impl Assistant {
-    pub const ALL: [Assistant; 5] =
-        [Assistant::Ccr, Assistant::Claude, Assistant::Codex, Assistant::Gemini, Assistant::Pi];
+    pub const ALL: [Assistant; 6] =
+        [Assistant::Ccr, Assistant::Claude, Assistant::Codex, Assistant::Gemini, Assistant::OpenCode, Assistant::Pi];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +52,7 @@ impl Assistant {
             Assistant::Claude => "claude",
             Assistant::Codex => "codex",
             Assistant::Gemini => "gemini",
+            Assistant::OpenCode => "opencode",
             Assistant::Pi => "pi",
         }
     }
@@ -68,7 +75,7 @@ impl Selection {
         let mut assistants = Vec::new();
         for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let assistant = Assistant::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| {
-                format!("{ASSISTANTS_VAR} names {name:?}; use a comma-separated list of ccr, claude, codex, gemini and pi, or auto")
+                format!("{ASSISTANTS_VAR} names {name:?}; use a comma-separated list of ccr, claude, codex, gemini, opencode and pi, or auto")
             })?;
             if !assistants.contains(&assistant) {
                 assistants.push(assistant);
@@ -112,6 +119,8 @@ pub const GEMINI_SETTINGS_SHAPE: crate::Shapes = &[
     ("model", crate::Shape::Object),
     ("privacy", crate::Shape::Object),
 ];
+/// The keys of OpenCode's `opencode.json` we merge into.
+pub const OPENCODE_CONFIG_SHAPE: crate::Shapes = &[("provider", crate::Shape::Object)];
 /// The keys of `~/.pi/agent/models.json` we merge into.
 pub const PI_MODELS_SHAPE: crate::Shapes = &[("providers", crate::Shape::Object)];
 /// The tables of `~/.codex/config.toml` we add keys to.
@@ -251,6 +260,80 @@ pub fn gemini_env(existing: &str, token_ref: &str, workspace_url: &str) -> Strin
     lines.join("\n") + "\n"
 }
 
+/// A model's context window and output limit by family (Databricks' foundation models).
+fn limits(model: &str) -> (u64, u64) {
+    match crate::models::family(model) {
+        Some(crate::models::Family::OpenAi) => (400_000, 128_000),
+        Some(crate::models::Family::Gemini) => (1_000_000, 65_536),
+        _ => (200_000, 32_000),
+    }
+}
+
+/// Whether Databricks serves `model` through the Responses API only (Codex-tuned models).
+fn responses_only(model: &str) -> bool {
+    model.to_ascii_lowercase().contains("codex")
+}
+
+/// What OpenCode's files are rendered from.
+pub struct OpenCodeSettings<'a> {
+    pub workspace_url: &'a str,
+    /// Serving endpoints, the default first.
+    pub models: &'a [String],
+    /// For `small_model` (titles, summaries) when the user has not chosen one; else the default.
+    pub small: Option<&'a str>,
+}
+
+/// `~/.config/opencode/opencode.json`: our provider (every other provider, MCP entry and
+/// setting kept) through Databricks' OpenAI-compatible chat route, and our default model. No
+/// key is in it: the plugin supplies the token per request. Codex-tuned models are left out
+/// (Databricks serves them through the Responses API only, which this provider does not speak).
+pub fn opencode_config(mut config: Map<String, Value>, ours: &OpenCodeSettings) -> Value {
+    let models: Map<String, Value> = ours
+        .models
+        .iter()
+        .filter(|m| !responses_only(m))
+        .map(|id| {
+            let (context, output) = limits(id);
+            (id.clone(), json!({ "name": id, "tool_call": true, "limit": { "context": context, "output": output } }))
+        })
+        .collect();
+    // The first usable model in our order (a `Map` sorts its keys).
+    let default = ours.models.iter().find(|m| !responses_only(m)).cloned().unwrap_or_default();
+    config.entry("$schema").or_insert(json!("https://opencode.ai/config.json"));
+    let provider = json!({
+        "npm": "@ai-sdk/openai-compatible",
+        "name": "Databricks",
+        "options": { "baseURL": format!("{}/serving-endpoints", ours.workspace_url) },
+        "models": models,
+    });
+    object(&mut config, "provider").insert(PROVIDER.into(), provider);
+    config.insert("model".into(), json!(format!("{PROVIDER}/{default}")));
+    let small = ours.small.unwrap_or(&default);
+    config.entry("small_model").or_insert(json!(format!("{PROVIDER}/{small}")));
+    Value::Object(config)
+}
+
+/// Whether OpenCode gets any of `models` (it needs one the chat route serves).
+pub fn opencode_serves(models: &[String]) -> bool {
+    models.iter().any(|m| !responses_only(m))
+}
+
+/// The plugin that hands OpenCode the current token per request, for this binary and home.
+pub fn opencode_plugin(binary: &str, home: &str) -> String {
+    let literal = |text: &str| serde_json::to_string(text).expect("a string always serializes");
+    include_str!("../assets/opencode-devbox-auth.js")
+        .replace("__DEVBOX_AUTH_BINARY__", &literal(binary))
+        .replace("__DEVBOX_AUTH_HOME__", &literal(home))
+}
+
+/// `~/.local/share/opencode/auth.json`: an entry for our provider, so that OpenCode runs the
+/// plugin's loader. Its key is a placeholder the plugin never sends; every other entry (a
+/// user's own keys and logins) stays as it was.
+pub fn opencode_auth(mut auth: Map<String, Value>) -> Value {
+    auth.insert(PROVIDER.into(), json!({ "type": "api", "key": "devbox-auth" }));
+    Value::Object(auth)
+}
+
 /// What Pi's provider entry is rendered from.
 pub struct PiSettings<'a> {
     pub workspace_url: &'a str,
@@ -270,13 +353,9 @@ pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
         .models
         .iter()
         .map(|id| {
-            let (context_window, max_tokens) = match crate::models::family(id) {
-                Some(crate::models::Family::OpenAi) => (400_000, 128_000),
-                Some(crate::models::Family::Gemini) => (1_000_000, 65_536),
-                _ => (200_000, 32_000),
-            };
+            let (context_window, max_tokens) = limits(id);
             let mut model = json!({ "id": id, "name": id, "contextWindow": context_window, "maxTokens": max_tokens });
-            if id.to_ascii_lowercase().contains("codex") {
+            if responses_only(id) {
                 model["api"] = json!("openai-responses");
             }
             model

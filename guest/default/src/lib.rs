@@ -10,7 +10,7 @@
 //!    each selected assistant's files (`DEVBOX_ASSISTANTS`, default: every one the workspace
 //!    serves models for), merging into what the user already has: the Claude Code Router config
 //!    and plugin (`ccr.rs`), Claude Code, Codex and Gemini CLI (`assistants.rs`), and the
-//!    `[DEFAULT]` profile of `~/.databrickscfg`. Pi too (`assistants.rs`).
+//!    `[DEFAULT]` profile of `~/.databrickscfg`. OpenCode and Pi too (`assistants.rs`).
 //! 4. Plan the rotation at 75% of the lifetime and revoke this deployment's superseded tokens.
 
 use devbox_policy_sdk::databrickscfg;
@@ -153,6 +153,8 @@ struct Existing {
     gemini_settings: Option<Map<String, Value>>,
     gemini_env: Option<String>,
     gemini_trust: Option<Map<String, Value>>,
+    opencode_config: Option<Map<String, Value>>,
+    opencode_auth: Option<Map<String, Value>>,
     pi_models: Option<Map<String, Value>>,
     pi_settings: Option<Map<String, Value>>,
 }
@@ -165,6 +167,7 @@ impl Existing {
         let claude = selection.has(Assistant::Claude);
         let gemini = selection.has(Assistant::Gemini);
         let pi = selection.has(Assistant::Pi);
+        let opencode = selection.has(Assistant::OpenCode);
         // In this order: a refusal names the first file the deployment does not grant.
         let ccr = json_if(host, selection.has(Assistant::Ccr), CCR_CONFIG, ccr::SHAPE)?;
         let databrickscfg = read_databrickscfg(host)?;
@@ -180,6 +183,8 @@ impl Existing {
             gemini_settings: json_if(host, gemini, assistants::GEMINI_SETTINGS, assistants::GEMINI_SETTINGS_SHAPE)?,
             gemini_env: if gemini { read_text(host, assistants::GEMINI_ENV)? } else { None },
             gemini_trust: json_if(host, gemini, assistants::GEMINI_TRUST, &[])?,
+            opencode_config: json_if(host, opencode, assistants::OPENCODE_CONFIG, assistants::OPENCODE_CONFIG_SHAPE)?,
+            opencode_auth: json_if(host, opencode, assistants::OPENCODE_AUTH, &[])?,
             pi_models: json_if(host, pi, assistants::PI_MODELS, assistants::PI_MODELS_SHAPE)?,
             pi_settings: json_if(host, pi, assistants::PI_SETTINGS, &[])?,
         })
@@ -301,6 +306,25 @@ impl Rendering<'_> {
         }
 
         let pi_models = picks.pi();
+        match (assistants::opencode_serves(&pi_models), selection.has(Assistant::OpenCode)) {
+            (true, true) => {
+                let settings = assistants::OpenCodeSettings {
+                    workspace_url: self.workspace_url,
+                    models: &pi_models,
+                    small: picks.background.as_deref(),
+                };
+                let config = assistants::opencode_config(existing.opencode_config.unwrap_or_default(), &settings);
+                let plugin = assistants::opencode_plugin(&self.binary, &self.home);
+                host.write_file(assistants::OPENCODE_PLUGIN, plugin.as_bytes(), PUBLIC_MODE)?;
+                host.write_file(assistants::OPENCODE_CONFIG, &pretty_json(&config), SECRET_MODE)?;
+                let auth = assistants::opencode_auth(existing.opencode_auth.unwrap_or_default());
+                host.write_file(assistants::OPENCODE_AUTH, &pretty_json(&auth), SECRET_MODE)?;
+            }
+            (false, true) if selection.explicit => {
+                host.log(Level::Warn, "OpenCode not configured: the workspace serves no chat model it can use")
+            }
+            _ => {}
+        }
         match (pi_models.first(), selection.has(Assistant::Pi)) {
             (Some(default_model), true) => {
                 let settings = assistants::PiSettings {

@@ -98,12 +98,13 @@ impl Picks {
             Assistant::Claude => self.default.is_some(),
             Assistant::Codex => self.openai.is_some(),
             Assistant::Gemini => self.gemini.is_some(),
+            Assistant::OpenCode => crate::assistants::opencode_serves(&self.pi()),
             Assistant::Pi => !self.pi().is_empty(),
         }
     }
 
-    /// Pi's models, its default first: the default Claude, then the other Claude models, the
-    /// OpenAI pick and the Gemini pick.
+    /// Pi's and OpenCode's models, the default first: the default Claude, then the other Claude
+    /// models, the OpenAI pick and the Gemini pick.
     pub fn pi(&self) -> Vec<String> {
         let mut models: Vec<String> = self.default.iter().cloned().collect();
         for model in self.claude.iter().chain(&self.openai).chain(&self.gemini) {

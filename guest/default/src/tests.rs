@@ -429,6 +429,49 @@ fn pi_gets_every_model_and_runs_the_token_command_per_request() {
 }
 
 #[test]
+fn opencode_gets_a_provider_without_a_key_a_plugin_and_an_auth_entry() {
+    let mut host = served(&[SERVED, &["databricks-gpt-5-1-codex-max"]].concat())
+        .with_file(
+            assistants::OPENCODE_CONFIG,
+            r#"{"provider":{"mine":{"npm":"x"}},"mcp":{"docs":{"type":"remote","url":"https://d"}},"small_model":"mine/s"}"#,
+        )
+        .with_file(assistants::OPENCODE_AUTH, r#"{"anthropic":{"type":"api","key":"sk-user-own-key-1234"}}"#);
+    provision(&mut host).unwrap();
+    let config: Value = serde_json::from_str(host.file(assistants::OPENCODE_CONFIG)).unwrap();
+    assert_eq!(config["provider"]["mine"]["npm"], "x", "the user's provider stays");
+    assert_eq!(config["mcp"]["docs"]["url"], "https://d", "and their MCP servers");
+    assert_eq!(config["small_model"], "mine/s", "and their choice of small model");
+    assert_eq!(config["model"], "databricks/databricks-claude-sonnet-4-5");
+    let ours = &config["provider"]["databricks"];
+    assert_eq!(ours["npm"], "@ai-sdk/openai-compatible");
+    assert_eq!(ours["options"]["baseURL"], "https://example.cloud.databricks.com/serving-endpoints");
+    assert!(ours["options"].get("apiKey").is_none(), "no key in the config: {ours}");
+    assert!(ours["models"]["databricks-gemini-2-5-pro"].is_object());
+    // The OpenAI pick is Codex-tuned here, which only the Responses API serves.
+    assert!(ours["models"].get("databricks-gpt-5-1-codex-max").is_none(), "Responses-only models are left out");
+    assert_eq!(ours["models"]["databricks-claude-sonnet-4-5"]["limit"]["context"], 200000);
+
+    let plugin = host.file(assistants::OPENCODE_PLUGIN);
+    assert!(plugin.contains(r#"const BINARY = "/opt/devbox-auth/bin/devbox-auth""#), "{plugin}");
+    assert!(plugin.contains(r#"const HOME = "/home/app""#), "{plugin}");
+    assert!(!plugin.contains("__DEVBOX_AUTH"), "every placeholder filled in");
+    assert!(!plugin.contains(MOCK_TOKEN_REF));
+    assert_eq!(host.mode(assistants::OPENCODE_PLUGIN), 0o644);
+
+    let auth: Value = serde_json::from_str(host.file(assistants::OPENCODE_AUTH)).unwrap();
+    assert_eq!(auth["anthropic"]["key"], "sk-user-own-key-1234", "the user's own login stays");
+    assert_eq!(auth["databricks"], serde_json::json!({"type": "api", "key": "devbox-auth"}));
+    assert_eq!(host.mode(assistants::OPENCODE_AUTH), 0o600);
+}
+
+#[test]
+fn the_opencode_plugin_quotes_paths_as_javascript_strings() {
+    let plugin = assistants::opencode_plugin("/opt/my \"bin\"/devbox-auth", "/home/it's\\me");
+    assert!(plugin.contains(r#"const BINARY = "/opt/my \"bin\"/devbox-auth""#), "{plugin}");
+    assert!(plugin.contains(r#"const HOME = "/home/it's\\me""#), "{plugin}");
+}
+
+#[test]
 fn a_pi_models_file_whose_providers_is_not_an_object_is_backed_up() {
     let mut host = served(SERVED).with_file(assistants::PI_MODELS, r#"{"providers":[1]}"#);
     provision(&mut host).unwrap();

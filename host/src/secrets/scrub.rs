@@ -22,7 +22,8 @@ use super::{MIN_SECRET_LEN, Redactor, SecretVault, credential_shapes, vault::rep
 
 /// Values under these keys are secrets: `token`, `client_secret`, `password`, `api_key`,
 /// `APIKEY`, and the names built on them (`ANTHROPIC_AUTH_TOKEN`, `GEMINI_API_KEY`,
-/// `aws_secret_access_key`, `apiKey`, `OPENAI_KEY`, `GITHUB_PAT`, `credentials`, ...).
+/// `aws_secret_access_key`, `apiKey`, `OPENAI_KEY`, `GITHUB_PAT`, `credentials`, ...), and an
+/// OAuth login's `access` and `refresh`.
 /// `max_tokens` or `apiKeyHelper` are not. A false positive costs little: the value reaches
 /// the policy as a reference and comes back unchanged in a private file.
 pub fn is_secret_key(key: &str) -> bool {
@@ -40,6 +41,9 @@ pub fn is_secret_key(key: &str) -> bool {
         || key.ends_with("_pat")
         || key == "authorization"
         || key == "bearer"
+        // OAuth logins as clients keep them (OpenCode's auth.json: `access`, `refresh`).
+        || key == "access"
+        || key == "refresh"
 }
 
 /// A value worth hiding: not empty, not already a reference, not an environment reference
@@ -282,6 +286,10 @@ mod tests {
             (".databrickscfg", "[DEFAULT]\nhost = h\ntoken = dapi-cfg-1\n\n[other]\nclient_secret = sec-2\n"),
             (".gemini/.env", "GEMINI_API_KEY=gem-key-1\nexport OTHER_TOKEN='quoted tok'\nPLAIN=ok\n"),
             (".claude-code-router/config.json", "{APIKEY: 'json5-key', Providers: [{api_key: \"k5\"}]}"),
+            (
+                ".local/share/opencode/auth.json",
+                "{\"anthropic\": {\"type\": \"oauth\", \"access\": \"oc-access-1\", \"refresh\": \"oc-refresh-1\", \"expires\": 1}}",
+            ),
         ];
         for (path, text) in cases {
             let (out, vault) = scrubbed(path, text);
@@ -295,6 +303,8 @@ mod tests {
                 "quoted tok",
                 "json5-key",
                 "k5",
+                "oc-access-1",
+                "oc-refresh-1",
             ] {
                 assert!(!out.contains(secret), "{path}: {secret} in {out}");
             }
