@@ -15,5 +15,5 @@ export DEVBOX_SOAK_SECONDS=${DEVBOX_SOAK_SECONDS:-3600}
 cargo test --release --locked -p devbox-auth --test soak --no-run
 for seed in "$@"; do
     DEVBOX_SOAK_SEED=$seed cargo test --release --locked -p devbox-auth --test soak -- --nocapture 2>&1 |
-        grep -E '^soak:|panicked|^test result' -A3
+        grep --line-buffered -E '^soak:|panicked|^test result' -A3
 done
