@@ -11,7 +11,7 @@ fi
 if clients_bin=$(scripts/install-clients.sh); then
     export DEVBOX_CLIENTS_DIR="$clients_bin"
 else
-    echo "test: the real-client tests (Claude Code, Codex, Gemini CLI) will be skipped" >&2
+    echo "test: the real-client tests (Claude Code, Codex, Gemini CLI, OpenCode, Pi) will be skipped" >&2
 fi
 # The tests' build first, then a wheel of it for tests/wheel.rs (scripts/wheel.sh --test shares
 # its compiled crates; the shipped wheel, profile `dist`, is `scripts/wheel.sh`).

@@ -237,6 +237,26 @@ fn a_users_own_settings_survive_byte_for_byte_outside_our_keys() {
     }
 }
 
+/// A token revoked behind devbox-auth's back heals within one request through the OpenCode
+/// plugin: the request gets 403, the plugin asks `token --rejected`, which finds the workspace
+/// refuses the token and rotates, and the request is retried once with the new token.
+#[test]
+fn opencode_heals_a_token_revoked_behind_our_back_within_one_request() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "opencode");
+    run.provision(&[]).success();
+    let first = live(&emulator);
+    assert_eq!(first.len(), 1);
+    emulator.revoke(&first[0]);
+    answered(&opencode(&bin, &run), "opencode run after its token was revoked");
+    let second = live(&emulator);
+    assert_eq!(second.len(), 1, "one rotation");
+    assert_ne!(second, first);
+    assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
+}
+
 /// OpenCode's auth.json holds a user's own keys and logins, Pi's models.json their own
 /// providers: they come back exactly, in 0600 files, beside our entries.
 #[test]
@@ -249,6 +269,11 @@ fn a_users_opencode_logins_and_pi_providers_survive() {
     let ollama = r#"{"baseUrl":"http://localhost:11434/v1","api":"openai-completions","apiKey":"ollama-user-key","models":[{"id":"llama"}]}"#;
     run.write(".pi/agent/models.json", &format!(r#"{{"providers":{{"ollama":{ollama}}}}}"#));
     run.provision(&[]).success();
+    // The second start reads our own entry back: its placeholder key, masked as a secret,
+    // must not mask anything else (it once was "devbox-auth", the program's own name).
+    let again = run.provision(&[]);
+    again.success();
+    assert!(again.stdout.contains("devbox-auth: wrote ") && !again.stdout.contains("****"), "{}", again.stdout);
     let mut written: Value = serde_json::from_str(&run.read(".local/share/opencode/auth.json")).unwrap();
     assert_eq!(written.as_object_mut().unwrap().remove("databricks").unwrap()["type"], "api");
     assert_eq!(written, serde_json::from_str::<Value>(auth).unwrap());

@@ -550,3 +550,37 @@ fn a_rotation_reuses_the_sign_in_and_renews_it_when_refused() {
     assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 3);
     assert!(emulator.accepts(out.stdout.trim_end()));
 }
+
+/// `token --rejected` (what the OpenCode plugin runs after a 401/403): a token the workspace
+/// still takes is printed as it is, with no rotation; one revoked behind devbox-auth's back is
+/// replaced at once, and callers that arrive together share one rotation.
+#[test]
+fn token_rejected_rotates_only_when_the_workspace_refuses_the_served_token() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3600");
+    run.provision(&[]).success();
+    let first = api_key(&run);
+    let creates = || emulator.requests_to("POST", "/api/2.0/token/create").len();
+    let minted = creates();
+
+    let out = support::token(&run, &["--rejected"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.trim_end() == first, "a token the workspace takes is handed out again");
+    assert_eq!(creates(), minted, "no rotation for a refusal that was about something else");
+
+    emulator.revoke(&first);
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let run = run.clone_with("DEVBOX_UNUSED", "");
+            std::thread::spawn(move || support::token(&run, &["--rejected"]))
+        })
+        .collect();
+    let printed: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    for out in &printed {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(emulator.accepts(out.stdout.trim_end()), "a caller got a token the workspace refuses");
+    }
+    assert_eq!(creates(), minted + 1, "one rotation for every caller that arrived together");
+    assert!(printed.iter().any(|o| o.stderr.contains("the workspace refuses the served token")), "said why");
+    assert!(api_key(&run) != first, "config.json has the new token");
+}

@@ -219,9 +219,15 @@ fn watch_survives_a_chaos_schedule() {
                 std::thread::sleep(Duration::from_millis(rng.u64(2..10)));
             }
         });
-        let report = sample(&run, &emulator, &windows, started, total, watch_pid);
-        done.store(true, Ordering::Relaxed);
-        report
+        // Set even when sampling panics: the scope waits for the killer, which would loop forever.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _done = Done(&done);
+        sample(&run, &emulator, &windows, started, total, watch_pid)
     });
 
     // Requests per minute, over every 60 s window of the run.
@@ -292,21 +298,25 @@ fn sample(
     let mut zombies_before = Vec::new();
     let mut status_checked_in: Option<usize> = None;
     let mut reported = Duration::ZERO;
+    let mut shown = 0;
     while started.elapsed() < total {
         let tick = Instant::now();
         let t = started.elapsed();
         if t >= reported + Duration::from_secs(300) {
             reported = t;
             eprintln!("soak: {} s: {} samples, {} failures so far", t.as_secs(), report.samples, report.failures.len());
+            // What went wrong since the last line, so that a long run that fails later (or is
+            // cut short) still shows it.
+            for failure in &report.failures[shown..] {
+                eprintln!("soak: failure: {}", failure.lines().next().unwrap_or_default());
+            }
+            shown = report.failures.len();
         }
         report.samples += 1;
         // Within a fault, or soon after it: a credential may run out, and status must say so.
         let fault =
             windows.iter().position(|w| t + Duration::from_millis(100) >= w.at && t <= w.at + w.length + RECOVERY);
-        let config_key = std::fs::read_to_string(run.path(CCR_CONFIG))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|c| c["Providers"][0]["api_key"].as_str().map(str::to_string));
+        let config_key = read_config_key(run);
         let config_ok = config_key.as_deref().is_some_and(|k| emulator.accepts(k));
         if config_key.is_none() {
             report.failures.push(format!("{t:?}: config.json was not whole"));
@@ -329,7 +339,9 @@ fn sample(
                 if status_checked_in != Some(window) && !config_ok {
                     status_checked_in = Some(window);
                     let status = support::devbox_auth(run, &["status"]);
-                    if status.code == 0 && !status.stdout.contains("warning:") {
+                    // Unless a rotation (the `token` call above may run one) fixed it meanwhile.
+                    let still_dead = !read_config_key(run).is_some_and(|k| emulator.accepts(&k));
+                    if status.code == 0 && !status.stdout.contains("warning:") && still_dead {
                         report
                             .failures
                             .push(format!("{t:?}: the credential is dead but status says healthy:\n{}", status.stdout));
@@ -347,4 +359,12 @@ fn sample(
         std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
     }
     report
+}
+
+/// The token in the CCR config, if the file is whole.
+fn read_config_key(run: &Run) -> Option<String> {
+    std::fs::read_to_string(run.path(CCR_CONFIG))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|c| c["Providers"][0]["api_key"].as_str().map(str::to_string))
 }

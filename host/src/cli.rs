@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::common::{RunArgs, env_snapshot};
 use crate::commands::provision::ProvisionArgs;
 use crate::commands::status::StatusArgs;
+use crate::commands::token::TokenArgs;
 use crate::commands::watch::WatchArgs;
 use crate::commands::{self, version};
 use crate::databricks::config::Env;
@@ -37,7 +38,7 @@ enum Command {
     Watch(WatchArgs),
     /// Print a currently valid token (rotating first if it is due): a token helper for Claude
     /// Code's apiKeyHelper and Codex's provider auth command.
-    Token(RunArgs),
+    Token(TokenArgs),
     /// Show the credential in use, the files under management and the last rotation; exit
     /// non-zero when the setup is unhealthy.
     Status(StatusArgs),

@@ -100,6 +100,10 @@ pub struct ProvisionOptions {
     /// Skip the run when, once the lock is held, the state shows nothing is due (another
     /// process rotated meanwhile): what `token` and `watch` ask for.
     pub only_if_due: bool,
+    /// The served credential the workspace was seen to refuse (`token --rejected`; its
+    /// `Served::identity`): with `only_if_due`, a run is due while the state still serves it, and is skipped once another caller's run has
+    /// replaced it.
+    pub replace_refused: Option<String>,
     /// Leave the revocations that are due for a `revoke-due` run right after (`watch`: the
     /// app starts as soon as its configs are on disk; the clean-up runs beside it).
     pub defer_revocations: bool,
@@ -371,9 +375,15 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     let deployment =
         deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
     let mut state = load_state(&home, &deployment);
+    let still_serves_the_refused = |state: &State| {
+        opts.replace_refused
+            .as_ref()
+            .is_some_and(|refused| state.serve.as_ref().is_some_and(|s| &s.identity() == refused))
+    };
     if opts.only_if_due
         && let Some(state) = &state
         && !state::run_due(&home, state, state::now_ms())
+        && !still_serves_the_refused(state)
     {
         return Ok(Outcome::skipped(&policy, target));
     }

@@ -348,12 +348,16 @@ impl Outcome {
     }
 }
 
-/// What a leak of `secret` could look like: any 8 characters of it, forwards or reversed, and
-/// the stable middle of its base64 encoding at each of the three byte alignments.
+/// What a leak of `secret` could look like: the whole of it, any 12 characters of it, forwards
+/// or reversed, and the stable middle of its base64 encoding at each of the three byte
+/// alignments.
 pub fn leak_forms(secret: &str) -> Vec<String> {
     let chars: Vec<char> = secret.chars().collect();
     let reversed: Vec<char> = chars.iter().rev().copied().collect();
-    let mut forms: Vec<String> = chars.windows(8).chain(reversed.windows(8)).map(|w| w.iter().collect()).collect();
+    // Twelve characters: shorter runs of hex digits turn up by chance in an hour of logged token
+    // ids (eight did, in the hour-long soak).
+    let mut forms: Vec<String> = chars.windows(12).chain(reversed.windows(12)).map(|w| w.iter().collect()).collect();
+    forms.push(secret.to_string());
     for pad in 0..3 {
         let mut bytes = vec![b'#'; pad];
         bytes.extend_from_slice(secret.as_bytes());

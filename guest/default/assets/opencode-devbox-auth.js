@@ -3,16 +3,17 @@
 // OpenCode calls an auth loader only for a provider with an entry in
 // ~/.local/share/opencode/auth.json; devbox-auth writes one whose key is a placeholder, never
 // sent. This loader's fetch asks `devbox-auth token` for the current token before every request
-// (from the state file: about a millisecond, no network when nothing is due) and, on a 401 or
-// 403, asks once more and retries once: a request that raced a rotation then goes through.
-// It never logs or prints the token.
+// (from the state file: about a millisecond, no network when nothing is due). On a 401 or 403
+// it asks once more with `--rejected` — devbox-auth then checks the token with the workspace
+// and, if the workspace refuses it too (revoked behind its back), rotates at once — and retries
+// once. It never logs or prints the token.
 import { execFileSync } from "node:child_process"
 
 const BINARY = __DEVBOX_AUTH_BINARY__
 const HOME = __DEVBOX_AUTH_HOME__
 
-function currentToken() {
-  return execFileSync(BINARY, ["token", "--home", HOME], {
+function currentToken(...flags) {
+  return execFileSync(BINARY, ["token", "--home", HOME, ...flags], {
     encoding: "utf8",
     timeout: 10000,
     stdio: ["ignore", "pipe", "ignore"],
@@ -24,16 +25,16 @@ export default async function DevboxAuth() {
     auth: {
       provider: "databricks",
       loader: async () => ({
-        apiKey: "devbox-auth",
+        apiKey: "placeholder-the-devbox-auth-plugin-sends-the-token",
         async fetch(url, init = {}) {
-          const send = () => {
+          const send = (...flags) => {
             const headers = new Headers(init.headers)
-            headers.set("Authorization", `Bearer ${currentToken()}`)
+            headers.set("Authorization", `Bearer ${currentToken(...flags)}`)
             return fetch(url, { ...init, headers })
           }
           const first = await send()
           if (first.status !== 401 && first.status !== 403) return first
-          return send()
+          return send("--rejected")
         },
       }),
       methods: [{ type: "api", label: "Databricks (the app's credential, from devbox-auth)" }],

@@ -326,11 +326,16 @@ pub fn opencode_plugin(binary: &str, home: &str) -> String {
         .replace("__DEVBOX_AUTH_HOME__", &literal(home))
 }
 
+/// The key in OpenCode's auth entry, never sent. Like every value under a `key`, the host takes
+/// it for a secret when the file is read back and masks it wherever it would be printed: so it
+/// is a string no other output contains (a plain "devbox-auth" masked the program's own name).
+pub const OPENCODE_KEY_PLACEHOLDER: &str = "placeholder-the-devbox-auth-plugin-sends-the-token";
+
 /// `~/.local/share/opencode/auth.json`: an entry for our provider, so that OpenCode runs the
 /// plugin's loader. Its key is a placeholder the plugin never sends; every other entry (a
 /// user's own keys and logins) stays as it was.
 pub fn opencode_auth(mut auth: Map<String, Value>) -> Value {
-    auth.insert(PROVIDER.into(), json!({ "type": "api", "key": "devbox-auth" }));
+    auth.insert(PROVIDER.into(), json!({ "type": "api", "key": OPENCODE_KEY_PLACEHOLDER }));
     Value::Object(auth)
 }
 

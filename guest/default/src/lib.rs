@@ -84,6 +84,7 @@ impl Policy for DefaultPolicy {
         let lifetime_ms = obtained.credential.expiry_time_ms - context.now_ms;
         let rendering = Rendering {
             workspace_url: &workspace_url,
+            fallback_model: &model,
             home: host.home_dir(),
             binary: host.host_binary(),
             token_ref: obtained.credential.secret_ref.clone(),
@@ -194,6 +195,8 @@ impl Existing {
 /// What every file is rendered from.
 struct Rendering<'a> {
     workspace_url: &'a str,
+    /// `DEVBOX_MODEL`: the CCR's model when the picks hold no Claude model.
+    fallback_model: &'a str,
     home: String,
     binary: String,
     token_ref: String,
@@ -208,7 +211,7 @@ impl Rendering<'_> {
         selection: &Selection,
         picks: &Picks,
     ) -> Result<(), PolicyError> {
-        let default = picks.default.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        let default = picks.default.clone().unwrap_or_else(|| self.fallback_model.to_string());
         if selection.has(Assistant::Ccr) {
             let models = if picks.claude.is_empty() { vec![default.clone()] } else { picks.claude.clone() };
             let mut routes = vec![("default", default.clone())];

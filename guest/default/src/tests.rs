@@ -460,7 +460,7 @@ fn opencode_gets_a_provider_without_a_key_a_plugin_and_an_auth_entry() {
 
     let auth: Value = serde_json::from_str(host.file(assistants::OPENCODE_AUTH)).unwrap();
     assert_eq!(auth["anthropic"]["key"], "sk-user-own-key-1234", "the user's own login stays");
-    assert_eq!(auth["databricks"], serde_json::json!({"type": "api", "key": "devbox-auth"}));
+    assert_eq!(auth["databricks"], serde_json::json!({"type": "api", "key": assistants::OPENCODE_KEY_PLACEHOLDER}));
     assert_eq!(host.mode(assistants::OPENCODE_AUTH), 0o600);
 }
 

@@ -137,6 +137,7 @@ pub fn options_with_env(
         echo_level: Some(if args.verbose { LogLevel::Debug } else { LogLevel::Warn }),
         trigger,
         only_if_due: trigger.is_none(),
+        replace_refused: None,
         defer_revocations: false,
     })
 }

@@ -90,10 +90,14 @@ fn warnings(state: &Option<State>, now_ms: i64) -> Vec<String> {
     warnings
 }
 
-/// Ask the workspace whether the served token works.
-async fn check(state: &State, home: &std::path::Path, timeout: u64) -> Result<(), Failure> {
+/// Ask the workspace whether the served token works (the workspace named by `env`).
+pub(super) async fn check_served(
+    state: &State,
+    home: &std::path::Path,
+    timeout: u64,
+    env: crate::databricks::config::Env,
+) -> Result<(), Failure> {
     let served = state.serve.as_ref().expect("checked only when something is served");
-    let env = env_snapshot();
     let resolved = config::resolve(&env, home).map_err(|e| Failure::Usage(e.0))?;
     let transport = Transport::for_workspace(http_settings(timeout, &env), &resolved.host)?;
     crate::secrets::redactor().register(&served.value);
@@ -126,7 +130,7 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         && unhealthy.is_none()
         && let Some(state) = &state
     {
-        let result = runtime().and_then(|rt| rt.block_on(check(state, &home, args.timeout)));
+        let result = runtime().and_then(|rt| rt.block_on(check_served(state, &home, args.timeout, env_snapshot())));
         checked = Some(result.is_ok());
         unhealthy = result.err();
     }

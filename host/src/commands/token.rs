@@ -11,11 +11,16 @@
 //! settings recorded at the last provision, whatever environment the assistant gave the
 //! helper; and within one budget for the whole rotation (5 s while the current token is
 //! still good: Codex gives its auth command 10 s). It never prints an expired token.
+//!
+//! `--rejected` is for a caller whose request with the printed token was refused (401/403),
+//! such as the OpenCode plugin: when the workspace refuses the served token too (revoked behind
+//! devbox-auth's back), it rotates at once; callers that arrive together share one rotation.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::common::{RunArgs, env_snapshot, fail, home_of, options_with_env, runtime, stop_signal};
+use super::status::check_served;
 use crate::databricks::config::Env;
 use crate::effects::env::is_passed_to_policy;
 use crate::failure::Failure;
@@ -86,13 +91,48 @@ fn deployment_env(mut env: Env, state: Option<&State>) -> Env {
     env
 }
 
-pub fn token(args: &RunArgs) -> ExitCode {
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A request made with the token printed before was refused (HTTP 401 or 403): ask the
+    /// workspace whether it still takes the served token, and rotate at once if it does not.
+    #[arg(long)]
+    pub rejected: bool,
+}
+
+/// How long `--rejected` waits for the workspace's answer about the served token.
+const REJECTED_CHECK_SECONDS: u64 = 3;
+
+/// The served credential's identity when the workspace refuses it (revoked behind our back);
+/// `None` when it takes it, when nothing is served, or when the workspace cannot say.
+fn refused_credential(state: &State, home: &std::path::Path) -> Option<String> {
+    let served = state.serve.as_ref()?;
+    let env = deployment_env(env_snapshot(), Some(state));
+    let checked = runtime().and_then(|rt| rt.block_on(check_served(state, home, REJECTED_CHECK_SECONDS, env)));
+    match checked {
+        Err(Failure::Auth(_)) => {
+            output::err("devbox-auth: warning: the workspace refuses the served token (revoked?); rotating now");
+            Some(served.identity())
+        }
+        _ => None,
+    }
+}
+
+pub fn token(args: &TokenArgs) -> ExitCode {
+    let rejected = args.rejected;
+    let args = &args.run;
     let home = match home_of(&args.home) {
         Ok(home) => home,
         Err(failure) => return fail(&failure),
     };
     let before = State::load(&home).ok().flatten();
+    let refused = match (&before, rejected) {
+        (Some(state), true) => refused_credential(state, &home),
+        _ => None,
+    };
     if let Some(state) = &before
+        && refused.is_none()
         && !state::run_due(&home, state, state::now_ms())
         && let Some(value) = fresh(state, state::now_ms())
     {
@@ -108,7 +148,8 @@ pub fn token(args: &RunArgs) -> ExitCode {
     // cause (cannot reach, refused) before the rotation's deadline cuts it short.
     args.timeout = budget.as_secs().saturating_sub(1).max(1);
     let env = deployment_env(env_snapshot(), before.as_ref());
-    let rotated = options_with_env(&args, env, None, false).and_then(|opts| {
+    let rotated = options_with_env(&args, env, None, false).and_then(|mut opts| {
+        opts.replace_refused = refused.clone();
         runtime()?.block_on(async {
             match tokio::time::timeout(budget, provision::provision(opts, stop_signal())).await {
                 Ok(result) => result,

@@ -101,6 +101,14 @@ pub struct Served {
     pub value: Secret,
 }
 
+impl Served {
+    /// Which credential this is, without its value: a PAT's id, or (for an OAuth token, which
+    /// has none) when it was issued.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.meta.token_id, self.meta.created_ms)
+    }
+}
+
 /// A PAT this deployment minted and has not revoked yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MintedRecord {

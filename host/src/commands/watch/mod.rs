@@ -540,6 +540,8 @@ pub fn watch(args: WatchArgs) -> ExitCode {
         Ok(rt) => rt.block_on(watcher.run()),
         Err(failure) => fail(&failure),
     };
-    output::flush_log(Duration::from_secs(1));
+    // At most half a second more: the shutdown's last step ends 11 s after the signal, and
+    // watch is gone within 12 s whatever its stderr does.
+    output::flush_log(Duration::from_millis(500));
     code
 }
