@@ -101,8 +101,8 @@ pub struct ProvisionOptions {
     /// process rotated meanwhile): what `token` and `watch` ask for.
     pub only_if_due: bool,
     /// The served credential the workspace was seen to refuse (`token --rejected`; its
-    /// `Served::identity`): with `only_if_due`, a run is due while the state still serves it, and is skipped once another caller's run has
-    /// replaced it.
+    /// `Served::identity`): with `only_if_due`, a run is due while the state still serves it,
+    /// and is skipped once another caller's run has replaced it.
     pub replace_refused: Option<String>,
     /// Leave the revocations that are due for a `revoke-due` run right after (`watch`: the
     /// app starts as soon as its configs are on disk; the clean-up runs beside it).
