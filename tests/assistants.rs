@@ -237,6 +237,28 @@ fn a_users_own_settings_survive_byte_for_byte_outside_our_keys() {
     }
 }
 
+/// `status` lists each configured assistant, its files, and how it gets its credential (no
+/// `watch` here, so no relay: Gemini CLI holds the token itself).
+#[test]
+fn status_says_how_each_assistant_gets_its_credential() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let status = support::devbox_auth(&run, &["status"]).stdout;
+    for line in [
+        "  Claude Code Router: ~/.claude-code-router/config.json — the token in its config.json, which its transformer plugin re-reads before each request",
+        "  Claude Code: ~/.claude/settings.json, ~/.claude.json — its apiKeyHelper runs `devbox-auth token`",
+        "  Codex: ~/.codex/config.toml — its provider's auth command runs `devbox-auth token`",
+        "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)",
+        "  OpenCode: ~/.config/opencode/opencode.json, ~/.config/opencode/plugin/devbox-auth.js, ~/.local/share/opencode/auth.json — its devbox-auth plugin runs `devbox-auth token` per request (`--rejected` on 401/403)",
+        "  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — its apiKey command runs `devbox-auth token` per request",
+        "  Databricks CLI and SDKs: ~/.databrickscfg — the token in its profile",
+    ] {
+        assert!(status.contains(line), "{line}\nnot in:\n{status}");
+    }
+}
+
 /// A token revoked behind devbox-auth's back heals within one request through the OpenCode
 /// plugin: the request gets 403, the plugin asks `token --rejected`, which finds the workspace
 /// refuses the token and rotates, and the request is retried once with the new token.
@@ -341,4 +363,97 @@ fn the_models_are_picked_from_what_the_workspace_serves() {
     assert!(out.stderr.contains("cannot list the workspace's models"), "{}", out.stderr);
     let config: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
     assert_eq!(config["Router"]["default"], "databricks,databricks-claude-sonnet-4");
+}
+
+/// Gemini CLI reads its key once, at start. Under `watch` its key opens only the credential
+/// relay on 127.0.0.1, which sends the credential of the moment: one running `gemini` whose
+/// token is revoked between its two requests (the model asks for a tool, the revocation comes
+/// with that answer) still gets its second answer, healed within that request (`token
+/// --rejected`, one rotation), and the token never sits in its files.
+#[test]
+fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_relay() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
+    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
+    support::wait_for("watch to write Gemini's .env", Duration::from_secs(20), || {
+        run.path(".gemini/.env").exists() && live(&emulator).len() == 1
+    });
+    let env = run.read(".gemini/.env");
+    let first = live(&emulator);
+    assert!(env.contains("GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:"), "{}", support::mask_credentials(&env));
+    assert!(!env.contains(&first[0]), "the token is not in the file: the relay sends it");
+    assert_eq!(run.mode(".gemini/.env"), 0o600);
+    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
+    assert_eq!(run.mode(".local/state/devbox-auth/relay.json"), 0o600);
+    let relay = advert["url"].as_str().unwrap().to_string();
+    let status = support::devbox_auth(&run, &["status"]);
+    assert!(
+        status.stdout.contains(&format!(
+            "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — through the credential relay at {relay} (up)"
+        )),
+        "{}",
+        status.stdout
+    );
+
+    // Wrong or no key, or a path outside model traffic: refused by the relay itself.
+    let agent = ureq_like_post(&format!("{relay}/ai-gateway/gemini/v1beta/models/x:generateContent"), Some("wrong"));
+    assert_eq!(agent, 401);
+    let key = advert["key"].as_str().unwrap();
+    assert_eq!(ureq_like_post(&format!("{relay}/api/2.0/token/create"), Some(key)), 403);
+    assert_eq!(ureq_like_post(&format!("{relay}/serving-endpoints/../api/2.0/token/list"), Some(key)), 403);
+    let requests_before = emulator.requests().len();
+
+    let settings: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
+    let model = settings["model"]["name"].as_str().unwrap();
+    emulator.script(
+        &format!("POST /ai-gateway/gemini/v1beta/models/{model}:streamGenerateContent"),
+        [support::gemini_tool_call("list_directory", serde_json::json!({ "dir_path": run.home.path() }))
+            .revoking_the_bearer()],
+    );
+    let gemini_run = run.clone_with("GEMINI_CLI_NO_RELAUNCH", "true");
+    let out = assistant(&gemini_run, bin.join("gemini"), &["-p", "list the files here, then say hi"]);
+    answered(&out, "gemini -p across a revocation");
+    let turns: Vec<_> = emulator.requests().into_iter().filter(|r| r.path.starts_with("/ai-gateway/gemini/")).collect();
+    assert!(turns.len() >= 2, "one gemini process asked twice: {}", turns.len());
+    assert!(
+        turns[1..].iter().any(|r| r.body.contains("functionResponse")),
+        "the second turn carries the tool's result"
+    );
+    let second = live(&emulator);
+    assert_eq!(second.len(), 1, "one rotation");
+    assert_ne!(second, first);
+    assert_eq!(turns[0].header("authorization"), Some(format!("Bearer {}", first[0]).as_str()));
+    assert_eq!(turns.last().unwrap().header("authorization"), Some(format!("Bearer {}", second[0]).as_str()));
+    assert!(emulator.requests().len() > requests_before);
+
+    support::signal(&watch, libc::SIGTERM);
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!run.path(".local/state/devbox-auth/relay.json").exists(), "the advertisement goes with watch");
+    let status = support::devbox_auth(&run, &["status", "--json"]);
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(report["assistants"][0]["name"], "Gemini CLI");
+    assert!(report["assistants"][0]["credential"].as_str().unwrap().contains("relay that is down"), "{report}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+}
+
+/// A POST with `key` as bearer token; the HTTP status.
+fn ureq_like_post(url: &str, key: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

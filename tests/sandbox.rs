@@ -572,3 +572,61 @@ fn workspace_calls_have_a_budget_per_run() {
     assert!(lists <= 64, "{lists} listings in one run");
     assert!(emulator.live_tokens().is_empty());
 }
+
+/// Advertise a credential relay in `run`'s home as `watch` does, alive for as long as this
+/// test process is; its key.
+fn advertise_relay(run: &support::Run) -> String {
+    let key = "5e1a7".repeat(12) + "abcd";
+    let dir = run.path(".local/state/devbox-auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let advert = serde_json::json!({ "url": "http://127.0.0.1:45678", "key": key, "pid": std::process::id() });
+    std::fs::write(dir.join("relay.json"), advert.to_string()).unwrap();
+    key
+}
+
+/// What the credential relay gives a policy: its URL and its key as a reference, only with the
+/// `credential-relay` grant and only while it is up, never from the environment; the key goes
+/// only into private files, and never into output.
+#[test]
+fn a_policy_gets_the_relay_key_only_as_a_reference_and_only_when_granted() {
+    let emulator = Emulator::start();
+    let seen = |run: &support::Run| {
+        run.provision(&[]).success();
+        run.read(".claude-code-router/seen.txt")
+    };
+
+    let run = hostile(&emulator, "relay-snoop");
+    let key = advertise_relay(&run);
+    let text = seen(&run);
+    assert!(text.contains("url=Some(\"http://127.0.0.1:45678\")"), "{text}");
+    let reference: String =
+        text.lines().find_map(|l| l.strip_prefix("key-ref-reversed=")).unwrap().chars().rev().collect();
+    assert!(reference.starts_with("{{devbox-secret:") && !reference.contains(&key), "{reference}");
+
+    // Not granted (a manifest that lists the other operations): nothing of the relay.
+    let run = hostile(&emulator, "relay-snoop");
+    advertise_relay(&run);
+    let manifest = write_manifest(
+        &run,
+        "[grants]\nfiles = [\".claude-code-router/**\"]\nworkspace = [\"create-token\", \"list-tokens\", \"delete-token\"]\n",
+    );
+    let text = seen(&run.clone_with("DEVBOX_AUTH_MANIFEST", manifest.to_str().unwrap()));
+    assert!(text.contains("url=None\nkey-ref-reversed=\n"), "{text}");
+
+    // The environment cannot name one, and a dead watch's advertisement is no relay.
+    let run =
+        hostile(&emulator, "relay-snoop").var("DEVBOX_RELAY_URL", "http://evil.example").var("DEVBOX_RELAY_KEY", "k");
+    assert!(seen(&run).contains("url=None\nkey-ref-reversed=\n"));
+    let dir = run.path(".local/state/devbox-auth");
+    std::fs::write(dir.join("relay.json"), r#"{"url":"http://127.0.0.1:45678","key":"k","pid":999999999}"#).unwrap();
+    assert!(seen(&run).contains("url=None\n"));
+
+    // Into a file others can read: refused, nothing written, nothing minted left behind.
+    let run = hostile(&emulator, "relay-key-public");
+    let key = advertise_relay(&run);
+    let before = run.snapshot();
+    let out = run.provision(&[]);
+    out.failure(5, "must be 0600");
+    out.leaks_none_of(&[key]);
+    assert_eq!(run.snapshot(), before);
+}

@@ -268,3 +268,51 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The configs name `watch`'s credential relay (Gemini CLI's `.env`). A `watch` restarted after
+/// a clean stop has a new relay, so its first run renders even with nothing due; one started
+/// after its predecessor was killed (the advertisement still there) takes over the relay's key
+/// and port, and renders nothing until the next rotation.
+#[test]
+fn a_restarted_watch_renders_for_its_new_relay_and_a_killed_ones_successor_takes_it_over() {
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(support::realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
+    let marker = run.path("term");
+    let advert = ".local/state/devbox-auth/relay.json";
+    let base_url = |run: &Run| {
+        run.read(".gemini/.env").lines().find_map(|l| l.strip_prefix("GOOGLE_GEMINI_BASE_URL=").map(str::to_string))
+    };
+
+    let watch = watch_with_app(&run, &[], &marker, false);
+    let first_relay = base_url(&run).unwrap();
+    assert!(first_relay.starts_with("http://127.0.0.1:"), "{first_relay}");
+    let first_tokens = live_values(&emulator);
+    stop_and_time(watch, &marker, &emulator);
+    assert!(!run.path(advert).exists());
+
+    let fresh_app = || {
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_file(format!("{}.ready", marker.display()));
+    };
+    fresh_app();
+    let watch = watch_with_app(&run, &[], &marker, false);
+    let second_advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
+    let second_relay = base_url(&run).unwrap();
+    assert_eq!(Some(second_relay.trim_end_matches("/ai-gateway/gemini")), second_advert["url"].as_str());
+    assert_ne!(live_values(&emulator), first_tokens, "rendered afresh, with a new credential");
+    let tokens = live_values(&emulator);
+
+    // Killed: the advertisement stays behind; the successor takes its key and port over.
+    signal(&watch, libc::SIGKILL);
+    let _ = finish(watch, Duration::from_secs(5), &emulator);
+    wait_for("the app to go with watch", Duration::from_secs(5), || marker.exists());
+    fresh_app();
+    let watch = watch_with_app(&run, &[], &marker, false);
+    let third_advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
+    assert_eq!(third_advert["url"], second_advert["url"]);
+    assert_eq!(third_advert["key"], second_advert["key"]);
+    assert_eq!(base_url(&run).unwrap(), second_relay);
+    assert_eq!(live_values(&emulator), tokens, "nothing due, nothing minted");
+    stop_and_time(watch, &marker, &emulator);
+}

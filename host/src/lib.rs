@@ -14,6 +14,7 @@ pub mod named_file;
 pub mod output;
 pub mod pipeline;
 pub mod provision;
+pub mod relay;
 pub mod runtime;
 pub mod sandbox;
 pub mod secrets;

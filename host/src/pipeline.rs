@@ -42,6 +42,8 @@ pub struct RunInputs<'a> {
     pub now_ms: Option<i64>,
     /// Read-only answers already on their way (live runs).
     pub prefetched: crate::effects::Prefetched,
+    /// `watch`'s credential relay, when it is up and granted.
+    pub relay: Option<crate::relay::Advert>,
 }
 
 /// How a run went: its effects (staged files, minted tokens, requests), and its failure, if
@@ -63,7 +65,7 @@ pub async fn run(
     stop: impl Future<Output = String>,
 ) -> Ran {
     let mut vault = SecretVault::default();
-    let env = PolicyEnv::new(inputs.env, inputs.client_id, inputs.client_secret, &mut vault);
+    let env = PolicyEnv::new(inputs.env, inputs.client_id, inputs.client_secret, inputs.relay, &mut vault);
     let now_ms = inputs.now_ms.unwrap_or_else(crate::state::now_ms);
     let current = inputs.current.map(|(meta, value)| {
         let reference = vault.issue_credential(value, meta.clone());

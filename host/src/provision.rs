@@ -72,6 +72,7 @@ pub fn default_operation_grants() -> BTreeSet<Operation> {
         Operation::ListTokens,
         Operation::DeleteToken,
         Operation::ListServingEndpoints,
+        Operation::CredentialRelay,
     ])
 }
 
@@ -450,6 +451,11 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         current: current.map(|s| (s.meta, s.value)),
         now_ms: None,
         prefetched,
+        relay: if opts.operation_grants.contains(&Operation::CredentialRelay) && !opts.dry_run {
+            crate::relay::Advert::live(&home)
+        } else {
+            None
+        },
     };
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {

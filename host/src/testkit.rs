@@ -338,6 +338,8 @@ impl PolicyHarness {
                 (meta, Secret::new(format!("dapi-current-{}", c.token_id)))
             }),
             prefetched: Default::default(),
+            // No relay in a test case: it is `watch`'s, and a case has no watch.
+            relay: None,
             now_ms: Some(CASE_NOW_MS),
         };
         let ran = pipeline::run(&self.runtime, &self.policy, inputs, std::future::pending()).await;

@@ -391,18 +391,21 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().local_addr().unwrap().port()
 }
 
-fn build_components(dir: &Path, args: &[&str], target_dir: &Path) {
+fn build_components(dir: &Path, args: &[&str], target_dir: &Path, build_dir: Option<&Path>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(target_dir)
         .args(args)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
-        .env("RUSTC_WRAPPER", "")
-        .status()
-        .expect("run cargo");
+        .env("RUSTC_WRAPPER", "");
+    if let Some(build_dir) = build_dir {
+        command.env("CARGO_BUILD_BUILD_DIR", build_dir);
+    }
+    let status = command.status().expect("run cargo");
     assert!(status.success(), "building wasm32-wasip2 components in {} failed", dir.display());
 }
 
@@ -437,26 +440,37 @@ pub fn fixture_guest(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-guests");
-        build_components(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests"), &[], &target);
+        build_components(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests"), &[], &target, None);
         target.join("wasm32-wasip2/release")
     });
     dir.join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// A shipped policy component (`default` or `strict`), built from guest/ once per test binary.
+/// A shipped policy component (`default` or `strict`) as a file. The default one is the build
+/// script's own (host/build.rs builds it to embed it: the very bytes the binary carries); the
+/// strict one is built once per test binary into the build script's guest dirs, so it reuses
+/// the crates compiled there (a separate target dir cost CI a minute and a half per policy).
 pub fn policy_component(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-policies");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        // One package per build: the strict policy reuses the default crate without its export.
-        build_components(&root, &["-p", "devbox-policy-default"], &target);
-        build_components(&root, &["-p", "devbox-policy-strict"], &target.join("strict"));
-        target
-    });
+    let out_dir = Path::new(env!("OUT_DIR"));
     match name {
-        "default" => dir.join("wasm32-wasip2/release/devbox_policy_default.wasm"),
-        other => dir.join(other).join(format!("wasm32-wasip2/release/devbox_policy_{other}.wasm")),
+        "default" => out_dir.join("default_policy.wasm"),
+        "strict" => {
+            static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+            BUILT
+                .get_or_init(|| {
+                    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+                    let target = out_dir.join("guest-target");
+                    build_components(
+                        &root,
+                        &["-p", "devbox-policy-strict"],
+                        &target,
+                        Some(&out_dir.join("guest-build")),
+                    );
+                    target.join("wasm32-wasip2/release/devbox_policy_strict.wasm")
+                })
+                .clone()
+        }
+        other => panic!("no shipped policy is called {other}"),
     }
 }
 

@@ -38,6 +38,10 @@ pub const MAX_LIFETIME_SECONDS: u64 = 730 * 24 * 3600;
 
 const PLUGIN_SOURCE: &str = include_str!("../assets/databricks-claude-transformers.js");
 pub const SECRET_MODE: u32 = 0o600;
+/// `watch`'s credential relay, when it is up and the deployment grants it: its URL, and its
+/// key as a secret reference (see the host's src/relay).
+pub const RELAY_URL_VAR: &str = "DEVBOX_RELAY_URL";
+pub const RELAY_KEY_VAR: &str = "DEVBOX_RELAY_KEY";
 pub const PUBLIC_MODE: u32 = 0o644;
 
 pub struct DefaultPolicy;
@@ -293,11 +297,15 @@ impl Rendering<'_> {
             (Some(model), true) => {
                 let settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
                 host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;
-                let env = assistants::gemini_env(
-                    existing.gemini_env.as_deref().unwrap_or_default(),
-                    &self.token_ref,
-                    self.workspace_url,
-                );
+                // Gemini CLI reads its key once, at start. Through `watch`'s credential relay it
+                // holds a key to the relay, which sends the credential of the moment; without it,
+                // the token itself (a running `gemini` then needs a restart after a rotation).
+                let (key_ref, base_url) = match (host.var(RELAY_URL_VAR), host.secret_ref(RELAY_KEY_VAR)) {
+                    (Some(url), Some(key)) => (key, url),
+                    _ => (self.token_ref.clone(), self.workspace_url.to_string()),
+                };
+                let env =
+                    assistants::gemini_env(existing.gemini_env.as_deref().unwrap_or_default(), &key_ref, &base_url);
                 host.write_file(assistants::GEMINI_ENV, env.as_bytes(), SECRET_MODE)?;
                 let trust = assistants::gemini_trust(existing.gemini_trust.unwrap_or_default(), &self.home);
                 host.write_file(assistants::GEMINI_TRUST, &pretty_json(&trust), SECRET_MODE)?;

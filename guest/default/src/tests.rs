@@ -595,3 +595,30 @@ fn a_selection_the_workspace_serves_nothing_for_is_a_configuration_error_that_wr
     assert!(matches!(provision(&mut host), Err(PolicyError::InvalidConfig(_))));
     assert!(!host.calls.iter().any(|c| matches!(c, Call::CreateToken { .. } | Call::OAuthToken | Call::Write { .. })));
 }
+
+#[test]
+fn gemini_goes_through_the_credential_relay_when_the_host_offers_it() {
+    let mut host = served(SERVED).with_var(assistants::ASSISTANTS_VAR, "gemini");
+    provision(&mut host).unwrap();
+    let direct = host.file(assistants::GEMINI_ENV).to_string();
+    assert!(direct.contains(&format!("GEMINI_API_KEY={MOCK_TOKEN_REF}\n")), "{direct}");
+    assert!(direct.contains("GOOGLE_GEMINI_BASE_URL=https://example.cloud.databricks.com/ai-gateway/gemini\n"));
+
+    let mut host = served(SERVED)
+        .with_var(assistants::ASSISTANTS_VAR, "gemini")
+        .with_var(crate::RELAY_URL_VAR, "http://127.0.0.1:41234");
+    host.secret_refs.insert(crate::RELAY_KEY_VAR.into(), "{{relay-key-ref}}".into());
+    provision(&mut host).unwrap();
+    let relayed = host.file(assistants::GEMINI_ENV);
+    assert!(relayed.contains("GEMINI_API_KEY={{relay-key-ref}}\n"), "{relayed}");
+    assert!(relayed.contains("GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:41234/ai-gateway/gemini\n"), "{relayed}");
+    assert!(!relayed.contains(MOCK_TOKEN_REF), "no token in the file: the relay sends it");
+    assert_eq!(host.mode(assistants::GEMINI_ENV), 0o600);
+
+    // Half an offer (a URL without the key) is no relay.
+    let mut host = served(SERVED)
+        .with_var(assistants::ASSISTANTS_VAR, "gemini")
+        .with_var(crate::RELAY_URL_VAR, "http://127.0.0.1:41234");
+    provision(&mut host).unwrap();
+    assert!(host.file(assistants::GEMINI_ENV).contains(&format!("GEMINI_API_KEY={MOCK_TOKEN_REF}\n")));
+}

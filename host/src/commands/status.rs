@@ -90,6 +90,97 @@ fn warnings(state: &Option<State>, now_ms: i64) -> Vec<String> {
     warnings
 }
 
+/// An assistant whose files this home's state manages, and how it gets its credential.
+struct Assistant {
+    name: &'static str,
+    files: Vec<String>,
+    credential: String,
+}
+
+/// The assistants the default policy configures, by the files they read, and how each gets its
+/// credential (from its files where that can differ: Gemini CLI's `.env` names the relay or
+/// holds the token). A file of none of them (a custom policy's) is only listed under files.
+fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
+    const KNOWN: [(&str, &[&str]); 7] = [
+        ("Claude Code Router", &[".claude-code-router/config.json"]),
+        ("Claude Code", &[".claude/settings.json", ".claude.json"]),
+        ("Codex", &[".codex/config.toml"]),
+        ("Gemini CLI", &[".gemini/.env", ".gemini/settings.json", ".gemini/trustedFolders.json"]),
+        (
+            "OpenCode",
+            &[
+                ".config/opencode/opencode.json",
+                ".config/opencode/plugin/devbox-auth.js",
+                ".local/share/opencode/auth.json",
+            ],
+        ),
+        ("Pi", &[".pi/agent/models.json", ".pi/agent/settings.json"]),
+        ("Databricks CLI and SDKs", &[".databrickscfg"]),
+    ];
+    let read = |file: &str| {
+        crate::named_file::read(
+            &home.join(file),
+            crate::named_file::MAX_SETTINGS_BYTES,
+            crate::named_file::Symlinks::Follow,
+        )
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+    };
+    KNOWN
+        .iter()
+        .filter_map(|(name, files)| {
+            let files: Vec<String> =
+                files.iter().filter(|f| state.files.iter().any(|m| m == *f)).map(|f| f.to_string()).collect();
+            if files.is_empty() {
+                return None;
+            }
+            let credential = match *name {
+                "Claude Code Router" => {
+                    "the token in its config.json, which its transformer plugin re-reads before each request".into()
+                }
+                "Claude Code" if read(".claude/settings.json").contains("\"apiKeyHelper\"") => {
+                    "its apiKeyHelper runs `devbox-auth token`".into()
+                }
+                "Codex" if read(".codex/config.toml").contains("\"token\"") => {
+                    "its provider's auth command runs `devbox-auth token`".into()
+                }
+                "Gemini CLI" => {
+                    let env = read(".gemini/.env");
+                    let value = |name: &str| {
+                        env.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix('=')).unwrap_or_default()
+                    };
+                    // Compared, never printed: the token itself, or the relay's key.
+                    let key = value("GEMINI_API_KEY");
+                    let holds_token = state
+                        .serve
+                        .iter()
+                        .map(|s| &s.value)
+                        .chain(state.issued.iter().map(|i| &i.value))
+                        .any(|token| key == token.expose());
+                    match crate::relay::Advert::live(home) {
+                        _ if holds_token => {
+                            "the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)".into()
+                        }
+                        Some(relay) if value("GOOGLE_GEMINI_BASE_URL").starts_with(&relay.url) => {
+                            format!("through the credential relay at {} (up)", relay.url)
+                        }
+                        _ => "through a credential relay that is down (start `devbox-auth watch`)".into(),
+                    }
+                }
+                "OpenCode" if read(".config/opencode/plugin/devbox-auth.js").contains("--rejected") => {
+                    "its devbox-auth plugin runs `devbox-auth token` per request (`--rejected` on 401/403)".into()
+                }
+                "Pi" if read(".pi/agent/models.json").contains(" token --home") => {
+                    "its apiKey command runs `devbox-auth token` per request".into()
+                }
+                "Databricks CLI and SDKs" => "the token in its profile".into(),
+                _ => "the token in its files".into(),
+            };
+            Some(Assistant { name, files, credential })
+        })
+        .collect()
+}
+
 /// Ask the workspace whether the served token works (the workspace named by `env`).
 pub(super) async fn check_served(
     state: &State,
@@ -181,6 +272,14 @@ fn report_text(state: &Option<State>, home: &std::path::Path, now_ms: i64, check
         let here = if home.join(file).exists() { "" } else { " (missing)" };
         output::out(&format!("  ~/{file}{here}"));
     }
+    let configured = assistants(state, home);
+    if !configured.is_empty() {
+        output::out("assistants:");
+    }
+    for assistant in configured {
+        let files: Vec<String> = assistant.files.iter().map(|f| format!("~/{f}")).collect();
+        output::out(&format!("  {}: {} — {}", assistant.name, files.join(", "), assistant.credential));
+    }
     for pending in &state.pending {
         output::out(&format!("revocation planned: token {} at {}", pending.token_id, when(pending.at_ms)));
     }
@@ -216,6 +315,11 @@ fn report_json(
         "refresh_at_ms": state.as_ref().map(|s| s.refresh_due_ms()),
         "clock_offset_ms": state.as_ref().map(|s| s.clock_offset_ms),
         "files": state.as_ref().map(|s| s.files.iter().map(|f| json!({ "path": text(&format!("~/{f}")), "exists": home.join(f).exists() })).collect::<Vec<_>>()),
+        "assistants": state.as_ref().map(|s| assistants(s, home).into_iter().map(|a| json!({
+            "name": a.name,
+            "files": a.files.iter().map(|f| text(&format!("~/{f}"))).collect::<Vec<_>>(),
+            "credential": text(&a.credential),
+        })).collect::<Vec<_>>()),
         "pending_revocations": state.as_ref().map(|s| s.pending.iter().map(|p| json!({ "token_id": text(&p.token_id), "at_ms": p.at_ms })).collect::<Vec<_>>()),
         "last_run": state.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| json!({ "trigger": text(&r.trigger), "at_ms": r.at_ms, "outcome": text(&r.outcome) })),
     });

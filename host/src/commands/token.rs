@@ -47,7 +47,7 @@ fn usable(state: &State, now_ms: i64) -> Option<&Served> {
 
 /// The served token, if it outlives the time a helper caches it: what is printed without a
 /// rotation.
-fn fresh(state: &State, now_ms: i64) -> Option<&Secret> {
+pub(crate) fn fresh(state: &State, now_ms: i64) -> Option<&Secret> {
     state.serve.as_ref().filter(|s| left_ms(s, now_ms) > state::helper_cache_ms(s)).map(|s| &s.value)
 }
 

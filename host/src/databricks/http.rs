@@ -165,6 +165,12 @@ impl Transport {
         Ok(Self { client, settings })
     }
 
+    /// The HTTP client itself (its TLS roots and timeouts), for the credential relay's
+    /// forwarding, which has no retries of its own.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     pub fn retry_budget(&self) -> Duration {
         self.settings.retry_budget
     }

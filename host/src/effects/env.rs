@@ -12,12 +12,14 @@ pub struct PolicyEnv {
 }
 
 impl PolicyEnv {
-    /// The variables from `env` that policies may see, the resolved client id, and the client
-    /// secret as a reference issued by `vault`.
+    /// The variables from `env` that policies may see, the resolved client id, the client
+    /// secret as a reference issued by `vault`, and `watch`'s credential relay when it is up
+    /// (its URL, and its key as a reference).
     pub fn new(
         env: &BTreeMap<String, String>,
         client_id: Option<&str>,
         client_secret: Option<&Secret>,
+        relay: Option<crate::relay::Advert>,
         vault: &mut SecretVault,
     ) -> Self {
         let mut vars: BTreeMap<String, String> =
@@ -30,17 +32,23 @@ impl PolicyEnv {
             secret_refs
                 .insert("DATABRICKS_CLIENT_SECRET".into(), vault.issue(secret.clone(), "DATABRICKS_CLIENT_SECRET"));
         }
+        if let Some(relay) = relay {
+            vars.insert(crate::relay::URL_VAR.into(), relay.url);
+            secret_refs.insert(crate::relay::KEY_VAR.into(), vault.issue(relay.key, crate::relay::KEY_VAR));
+        }
         Self { vars, secret_refs }
     }
 }
 
 /// Plain variables passed to policies: the documented settings, the App's identity, and
 /// anything named `DEVBOX_*` (deployment-specific policy settings) except the host's own
-/// `DEVBOX_AUTH_*`.
+/// `DEVBOX_AUTH_*` and `DEVBOX_RELAY_*` (only the live relay sets those: one in the
+/// environment would point the assistants at whatever it names).
 pub fn is_passed_to_policy(name: &str) -> bool {
     const PASSED: &[&str] =
         &["CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "DATABRICKS_APP_NAME", "DATABRICKS_APP_PORT", "DATABRICKS_WORKSPACE_ID"];
-    PASSED.contains(&name) || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_"))
+    PASSED.contains(&name)
+        || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_") && !name.starts_with("DEVBOX_RELAY_"))
 }
 
 #[cfg(test)]
@@ -55,5 +63,7 @@ mod tests {
         assert!(!is_passed_to_policy("DATABRICKS_CLIENT_SECRET"));
         assert!(!is_passed_to_policy("DATABRICKS_TOKEN"));
         assert!(!is_passed_to_policy("HOME"));
+        assert!(!is_passed_to_policy("DEVBOX_RELAY_URL"));
+        assert!(!is_passed_to_policy("DEVBOX_RELAY_KEY"));
     }
 }

@@ -44,16 +44,20 @@ pub enum Operation {
     /// Delete any of the principal's tokens. Never granted by default.
     DeleteForeignToken,
     ListServingEndpoints,
+    /// Offer `watch`'s credential relay (src/relay) to the policy: its URL, and its key as a
+    /// secret reference, for clients without a token helper.
+    CredentialRelay,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 7] = [
         Operation::CreateToken,
         Operation::OAuthToken,
         Operation::ListTokens,
         Operation::DeleteToken,
         Operation::DeleteForeignToken,
         Operation::ListServingEndpoints,
+        Operation::CredentialRelay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Operation {
             Operation::DeleteToken => "delete-token",
             Operation::DeleteForeignToken => "delete-foreign-token",
             Operation::ListServingEndpoints => "list-serving-endpoints",
+            Operation::CredentialRelay => "credential-relay",
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Canned {
     /// Do the real work first (e.g. mint the token), then answer with this instead: the
     /// server acted but the client never learns the result.
     pub act_anyway: bool,
+    /// Revoke the token the request carried as it is answered (an admin deleting it between
+    /// two requests of one running client).
+    pub revoke_bearer: bool,
 }
 
 impl Canned {
@@ -63,7 +66,14 @@ impl Canned {
     }
 
     pub fn raw(status: u16, body: &str) -> Self {
-        Self { status, body: body.to_string(), headers: Vec::new(), delay: Duration::ZERO, act_anyway: false }
+        Self {
+            status,
+            body: body.to_string(),
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            act_anyway: false,
+            revoke_bearer: false,
+        }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -78,6 +88,11 @@ impl Canned {
 
     pub fn after_acting(mut self) -> Self {
         self.act_anyway = true;
+        self
+    }
+
+    pub fn revoking_the_bearer(mut self) -> Self {
+        self.revoke_bearer = true;
         self
     }
 }
@@ -517,6 +532,13 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
         if canned.act_anyway {
             api(state, req, now_ms);
         }
+        if canned.revoke_bearer
+            && let Some(token) = req.header("authorization").and_then(|h| h.strip_prefix("Bearer "))
+        {
+            let token = token.to_string();
+            state.tokens.retain(|(value, _)| *value != token);
+            state.revoked.push(token);
+        }
         return canned;
     }
     let base = state.base_url.clone();
@@ -810,6 +832,17 @@ fn openai_response(body: &Value) -> Canned {
         .map(|(n, (name, data))| (Some(*name), with(json!({ "type": name, "sequence_number": n }), data.clone())))
         .collect();
     sse(&numbered)
+}
+
+/// A streamed Gemini answer that calls the tool `name` with `args`: the client runs it and
+/// asks again with its result (a second request from one running process).
+pub fn gemini_tool_call(name: &str, args: Value) -> Canned {
+    let answer = json!({
+        "candidates": [{ "content": { "parts": [{ "functionCall": { "name": name, "args": args } }], "role": "model" }, "finishReason": "STOP", "index": 0 }],
+        "usageMetadata": { "promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15 },
+        "modelVersion": "emulated",
+    });
+    sse(&[(None, answer)])
 }
 
 /// Gemini's `streamGenerateContent` (SSE) and `generateContent`, as Gemini CLI calls them.

@@ -37,6 +37,10 @@ fn main() {
             _ = int.recv() => {}
         }
     });
+    // The CA file goes with the emulator (it only ever vouched for this process's certificate).
+    if emulator.ca_pem.is_some() {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("devbox-emulator-ca-{}.pem", emulator.port)));
+    }
     let requests = emulator.requests().len();
     eprintln!("devbox-emulator: served {requests} requests");
 }

@@ -48,8 +48,14 @@ impl Helper {
     /// `devbox-auth <subcommand> <args>`: stdout dropped (`watch` logs one line per rotation
     /// itself), stderr captured.
     pub fn spawn(exe: &Path, job: Job, args: &[String]) -> std::io::Result<Self> {
+        Self::spawn_as(exe, job, job.subcommand(), args)
+    }
+
+    /// The same, with the subcommand given (a first provision that must render whatever the
+    /// state says drops `--if-due`).
+    pub fn spawn_as(exe: &Path, job: Job, subcommand: &[&str], args: &[String]) -> std::io::Result<Self> {
         let mut child = Command::new(exe)
-            .args(job.subcommand())
+            .args(subcommand)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

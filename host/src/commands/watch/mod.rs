@@ -29,6 +29,7 @@ mod retry;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::Child;
@@ -144,6 +145,11 @@ struct Watcher {
     /// What the last successful run printed: the same warning on every rotation (a model
     /// the workspace lacks, say) is logged once, not once an hour for days.
     last_ok_stderr: String,
+    /// The `token` processes the credential relay runs now (ours to wait for, not to reap).
+    relay_helpers: Arc<Mutex<BTreeSet<u32>>>,
+    /// The relay's address or key differs from what this home's configs may name (a new relay
+    /// in a home provisioned before): the first run renders even when nothing is due.
+    first_must_render: bool,
 }
 
 impl Watcher {
@@ -162,6 +168,46 @@ impl Watcher {
             before: None,
             told_expired: false,
             last_ok_stderr: String::new(),
+            relay_helpers: Arc::default(),
+            first_must_render: false,
+        }
+    }
+
+    /// Start the credential relay (src/relay) when the deployment grants it. Without it the
+    /// assistants lacking a token helper get the token itself, as `provision` alone gives it.
+    async fn start_relay(&self) -> Option<crate::relay::Running> {
+        use crate::databricks::http::Transport;
+        let opts = super::common::options(&self.args.run, None, false).ok()?;
+        if !opts.operation_grants.contains(&crate::effects::Operation::CredentialRelay) {
+            return None;
+        }
+        // An unusable configuration fails the first run with its own clear error.
+        let resolved = crate::databricks::config::resolve(&opts.env, &self.home).ok()?;
+        let transport = Transport::for_workspace(opts.http.clone(), &resolved.host).ok()?;
+        let port = match opts.env.get("DEVBOX_AUTH_RELAY_PORT").map(|p| p.parse::<u16>()) {
+            None => 0,
+            Some(Ok(port)) => port,
+            Some(Err(_)) => {
+                log("DEVBOX_AUTH_RELAY_PORT is not a port number (0-65535); the credential relay takes any free port");
+                0
+            }
+        };
+        let settings = crate::relay::Settings {
+            home: self.home.clone(),
+            workspace: resolved.host.as_str().to_string(),
+            client: transport.client().clone(),
+            exe: self.exe.clone(),
+            run_args: self.args.run.to_args(),
+            port,
+        };
+        match crate::relay::start(settings, self.relay_helpers.clone()).await {
+            Ok(running) => Some(running),
+            Err(e) => {
+                log(&format!(
+                    "the credential relay could not start ({e}); Gemini CLI gets the token itself and needs a restart after each rotation"
+                ));
+                None
+            }
         }
     }
 
@@ -197,7 +243,14 @@ impl Watcher {
     fn start(&mut self, job: Job) {
         self.last_run = Some(Instant::now());
         self.before = State::load(&self.home).ok().flatten();
-        match Helper::spawn(&self.exe, job, &self.args.run.to_args()) {
+        let args = self.args.run.to_args();
+        let spawned = match job {
+            Job::First if self.first_must_render => {
+                Helper::spawn_as(&self.exe, job, &["provision", "--defer-revocations"], &args)
+            }
+            _ => Helper::spawn(&self.exe, job, &args),
+        };
+        match spawned {
             Ok(helper) => self.helper = Some(helper),
             Err(e) => {
                 log(&format!("cannot start {} ({e})", self.exe.display()));
@@ -332,11 +385,14 @@ impl Watcher {
 
     /// The pids of the children tokio reaps (the reaper leaves them alone).
     fn own_children(&self) -> BTreeSet<u32> {
-        [self.app.as_ref(), self.helper.as_ref().map(|h| &h.child), self.hook.as_ref().map(|h| &h.child)]
-            .into_iter()
-            .flatten()
-            .filter_map(Child::id)
-            .collect()
+        let mut own: BTreeSet<u32> =
+            [self.app.as_ref(), self.helper.as_ref().map(|h| &h.child), self.hook.as_ref().map(|h| &h.child)]
+                .into_iter()
+                .flatten()
+                .filter_map(Child::id)
+                .collect();
+        own.extend(self.relay_helpers.lock().unwrap_or_else(|e| e.into_inner()).iter());
+        own
     }
 
     async fn run(mut self) -> ExitCode {
@@ -357,6 +413,10 @@ impl Watcher {
                 "cannot start the app `{program}` ({why}); fix the command after `--`"
             )));
         }
+        // Up before the first run, so the first configs already point at it; it stops (and
+        // its advertisement goes) when this function returns.
+        let _relay = self.start_relay().await;
+        self.first_must_render = _relay.as_ref().is_some_and(|relay| relay.moved);
         loop {
             let next = self.helper.is_none().then(|| self.next_run());
             let wake = next.map(|(at, _)| at.min(Instant::now() + MAX_SLEEP));
