@@ -28,15 +28,18 @@ if [ ! -x /usr/bin/time ]; then
     apt-get install -y -qq time >/dev/null
 fi
 # The same builds, with the same features and target dirs, as `cargo test --release --workspace`
-# (dev-dependency features included) and tests/support's policy_component: right after the
-# tests (CI) they only link the emulator's binary, which `cargo test` does not build (its
-# package has no integration tests; the host's tests use it as a library).
+# (dev-dependency features included): right after the tests (CI) they only link the
+# emulator's binary, which `cargo test` does not build (its package has no integration tests;
+# the host's tests use it as a library).
 cargo build --release --locked --workspace --bins --tests
-policies=$PWD/target/tmp/test-policies
-cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies" -p devbox-policy-default
+# The two policies as components, one package per build and each in dirs of its own: the
+# strict policy reuses the default crate without its export, and built in the same dirs it
+# would overwrite the default component (cargo hard-links the uplifted file).
+policies=$PWD/target/tmp/bench-policies
+cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies/default" -p devbox-policy-default
 cargo build --release --locked --target wasm32-wasip2 --target-dir "$policies/strict" -p devbox-policy-strict
 bin=${BENCH_BIN:-$PWD/target/release/devbox-auth}
-wasm=$policies/wasm32-wasip2/release
+wasm=$policies/default/wasm32-wasip2/release
 
 work=$(mktemp -d)
 emulator_pid=

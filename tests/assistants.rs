@@ -435,7 +435,7 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     let status = support::devbox_auth(&run, &["status", "--json"]);
     let report: Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(report["assistants"][0]["name"], "Gemini CLI");
-    assert!(report["assistants"][0]["credential"].as_str().unwrap().contains("relay that is down"), "{report}");
+    assert!(report["assistants"][0]["credential"].as_str().unwrap().contains("relay that is not running"), "{report}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());

@@ -579,7 +579,9 @@ fn advertise_relay(run: &support::Run) -> String {
     let key = "5e1a7".repeat(12) + "abcd";
     let dir = run.path(".local/state/devbox-auth");
     std::fs::create_dir_all(&dir).unwrap();
-    let advert = serde_json::json!({ "url": "http://127.0.0.1:45678", "key": key, "pid": std::process::id() });
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let started: u64 = stat.rsplit_once(") ").unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let advert = serde_json::json!({ "url": "http://127.0.0.1:45678", "key": key, "pid": std::process::id(), "started": started });
     std::fs::write(dir.join("relay.json"), advert.to_string()).unwrap();
     key
 }
@@ -613,12 +615,17 @@ fn a_policy_gets_the_relay_key_only_as_a_reference_and_only_when_granted() {
     let text = seen(&run.clone_with("DEVBOX_AUTH_MANIFEST", manifest.to_str().unwrap()));
     assert!(text.contains("url=None\nkey-ref-reversed=\n"), "{text}");
 
-    // The environment cannot name one, and a dead watch's advertisement is no relay.
+    // The environment cannot name one, and a dead watch's advertisement is no relay (nor is
+    // one whose pid another process has taken since: its start time differs).
     let run =
         hostile(&emulator, "relay-snoop").var("DEVBOX_RELAY_URL", "http://evil.example").var("DEVBOX_RELAY_KEY", "k");
     assert!(seen(&run).contains("url=None\nkey-ref-reversed=\n"));
     let dir = run.path(".local/state/devbox-auth");
-    std::fs::write(dir.join("relay.json"), r#"{"url":"http://127.0.0.1:45678","key":"k","pid":999999999}"#).unwrap();
+    std::fs::write(dir.join("relay.json"), r#"{"url":"http://127.0.0.1:45678","key":"k","pid":999999999,"started":1}"#)
+        .unwrap();
+    assert!(seen(&run).contains("url=None\n"));
+    let reused = format!(r#"{{"url":"http://127.0.0.1:45678","key":"k","pid":{},"started":1}}"#, std::process::id());
+    std::fs::write(dir.join("relay.json"), reused).unwrap();
     assert!(seen(&run).contains("url=None\n"));
 
     // Into a file others can read: refused, nothing written, nothing minted left behind.

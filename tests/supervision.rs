@@ -269,12 +269,12 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
     }
 }
 
-/// The configs name `watch`'s credential relay (Gemini CLI's `.env`). A `watch` restarted after
-/// a clean stop has a new relay, so its first run renders even with nothing due; one started
-/// after its predecessor was killed (the advertisement still there) takes over the relay's key
-/// and port, and renders nothing until the next rotation.
+/// Gemini CLI's `.env` names `watch`'s credential relay, whose key is new at every start. So a
+/// restarted `watch` (after a clean stop, or after it was killed, which leaves its
+/// advertisement behind) renders afresh for its new relay even with nothing due; where no config
+/// holds a relay key (no Gemini CLI), a restart with nothing due renders nothing.
 #[test]
-fn a_restarted_watch_renders_for_its_new_relay_and_a_killed_ones_successor_takes_it_over() {
+fn a_restarted_watch_renders_again_only_where_the_configs_name_its_relay() {
     let emulator = Emulator::start();
     emulator.serve_endpoints(support::realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
@@ -283,36 +283,47 @@ fn a_restarted_watch_renders_for_its_new_relay_and_a_killed_ones_successor_takes
     let base_url = |run: &Run| {
         run.read(".gemini/.env").lines().find_map(|l| l.strip_prefix("GOOGLE_GEMINI_BASE_URL=").map(str::to_string))
     };
-
-    let watch = watch_with_app(&run, &[], &marker, false);
-    let first_relay = base_url(&run).unwrap();
-    assert!(first_relay.starts_with("http://127.0.0.1:"), "{first_relay}");
-    let first_tokens = live_values(&emulator);
-    stop_and_time(watch, &marker, &emulator);
-    assert!(!run.path(advert).exists());
-
     let fresh_app = || {
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_file(format!("{}.ready", marker.display()));
     };
+    let relay_url = |run: &Run| {
+        let advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
+        format!("{}/ai-gateway/gemini", advert["url"].as_str().unwrap())
+    };
+
+    let watch = watch_with_app(&run, &[], &marker, false);
+    assert_eq!(base_url(&run).unwrap(), relay_url(&run));
+    let first_tokens = live_values(&emulator);
+    stop_and_time(watch, &marker, &emulator);
+    assert!(!run.path(advert).exists(), "a clean stop removes the advertisement");
+
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    let second_advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
-    let second_relay = base_url(&run).unwrap();
-    assert_eq!(Some(second_relay.trim_end_matches("/ai-gateway/gemini")), second_advert["url"].as_str());
+    assert_eq!(base_url(&run).unwrap(), relay_url(&run), "rendered for the new relay");
     assert_ne!(live_values(&emulator), first_tokens, "rendered afresh, with a new credential");
-    let tokens = live_values(&emulator);
+    let second_tokens = live_values(&emulator);
 
-    // Killed: the advertisement stays behind; the successor takes its key and port over.
+    // Killed: the advertisement stays behind; the next watch is not fooled by it.
     signal(&watch, libc::SIGKILL);
     let _ = finish(watch, Duration::from_secs(5), &emulator);
     wait_for("the app to go with watch", Duration::from_secs(5), || marker.exists());
+    assert!(run.path(advert).exists());
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    let third_advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
-    assert_eq!(third_advert["url"], second_advert["url"]);
-    assert_eq!(third_advert["key"], second_advert["key"]);
-    assert_eq!(base_url(&run).unwrap(), second_relay);
+    assert_eq!(base_url(&run).unwrap(), relay_url(&run));
+    assert_ne!(live_values(&emulator), second_tokens);
+    stop_and_time(watch, &marker, &emulator);
+
+    // No Gemini CLI: nothing holds a relay key, and a restart with nothing due mints nothing.
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "claude");
+    let marker = run.path("term");
+    let watch = watch_with_app(&run, &[], &marker, false);
+    stop_and_time(watch, &marker, &emulator);
+    let tokens = live_values(&emulator);
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(format!("{}.ready", marker.display()));
+    let watch = watch_with_app(&run, &[], &marker, false);
     assert_eq!(live_values(&emulator), tokens, "nothing due, nothing minted");
     stop_and_time(watch, &marker, &emulator);
 }

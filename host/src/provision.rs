@@ -429,6 +429,12 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         }
         Workspace::Simulated(_) => Prefetched::default(),
     };
+    let relay_offered = if opts.operation_grants.contains(&Operation::CredentialRelay) && !opts.dry_run {
+        crate::relay::Advert::live(&home)
+    } else {
+        None
+    };
+    let relay_key_sha256 = relay_offered.as_ref().map(crate::relay::Advert::key_sha256);
     let inputs = RunInputs {
         workspace: target.workspace,
         identity: RunIdentity {
@@ -451,11 +457,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         current: current.map(|s| (s.meta, s.value)),
         now_ms: None,
         prefetched,
-        relay: if opts.operation_grants.contains(&Operation::CredentialRelay) && !opts.dry_run {
-            crate::relay::Advert::live(&home)
-        } else {
-            None
-        },
+        relay: relay_offered,
     };
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {
@@ -475,6 +477,19 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             return Err(failure);
         }
         update_state(&mut state, &policy, &ran.plan, effects, trigger, ran.now_ms);
+        // Whether the configs now hold the relay's key (its reference went into a file).
+        state.relay_key_sha256 = effects
+            .env
+            .secret_refs
+            .get(crate::relay::KEY_VAR)
+            .filter(|reference| {
+                effects
+                    .files
+                    .staged()
+                    .iter()
+                    .any(|f| f.contents.windows(reference.len()).any(|w| w == reference.as_bytes()))
+            })
+            .and(relay_key_sha256);
         state.settings =
             opts.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Workspace::Live(client) = &effects.workspace {

@@ -391,21 +391,19 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().local_addr().unwrap().port()
 }
 
-fn build_components(dir: &Path, args: &[&str], target_dir: &Path, build_dir: Option<&Path>) {
+fn build_components(dir: &Path, args: &[&str], target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
+    let status = Command::new(cargo)
         .current_dir(dir)
         .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(target_dir)
         .args(args)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
-        .env("RUSTC_WRAPPER", "");
-    if let Some(build_dir) = build_dir {
-        command.env("CARGO_BUILD_BUILD_DIR", build_dir);
-    }
-    let status = command.status().expect("run cargo");
+        .env_remove("CARGO_BUILD_BUILD_DIR")
+        .env("RUSTC_WRAPPER", "")
+        .status()
+        .expect("run cargo");
     assert!(status.success(), "building wasm32-wasip2 components in {} failed", dir.display());
 }
 
@@ -440,16 +438,17 @@ pub fn fixture_guest(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-guests");
-        build_components(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests"), &[], &target, None);
+        build_components(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests"), &[], &target);
         target.join("wasm32-wasip2/release")
     });
     dir.join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// A shipped policy component (`default` or `strict`) as a file. The default one is the build
-/// script's own (host/build.rs builds it to embed it: the very bytes the binary carries); the
-/// strict one is built once per test binary into the build script's guest dirs, so it reuses
-/// the crates compiled there (a separate target dir cost CI a minute and a half per policy).
+/// script's own copy (host/build.rs builds it to embed it: the very bytes the binary carries),
+/// which saves CI a build of its own. The strict one is built once per test binary, in dirs of
+/// its own: built with the build script's dirs it would overwrite the default component there
+/// (cargo hard-links the uplifted file) with the default crate built without its export.
 pub fn policy_component(name: &str) -> PathBuf {
     let out_dir = Path::new(env!("OUT_DIR"));
     match name {
@@ -459,13 +458,8 @@ pub fn policy_component(name: &str) -> PathBuf {
             BUILT
                 .get_or_init(|| {
                     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-                    let target = out_dir.join("guest-target");
-                    build_components(
-                        &root,
-                        &["-p", "devbox-policy-strict"],
-                        &target,
-                        Some(&out_dir.join("guest-build")),
-                    );
+                    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-strict-policy");
+                    build_components(&root, &["-p", "devbox-policy-strict"], &target);
                     target.join("wasm32-wasip2/release/devbox_policy_strict.wasm")
                 })
                 .clone()

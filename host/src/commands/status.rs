@@ -157,14 +157,26 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                         .map(|s| &s.value)
                         .chain(state.issued.iter().map(|i| &i.value))
                         .any(|token| key == token.expose());
-                    match crate::relay::Advert::live(home) {
+                    let live = crate::relay::Advert::live(home);
+                    let relay_key = state.relay_key_sha256.as_deref();
+                    let key_sha256 = {
+                        use sha2::Digest;
+                        let digest = sha2::Sha256::digest(key.as_bytes());
+                        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    };
+                    match live {
                         _ if holds_token => {
                             "the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)".into()
                         }
-                        Some(relay) if value("GOOGLE_GEMINI_BASE_URL").starts_with(&relay.url) => {
+                        Some(relay)
+                            if relay.key.expose() == key && value("GOOGLE_GEMINI_BASE_URL").starts_with(&relay.url) =>
+                        {
                             format!("through the credential relay at {} (up)", relay.url)
                         }
-                        _ => "through a credential relay that is down (start `devbox-auth watch`)".into(),
+                        _ if relay_key == Some(key_sha256.as_str()) => {
+                            "through a credential relay that is not running (start `devbox-auth watch`)".into()
+                        }
+                        _ => "a key that is not devbox-auth's (neither its token nor its relay's key)".into(),
                     }
                 }
                 "OpenCode" if read(".config/opencode/plugin/devbox-auth.js").contains("--rejected") => {

@@ -9,17 +9,19 @@
 //! refuses the served token too; so it heals within one request.
 //!
 //! Its limits, whoever holds the key: bound to 127.0.0.1 only; a per-container key (32 random
-//! bytes, new at every `watch` start) required on every request; only model traffic
-//! (`/serving-endpoints/...`, `/ai-gateway/...`) forwarded, only to the deployment's
-//! workspace (never the REST API: no minting or deleting tokens through it); bodies up to
-//! 32 MiB; 64 connections at once. It needs the `credential-relay` grant (in the default
-//! set). Policies see only its URL (`DEVBOX_RELAY_URL`) and its key as a secret reference
-//! (`DEVBOX_RELAY_KEY`), which the host writes only into private (0600) files.
+//! bytes, new at every `watch` start) required on every request; only GET and POST of model
+//! traffic (`/serving-endpoints/...`, `/ai-gateway/...`, plain path segments) forwarded, only
+//! to the deployment's workspace (never the REST API: no minting or deleting tokens through
+//! it); bodies up to 32 MiB; 64 connections and 64 requests at once, 8 streams per HTTP/2
+//! connection, 10 s to send a request's headers. It needs the `credential-relay` grant (in the
+//! default set). Policies see only its URL (`DEVBOX_RELAY_URL`) and its key as a secret
+//! reference (`DEVBOX_RELAY_KEY`), which the host writes only into private (0600) files.
 //!
-//! `watch` advertises it in `~/.local/state/devbox-auth/relay.json` (0600, with its pid);
-//! runs offer it to the policy only while that process lives, and `watch` removes the file
-//! when it stops. A `watch` started in a home it finds there (its predecessor was killed) takes
-//! over its key and port; otherwise its first run renders the configs afresh, whatever is due.
+//! `watch` advertises it in `~/.local/state/devbox-auth/relay.json` (0600, with its pid and
+//! that process's start time, so a reused pid is not taken for it); runs offer it to the
+//! policy only while that process lives, and `watch` removes the file when it stops (a killed
+//! one leaves it behind, harmless). Once `watch` begins to stop, the relay starts no `token`
+//! run (that could mint after revoke-on-exit).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -47,6 +49,9 @@ pub const KEY_VAR: &str = "DEVBOX_RELAY_KEY";
 const FORWARDED_PREFIXES: [&str; 2] = ["/serving-endpoints/", "/ai-gateway/"];
 const MAX_BODY_BYTES: usize = 32 << 20;
 const MAX_CONNECTIONS: usize = 64;
+const MAX_REQUESTS: usize = 64;
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A model's answer may stream for minutes.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// `devbox-auth token` (a rotation included) gets this long.
@@ -77,12 +82,27 @@ struct AdvertFile {
     url: String,
     key: String,
     pid: u32,
+    /// The process's start time (`/proc/<pid>/stat`, field 22), so a pid reused by another
+    /// process after a killed `watch` is not taken for a live relay.
+    started: u64,
 }
 
 /// A relay that is up: where it listens and the key it wants.
 pub struct Advert {
     pub url: String,
     pub key: Secret,
+}
+
+impl Advert {
+    /// A fingerprint of the key (its SHA-256), to tell whether configs name this relay.
+    pub fn key_sha256(&self) -> String {
+        key_sha256(&self.key)
+    }
+}
+
+fn key_sha256(key: &Secret) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.expose().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn advert_path(home: &Path) -> PathBuf {
@@ -93,9 +113,18 @@ impl Advert {
     /// The relay advertised in `home`, if the `watch` that runs it is alive.
     pub fn live(home: &Path) -> Option<Advert> {
         let file = read_advert(home)?;
-        (alive(file.pid) && file.url.starts_with("http://127.0.0.1:"))
+        (process_started(file.pid) == Some(file.started) && file.url.starts_with("http://127.0.0.1:"))
             .then(|| Advert { url: file.url, key: Secret::new(file.key) })
     }
+}
+
+/// When process `pid` started (clock ticks after boot), or `None` when there is none.
+fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ") " ends it.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    // `rest` starts at field 3 (state); the start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What every request needs.
@@ -110,19 +139,23 @@ struct Relay {
     run_args: Vec<String>,
     /// Pids of the `token` processes running now (a PID-1 `watch` must not reap them).
     helpers: Arc<Mutex<BTreeSet<u32>>>,
+    /// Set when `watch` begins to stop: no more `token` runs.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    requests: tokio::sync::Semaphore,
 }
 
 /// The relay while it runs; dropping it stops it and removes its advertisement.
 pub struct Running {
     home: PathBuf,
     accept: tokio::task::JoinHandle<()>,
-    /// Its address or key is not the one a stopped `watch` advertised in this home before (or
-    /// none was): configs rendered earlier do not name it.
-    pub moved: bool,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    /// The fingerprint of its key (see `Advert::key_sha256`).
+    pub key_sha256: String,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.accept.abort();
         let _ = std::fs::remove_file(advert_path(&self.home));
     }
@@ -139,62 +172,41 @@ pub struct Settings {
     pub port: u16,
 }
 
-/// Start the relay on 127.0.0.1 and advertise it. Runs on the caller's tokio runtime.
-///
-/// A `watch` restarted in the same home (not in a Databricks App, whose home starts empty)
-/// takes over its predecessor's key and, when free, its port, so configs rendered before stay
-/// good and a restart with nothing due renders nothing.
+/// Start the relay on 127.0.0.1 with a new key and advertise it. Runs on the caller's tokio
+/// runtime.
 pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> std::io::Result<Running> {
-    let previous = read_advert(&settings.home);
-    if let Some(previous) = &previous
+    if let Some(previous) = read_advert(&settings.home)
         && previous.pid != std::process::id()
-        && alive(previous.pid)
+        && process_started(previous.pid) == Some(previous.started)
     {
         return Err(std::io::Error::other(format!(
             "another devbox-auth watch (pid {}) runs one for this home",
             previous.pid
         )));
     }
-    let previous_port = previous
-        .as_ref()
-        .and_then(|p| p.url.strip_prefix("http://127.0.0.1:"))
-        .and_then(|port| port.parse::<u16>().ok());
-    let listener = match previous_port.filter(|_| settings.port == 0) {
-        Some(port) => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(listener) => listener,
-            Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
-        },
-        None => tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?,
-    };
+    let started = process_started(std::process::id())
+        .ok_or_else(|| std::io::Error::other("cannot read this process's start time from /proc"))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let key = match previous.as_ref().filter(|p| p.key.len() == 64 && p.key.bytes().all(|b| b.is_ascii_hexdigit())) {
-        Some(previous) => previous.key.clone(),
-        None => {
-            let mut raw = [0u8; 32];
-            getrandom::fill(&mut raw)
-                .map_err(|e| std::io::Error::other(format!("no randomness for the relay key: {e}")))?;
-            raw.iter().map(|b| format!("{b:02x}")).collect()
-        }
-    };
-    let moved = previous.as_ref().is_none_or(|p| p.url != url || p.key != key);
-    write_advert(&settings.home, &AdvertFile { url, key: key.clone(), pid: std::process::id() })?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(format!("no randomness for the relay key: {e}")))?;
+    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    write_advert(&settings.home, &AdvertFile { url, key: key.clone(), pid: std::process::id(), started })?;
+    let key = Secret::new(key);
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let relay = Arc::new(Relay {
         home: settings.home.clone(),
-        key: Secret::new(key),
+        key: key.clone(),
         workspace: settings.workspace.trim_end_matches('/').to_string(),
         client: settings.client,
         exe: settings.exe,
         run_args: settings.run_args,
         helpers,
+        closing: closing.clone(),
+        requests: tokio::sync::Semaphore::new(MAX_REQUESTS),
     });
     let accept = tokio::spawn(accept_loop(listener, relay));
-    Ok(Running { home: settings.home, accept, moved })
-}
-
-/// Whether process `pid` exists (0 and negative pids name process groups, not a process).
-fn alive(pid: u32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    i32::try_from(pid).is_ok_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } == 0)
+    Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key) })
 }
 
 fn read_advert(home: &Path) -> Option<AdvertFile> {
@@ -221,15 +233,25 @@ fn write_advert(home: &Path, advert: &AdvertFile) -> std::io::Result<()> {
 
 async fn accept_loop(listener: tokio::net::TcpListener, relay: Arc<Relay>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // A connection that never sends a whole request gives its slot back.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let builder = Arc::new(builder);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let relay = relay.clone();
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, say: not a busy loop.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (relay, builder) = (relay.clone(), builder.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(relay.clone(), request));
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
             drop(permit);
         });
     }
@@ -306,15 +328,27 @@ fn authorized(key: &Secret, headers: &HeaderMap) -> bool {
     })
 }
 
-/// Only model traffic, and no path that could climb out of it.
+/// Only model traffic, in plain path segments: letters, digits and `-._~:@!$&'()*+,=` (no
+/// `%`-escapes, `;` or empty segments), and no `.` or `..` segment to climb out of it.
 fn forwarded(path: &str) -> bool {
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,=".contains(&b))
+    };
     FORWARDED_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
-        && !path.split('/').any(|segment| segment == ".." || segment == ".")
-        && !path.contains('%')
-        && !path.contains('\\')
+        && path.strip_prefix('/').is_some_and(|rest| rest.split('/').all(plain))
 }
 
 async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Response<RelayBody>, Infallible> {
+    let Ok(_slot) = relay.requests.try_acquire() else {
+        return Ok(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "REQUEST_LIMIT_EXCEEDED",
+            "64 requests are in flight already",
+        ));
+    };
     if !authorized(&relay.key, request.headers()) {
         return Ok(refuse(
             StatusCode::UNAUTHORIZED,
@@ -323,11 +357,11 @@ async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Respons
         ));
     }
     let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-    if !forwarded(request.uri().path()) {
+    if !matches!(*request.method(), hyper::Method::GET | hyper::Method::POST) || !forwarded(request.uri().path()) {
         return Ok(refuse(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
-            "only model traffic is relayed (/serving-endpoints/..., /ai-gateway/...)",
+            "only GET and POST of model traffic are relayed (/serving-endpoints/..., /ai-gateway/...)",
         ));
     }
     let (parts, body) = request.into_parts();
@@ -396,6 +430,9 @@ impl Relay {
         {
             return Some(served.clone());
         }
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         let mut command = tokio::process::Command::new(&self.exe);
         command.arg("token").args(&self.run_args);
         if rejected {
@@ -404,18 +441,24 @@ impl Relay {
         command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::piped());
         let child = command.spawn().ok()?;
         let pid = child.id();
         if let Some(pid) = pid {
             self.helpers.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
         }
-        let output = tokio::time::timeout(TOKEN_TIMEOUT, child.wait_with_output()).await;
-        if let Some(pid) = pid {
-            self.helpers.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
-        }
-        let output = output.ok()?.ok()?;
+        // Awaited in a task of its own: a client that hangs up, or a rotation slower than this
+        // request waits, never kills a rotation halfway (it finishes, and the next request
+        // finds its result in the state file).
+        let helpers = self.helpers.clone();
+        let run = tokio::spawn(async move {
+            let output = child.wait_with_output().await;
+            if let Some(pid) = pid {
+                helpers.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+            }
+            output
+        });
+        let output = tokio::time::timeout(TOKEN_TIMEOUT, run).await.ok()?.ok()?.ok()?;
         // Its warnings (a rotation that failed, say) are the operator's news.
         for line in String::from_utf8_lossy(&output.stderr).lines() {
             crate::output::err(line);
@@ -439,6 +482,10 @@ mod tests {
             "/serving-endpoints/../api/2.0/token/create",
             "/ai-gateway/./x",
             "/serving-endpoints/%2e%2e/api/2.0/token/list",
+            "/serving-endpoints/..;/api/2.0/token/create",
+            "/serving-endpoints//api",
+            "/serving-endpoints/x/",
+            "/serving-endpoints/caf\u{e9}",
             "/oidc/v1/token",
             "/",
         ] {

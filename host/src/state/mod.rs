@@ -211,6 +211,10 @@ pub struct State {
     /// Files under management, relative to home.
     #[serde(default)]
     pub files: Vec<String>,
+    /// The SHA-256 of the credential relay's key when the last run wrote it into a config
+    /// (Gemini CLI's `.env`), so a `watch` with another relay renders afresh.
+    #[serde(default)]
+    pub relay_key_sha256: Option<String>,
     pub last_run: Option<LastRun>,
 }
 
@@ -233,6 +237,7 @@ impl State {
             sign_in: None,
             pending: Vec::new(),
             files: Vec::new(),
+            relay_key_sha256: None,
             last_run: None,
         }
     }

@@ -147,9 +147,8 @@ struct Watcher {
     last_ok_stderr: String,
     /// The `token` processes the credential relay runs now (ours to wait for, not to reap).
     relay_helpers: Arc<Mutex<BTreeSet<u32>>>,
-    /// The relay's address or key differs from what this home's configs may name (a new relay
-    /// in a home provisioned before): the first run renders even when nothing is due.
-    first_must_render: bool,
+    /// The credential relay, while it runs (stopped first when `watch` stops).
+    relay: Option<crate::relay::Running>,
 }
 
 impl Watcher {
@@ -169,7 +168,7 @@ impl Watcher {
             told_expired: false,
             last_ok_stderr: String::new(),
             relay_helpers: Arc::default(),
-            first_must_render: false,
+            relay: None,
         }
     }
 
@@ -245,7 +244,7 @@ impl Watcher {
         self.before = State::load(&self.home).ok().flatten();
         let args = self.args.run.to_args();
         let spawned = match job {
-            Job::First if self.first_must_render => {
+            Job::First if self.configs_name_another_relay() => {
                 Helper::spawn_as(&self.exe, job, &["provision", "--defer-revocations"], &args)
             }
             _ => Helper::spawn(&self.exe, job, &args),
@@ -257,6 +256,18 @@ impl Watcher {
                 self.failed(job, 1, String::new());
             }
         }
+    }
+
+    /// Whether the last run wrote a relay key into the configs that is not this relay's (a
+    /// `watch` restarted in a home provisioned before): then the first run renders even when
+    /// nothing is due, or Gemini CLI would knock at a relay that is gone.
+    fn configs_name_another_relay(&self) -> bool {
+        let Some(relay) = &self.relay else { return false };
+        State::load(&self.home)
+            .ok()
+            .flatten()
+            .and_then(|s| s.relay_key_sha256)
+            .is_some_and(|written| written != relay.key_sha256)
     }
 
     /// The time the served credential has left, if it is still valid.
@@ -414,9 +425,8 @@ impl Watcher {
             )));
         }
         // Up before the first run, so the first configs already point at it; it stops (and
-        // its advertisement goes) when this function returns.
-        let _relay = self.start_relay().await;
-        self.first_must_render = _relay.as_ref().is_some_and(|relay| relay.moved);
+        // its advertisement goes) first thing when `watch` stops.
+        self.relay = self.start_relay().await;
         loop {
             let next = self.helper.is_none().then(|| self.next_run());
             let wake = next.map(|(at, _)| at.min(Instant::now() + MAX_SLEEP));
@@ -463,6 +473,8 @@ impl Watcher {
     /// signal at once; each is killed if it outlasts its budget.
     async fn shutdown(mut self, stop: Stop, signals: &mut Signals) -> ExitCode {
         let started = Instant::now();
+        // No relayed request may start a rotation now (it could mint after revoke-on-exit).
+        drop(self.relay.take());
         let code = match &stop {
             Stop::Signal(name, number) => {
                 if let Some(app) = &self.app {
