@@ -3,7 +3,7 @@
 //!
 //! Why: a client without a token helper (Gemini CLI) reads its key once, at start, and keeps
 //! it; after a rotation revokes that token it fails until restarted. Pointed at the relay, it
-//! holds a key that only opens the relay, and every request goes out with the current
+//! holds a key that only opens the relay (new at every `watch` start), and every request goes out with the current
 //! credential. A request the workspace refuses (401/403: the token was revoked behind our back)
 //! is retried once after `devbox-auth token --rejected`, which rotates when the workspace
 //! refuses the served token too; so it heals within one request.

@@ -4,7 +4,8 @@
 //! falls due between rotations — runs as a short-lived `devbox-auth provision --if-due` (or
 //! `revoke-due`) child process, the same code and the same home lock as every other run, with
 //! the state file as the record. So the long-lived process never loads the policy sandbox (it
-//! idles at a few MiB and no CPU), and a failed or crashed run cannot take it down.
+//! idles at about 8 MiB, the credential relay included, and no CPU), and a failed or crashed
+//! run cannot take it down.
 //!
 //! - Schedule: the next rotation is the state's refresh time; planned revocations run at their
 //!   time. Two runs never start less than a second apart, whatever a plan says.
