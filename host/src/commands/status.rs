@@ -159,11 +159,7 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                         .any(|token| key == token.expose());
                     let live = crate::relay::Advert::live(home);
                     let relay_key = state.relay_key_sha256.as_deref();
-                    let key_sha256 = {
-                        use sha2::Digest;
-                        let digest = sha2::Sha256::digest(key.as_bytes());
-                        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    };
+                    let key_sha256 = crate::relay::key_sha256(&crate::secrets::Secret::new(key));
                     match live {
                         _ if holds_token => {
                             "the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)".into()

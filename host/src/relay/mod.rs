@@ -100,7 +100,8 @@ impl Advert {
     }
 }
 
-fn key_sha256(key: &Secret) -> String {
+/// The fingerprint of a relay key as the state records it (also `status`'s, to recognise one).
+pub fn key_sha256(key: &Secret) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(key.expose().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
