@@ -247,7 +247,7 @@ fn status_says_how_each_assistant_gets_its_credential() {
     run.provision(&[]).success();
     let status = support::devbox_auth(&run, &["status"]).stdout;
     for line in [
-        "  Claude Code Router: ~/.claude-code-router/config.json — the token in its config.json, which its transformer plugin re-reads before each request",
+        "  Claude Code Router: ~/.claude-code-router/config.json — the token in its config.json, which its transformer plugin re-reads before each request (a refused one is not retried: run under `devbox-auth watch` for the relay)",
         "  Claude Code: ~/.claude/settings.json, ~/.claude.json — its apiKeyHelper runs `devbox-auth token`",
         "  Codex: ~/.codex/config.toml — its provider's auth command runs `devbox-auth token`",
         "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)",
@@ -398,11 +398,12 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     );
 
     // Wrong or no key, or a path outside model traffic: refused by the relay itself.
-    let agent = ureq_like_post(&format!("{relay}/ai-gateway/gemini/v1beta/models/x:generateContent"), Some("wrong"));
+    let agent =
+        support::post_status(&format!("{relay}/ai-gateway/gemini/v1beta/models/x:generateContent"), Some("wrong"));
     assert_eq!(agent, 401);
     let key = advert["key"].as_str().unwrap();
-    assert_eq!(ureq_like_post(&format!("{relay}/api/2.0/token/create"), Some(key)), 403);
-    assert_eq!(ureq_like_post(&format!("{relay}/serving-endpoints/../api/2.0/token/list"), Some(key)), 403);
+    assert_eq!(support::post_status(&format!("{relay}/api/2.0/token/create"), Some(key)), 403);
+    assert_eq!(support::post_status(&format!("{relay}/serving-endpoints/../api/2.0/token/list"), Some(key)), 403);
     let requests_before = emulator.requests().len();
 
     let settings: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
@@ -439,21 +440,4 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     let mut stderr = String::new();
     std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
-}
-
-/// A POST with `key` as bearer token; the HTTP status.
-fn ureq_like_post(url: &str, key: Option<&str>) -> u16 {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

@@ -121,7 +121,8 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(emulator.invocations()[0].header("authorization"), Some(format!("Bearer {first}").as_str()));
 
-    // watch rotates (at 75% of 4 s) and revokes the first token after its grace.
+    // watch rotates (at 75% of 4 s) and revokes the first token after its grace. The rotation
+    // points the config at watch's credential relay (its key, not a token, is in the file).
     let mut watch = KillOnDrop(support::spawn_devbox_auth(&run, &["watch"]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !emulator.state.lock().unwrap().revoked.contains(&first) {
@@ -130,15 +131,39 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let current: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
-    let second = current["Providers"][0]["api_key"].as_str().unwrap().to_string();
-    assert_ne!(second, first);
+    let relay: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
+    assert_eq!(current["Providers"][0]["api_key"], relay["key"], "the relay's key, not a token");
+    let relay_url = relay["url"].as_str().unwrap();
+    assert!(current["Providers"][0]["api_base_url"].as_str().unwrap().starts_with(relay_url), "{relay_url}");
     assert_eq!(current["PORT"], port, "the user's port survives every rotation");
+    let second = support::api_key(&run);
+    assert_ne!(second, first);
+    let status = support::devbox_auth(&run, &["status"]).stdout;
+    let line = format!(
+        "  Claude Code Router: ~/.claude-code-router/config.json — through the credential relay at {relay_url} (up)"
+    );
+    assert!(status.contains(&line), "{line}\nnot in:\n{status}");
 
-    // The same CCR process, never restarted, now sends the new token.
+    // The same CCR process, never restarted, now goes through the relay, which sends the served token.
     let (status, body) = post_json(port, "/v1/messages", &hello());
     assert_eq!(status, 200, "CCR answered {status} after the rotation: {body}");
     let invocations = emulator.invocations();
     assert_eq!(invocations.last().unwrap().header("authorization"), Some(format!("Bearer {second}").as_str()));
+
+    // The served token revoked behind devbox-auth's back: the relay is refused, has it replaced
+    // (`token --rejected`), and sends the request again; CCR's client sees one good answer.
+    emulator.revoke(&second);
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "CCR answered {status} after the revocation: {body}");
+    let third = support::api_key(&run);
+    assert_ne!(third, second);
+    // Every model request the workspace saw, refused or not.
+    let model_requests: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();
+    let bearers: Vec<_> =
+        model_requests.iter().rev().take(2).map(|r| r.header("authorization").unwrap().to_string()).collect();
+    assert_eq!(bearers, [format!("Bearer {third}"), format!("Bearer {second}")], "refused once, then sent again");
+    assert!(emulator.accepts(&third));
 }
 
 #[test]

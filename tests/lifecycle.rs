@@ -21,9 +21,9 @@ fn watch_rotates_and_revokes_and_readers_never_see_a_partial_or_revoked_config()
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "4");
     let watch = spawn_devbox_auth(&run, &["watch"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
 
-    // Sample config.json every ~50 ms while watch rotates at least twice.
+    // Sample config.json (and what its key stands for) every ~50 ms while watch rotates at least twice.
     let first = api_key(&run);
     let started = Instant::now();
     let mut seen = vec![first.clone()];
@@ -34,8 +34,10 @@ fn watch_rotates_and_revokes_and_readers_never_see_a_partial_or_revoked_config()
         let text = std::fs::read_to_string(run.path(CCR_CONFIG)).unwrap();
         let config: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
         assert_eq!(run.mode(CCR_CONFIG), 0o600);
-        let key = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
-        assert!(!revoked_before.contains(&key), "config.json held a token that was already revoked");
+        assert!(config["Providers"][0]["api_key"].is_string(), "{}", support::mask_credentials(&text));
+        // What CCR's requests carry: the token in the file, or the one watch's relay sends.
+        let key = api_key(&run);
+        assert!(!revoked_before.contains(&key), "CCR's credential was already revoked");
         if seen.last() != Some(&key) {
             seen.push(key);
         }
@@ -276,7 +278,7 @@ fn watch_recovers_by_itself_after_an_outage_longer_than_the_token() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
     let watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     let before = api_key(&run);
     emulator.set_down(true);
     std::thread::sleep(Duration::from_secs(5));
@@ -360,7 +362,7 @@ fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("DEVBOX_REVOKE_ON_EXIT", "true");
     let watch = spawn_devbox_auth(&run, &["watch"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     let live = api_key(&run);
     signal(&watch, libc::SIGINT);
     let out = finish(watch, Duration::from_secs(8), &emulator);
@@ -371,7 +373,7 @@ fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
     // Off by default.
     let run = Run::app(&emulator);
     let watch = spawn_devbox_auth(&run, &["watch"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     signal(&watch, libc::SIGTERM);
     assert_eq!(finish(watch, Duration::from_secs(5), &emulator).code, 0);
     assert!(live_values(&emulator).contains(&api_key(&run)));
@@ -453,7 +455,7 @@ fn a_host_clock_five_minutes_off_neither_hands_out_expired_tokens_nor_spins() {
         emulator.set_clock_offset_ms(offset_ms);
         let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "6");
         let watch = spawn_devbox_auth(&run, &["watch"]);
-        wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+        support::wait_for_first_provision(&run);
         let started = Instant::now();
         let mut checked = 0;
         while started.elapsed() < Duration::from_secs(14) {

@@ -331,7 +331,7 @@ fn revoke_on_exit_revokes_only_the_deployments_own_token() {
     let foreign = emulator.add_foreign_token("a person's own token");
     let run = hostile(&emulator, "plan-revoke-on-exit-foreign");
     let watch = spawn_devbox_auth(&run, &["watch"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     let served = api_key(&run);
     signal(&watch, libc::SIGTERM);
     let out = finish(watch, Duration::from_secs(14), &emulator);
@@ -358,7 +358,7 @@ fn a_failing_rotation_keeps_the_first_credential(how: &str) {
     };
     let started = Instant::now();
     let mut watch = spawn_devbox_auth(&run, &["watch"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     let first = api_key(&run);
     let status = status_json(&run);
     let refresh = status["refresh_at_ms"].as_i64().unwrap();

@@ -135,6 +135,14 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Alive and not yet a zombie.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
@@ -155,6 +163,9 @@ fn watch_survives_a_chaos_schedule() {
     assert!(Fault::ALL.iter().all(|f| windows.iter().any(|w| w.fault == *f)), "every fault kind is in the schedule");
 
     let emulator = Emulator::start();
+    // A real workspace's round trip on every request. Without it a helper run is over in ~15 ms,
+    // and whether the killer below lands inside one is luck (CI once saw 1 kill in 95 s).
+    emulator.set_latency(Duration::from_millis(30));
     let run = Run::app(&emulator)
         .var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", &TOKEN_LIFE.as_secs().to_string())
         .var("DATABRICKS_APP_NAME", "devbox-soak");
@@ -184,11 +195,15 @@ fn watch_survives_a_chaos_schedule() {
             }
         })
     };
-    wait_for("the first provision", Duration::from_secs(30), || run.path(CCR_CONFIG).exists());
+    // Done when the state names what the config's key stands for (it is written after the files).
+    wait_for("the first provision", Duration::from_secs(30), || {
+        read_ccr_provider(&run).is_some_and(|c| emulator.accepts(&c.credential))
+    });
     let started = Instant::now();
     let cpu_at_start = cpu_seconds(watch_pid);
     let done = AtomicBool::new(false);
     let kills = AtomicU32::new(0);
+    let helpers = AtomicU32::new(0);
 
     let report = std::thread::scope(|scope| {
         // The fault schedule.
@@ -201,18 +216,22 @@ fn watch_survives_a_chaos_schedule() {
                 window.fault.end(&emulator);
             }
         });
-        // SIGKILL a third of the helper runs, at a random moment of each.
+        // SIGKILL every third helper run, at a random moment of it.
         scope.spawn(|| {
             let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
             let mut seen = std::collections::BTreeSet::new();
             while !done.load(Ordering::Relaxed) {
                 for (pid, _) in children_of(watch_pid) {
-                    if !seen.insert(pid) || !cmdline(pid).contains("devbox-auth") || rng.u32(0..3) != 0 {
+                    if !seen.insert(pid) || !cmdline(pid).contains("devbox-auth") {
+                        continue;
+                    }
+                    if helpers.fetch_add(1, Ordering::Relaxed) % 3 != 0 {
                         continue;
                     }
                     std::thread::sleep(Duration::from_millis(rng.u64(0..40)));
+                    // Counted only when it was still running (a zombie takes the signal too).
                     // SAFETY: kill(2) on a helper of the watch under test (if it is still there).
-                    if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                    if is_running(pid) && unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
                         kills.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -231,13 +250,26 @@ fn watch_survives_a_chaos_schedule() {
     });
 
     // Requests per minute, over every 60 s window of the run.
-    let times: Vec<Instant> = emulator.requests().iter().map(|r| r.at).filter(|at| *at >= started).collect();
+    // devbox-auth's own requests: the model requests the sampler sends through the relay are not.
+    let times: Vec<Instant> = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.at >= started && !r.path.starts_with("/serving-endpoints/"))
+        .map(|r| r.at)
+        .collect();
     let per_minute = times
         .iter()
         .map(|t| times.iter().filter(|u| **u >= *t && **u < *t + Duration::from_secs(60)).count())
         .max()
         .unwrap_or(0);
     let per_minute = per_minute as f64 * 60.0 / total.as_secs_f64().min(60.0);
+    let mut by_path = std::collections::BTreeMap::<String, usize>::new();
+    for request in emulator.requests().iter().filter(|r| r.at >= started) {
+        *by_path
+            .entry(format!("{} {}", request.method, request.path.split('?').next().unwrap_or_default()))
+            .or_default() += 1;
+    }
+    eprintln!("soak: seed {seed}: requests after the first provision: {by_path:?}");
     let app_pid = children_of(watch_pid).into_iter().map(|(pid, _)| pid).find(|pid| cmdline(*pid).contains("app.py"));
     let cpu = cpu_seconds(watch_pid) - cpu_at_start + app_pid.map_or(0.0, cpu_seconds);
     let cpu_share = cpu / started.elapsed().as_secs_f64();
@@ -253,9 +285,11 @@ fn watch_survives_a_chaos_schedule() {
     out.stderr = watch_log.lock().unwrap().clone();
     support::assert_no_secret("watch's log", &out.stderr, &emulator.secrets());
     let kills = kills.load(Ordering::Relaxed);
+    let helpers = helpers.load(Ordering::Relaxed);
     eprintln!(
-        "soak: seed {seed}: {} samples, {} excused in faults, max {} live tokens, {per_minute:.0} requests/min, watch+children {:.2}% CPU, {kills} helpers killed, SIGTERM reached the app in {:.0} ms, watch stopped in {:.1} s",
+        "soak: seed {seed}: {} samples ({} through the relay), {} excused in faults, max {} live tokens, {per_minute:.0} requests/min, watch+children {:.2}% CPU, {kills} of {helpers} helper runs killed, SIGTERM reached the app in {:.0} ms, watch stopped in {:.1} s",
         report.samples,
+        report.model_requests,
         report.excused,
         report.max_live,
         cpu_share * 100.0,
@@ -266,7 +300,7 @@ fn watch_survives_a_chaos_schedule() {
     assert!(report.max_live <= 3, "seed {seed}: {} live tokens at once", report.max_live);
     assert!(per_minute <= 300.0, "seed {seed}: {per_minute:.0} requests a minute");
     assert!(cpu_share <= 0.02, "seed {seed}: watch and its children used {:.2}% of a CPU", cpu_share * 100.0);
-    assert!(kills >= 3, "seed {seed}: only {kills} helpers were killed");
+    assert!(kills >= 3, "seed {seed}: only {kills} of {helpers} helper runs were killed");
     assert!(got - sent <= 0.2, "seed {seed}: the app got SIGTERM {:.0} ms late", (got - sent) * 1000.0);
     assert!(stop_took <= Duration::from_secs(12), "seed {seed}: watch took {stop_took:?} to stop");
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -282,6 +316,8 @@ struct Report {
     samples: u32,
     excused: u32,
     max_live: usize,
+    /// Sent through the CCR's route (the relay), not counted in requests per minute.
+    model_requests: u32,
     failures: Vec<String>,
 }
 
@@ -316,10 +352,16 @@ fn sample(
         // Within a fault, or soon after it: a credential may run out, and status must say so.
         let fault =
             windows.iter().position(|w| t + Duration::from_millis(100) >= w.at && t <= w.at + w.length + RECOVERY);
-        let config_key = read_config_key(run);
-        let config_ok = config_key.as_deref().is_some_and(|k| emulator.accepts(k));
-        if config_key.is_none() {
+        let config = read_ccr_provider(run);
+        let mut config_ok = config.as_ref().is_some_and(|c| emulator.accepts(&c.credential));
+        if config.is_none() {
             report.failures.push(format!("{t:?}: config.json was not whole"));
+        }
+        // Every tenth sample, a model request as CCR sends it (through watch's credential relay).
+        if let Some(ccr) = config.as_ref().filter(|_| report.samples % 10 == 0) {
+            let status = support::post_status(&ccr.url, Some(&ccr.key));
+            report.model_requests += 1;
+            config_ok &= status == 200;
         }
         let token = support::token(run, &["--timeout", "1"]);
         let token_ok = token.code == 0 && emulator.accepts(token.stdout.trim_end());
@@ -340,7 +382,7 @@ fn sample(
                     status_checked_in = Some(window);
                     let status = support::devbox_auth(run, &["status"]);
                     // Unless a rotation (the `token` call above may run one) fixed it meanwhile.
-                    let still_dead = !read_config_key(run).is_some_and(|k| emulator.accepts(&k));
+                    let still_dead = !read_ccr_provider(run).is_some_and(|c| emulator.accepts(&c.credential));
                     if status.code == 0 && !status.stdout.contains("warning:") && still_dead {
                         report
                             .failures
@@ -361,10 +403,23 @@ fn sample(
     report
 }
 
-/// The token in the CCR config, if the file is whole.
-fn read_config_key(run: &Run) -> Option<String> {
-    std::fs::read_to_string(run.path(CCR_CONFIG))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|c| c["Providers"][0]["api_key"].as_str().map(str::to_string))
+/// What the CCR config holds, if the file is whole.
+struct CcrProvider {
+    /// Its key: a token, or the credential relay's key.
+    key: String,
+    url: String,
+    /// The token its requests carry to the workspace: the key, or the one the relay sends.
+    credential: String,
+}
+
+fn read_ccr_provider(run: &Run) -> Option<CcrProvider> {
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.path(CCR_CONFIG)).ok()?).ok()?;
+    let provider = &config["Providers"][0];
+    let key = provider["api_key"].as_str()?.to_string();
+    let state = support::state_json(run);
+    let credential = match state["relay_key_sha256"].as_str() == Some(support::sha256_hex(&key).as_str()) {
+        true => state["serve"]["value"].as_str().unwrap_or_default().to_string(),
+        false => key.clone(),
+    };
+    Some(CcrProvider { key, url: provider["api_base_url"].as_str()?.to_string(), credential })
 }

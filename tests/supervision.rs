@@ -69,7 +69,7 @@ fn a_failing_revocation_backs_off_and_is_dropped_once_its_token_has_expired() {
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "6");
     emulator.fail_route("POST /api/2.0/token/delete", Canned::error(500, "INTERNAL_ERROR", "The delete broke."));
     let watch = spawn_devbox_auth(&run, &["watch", "--timeout", "2"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     std::thread::sleep(Duration::from_secs(15));
     signal(&watch, libc::SIGTERM);
     let out = finish(watch, Duration::from_secs(14), &emulator);
@@ -151,7 +151,7 @@ fn the_on_rotate_hook_runs_beside_the_watcher_and_is_stopped_at_its_timeout() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator).var("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "3");
     let watch = spawn_devbox_auth(&run, &["watch", "--on-rotate", "sleep 30", "--on-rotate-timeout", "1"]);
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     let first = api_key(&run);
     // Rotations go on while a hook runs (the first hook would block the watcher for 30 s).
     wait_for("three rotations", Duration::from_secs(20), || {
@@ -254,7 +254,7 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
         .stderr(write_end)
         .spawn()
         .unwrap();
-    wait_for("the first provision", Duration::from_secs(20), || run.path(CCR_CONFIG).exists());
+    support::wait_for_first_provision(&run);
     std::thread::sleep(Duration::from_secs(12));
     let creates = emulator.requests_to("POST", "/api/2.0/token/create").len();
     std::thread::sleep(Duration::from_secs(4));

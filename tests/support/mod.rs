@@ -183,9 +183,42 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The credential the CCR's requests carry to the workspace: the token in its config, or, where
+/// the config holds the key of `watch`'s credential relay, the served token the relay sends.
 pub fn api_key(run: &Run) -> String {
+    let key = ccr_key(run);
+    let state = state_json(run);
+    if state["relay_key_sha256"].as_str() == Some(sha256_hex(&key).as_str()) {
+        return state["serve"]["value"].as_str().expect("a served token").to_string();
+    }
+    key
+}
+
+/// Whether the first provision is done: the CCR config is there, and the state names the
+/// credential its key stands for (the state is written after the files).
+pub fn provisioned(run: &Run) -> bool {
+    let Ok(text) = std::fs::read_to_string(run.path(CCR_CONFIG)) else { return false };
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    let key = config["Providers"][0]["api_key"].as_str().unwrap_or_default();
+    let state = state_json(run);
+    state["serve"]["value"].as_str() == Some(key) || state["relay_key_sha256"].as_str() == Some(&sha256_hex(key))
+}
+
+/// Wait (up to 20 s) for `watch`'s first provision.
+#[track_caller]
+pub fn wait_for_first_provision(run: &Run) {
+    wait_for("the first provision", Duration::from_secs(20), || provisioned(run));
+}
+
+/// The key in the CCR config as written (a token, or a relay's key).
+pub fn ccr_key(run: &Run) -> String {
     let config: serde_json::Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
     config["Providers"][0]["api_key"].as_str().unwrap().to_string()
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn live_values(emulator: &Emulator) -> Vec<String> {
@@ -521,4 +554,23 @@ impl ConnectProxy {
         });
         Self { url, tunnels, runtime: Some(runtime) }
     }
+}
+
+/// A POST of `{}` over plain HTTP/1.1 (a loopback URL such as the credential relay's), with
+/// `key` as the bearer token; the HTTP status (0: nothing listens there).
+pub fn post_status(url: &str, key: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else { return 0 };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

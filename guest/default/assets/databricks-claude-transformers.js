@@ -3,11 +3,12 @@
 //   - a message whose content is "" gets content: null;
 //   - cache_control is removed from every content part and from the message itself;
 //   - an image_url part whose data URL lacks ";base64" gets it (data:<mime>,<data> -> data:<mime>;base64,<data>).
-// And it keeps the token fresh: CCR reads config.json only when it starts, but devbox-auth
-// rotates the token while CCR runs. Before each request the plugin reads the provider's current
-// api_key from config.json (rewritten atomically on every rotation) and sets it on the live
-// provider object, from which CCR builds `Authorization: Bearer ...` after all transformers ran.
-// If the file cannot be read, the key CCR already has is kept.
+// And it keeps the credential fresh: CCR reads config.json only when it starts, but devbox-auth
+// rotates the token while CCR runs (or, under `devbox-auth watch`, points CCR at its credential
+// relay). Before each request the plugin reads the provider's current api_key and api_base_url
+// from config.json (rewritten atomically on every rotation) and sets them on the live provider
+// object, from which CCR builds the request's URL and `Authorization: Bearer ...` after all
+// transformers ran. If the file cannot be read, what CCR already has is kept.
 // With options.debug it appends a line per request to ~/.claude-code-router/plugin.log
 // (model and message count only: never headers, keys or bodies).
 "use strict";
@@ -21,7 +22,7 @@ class DatabricksCustomTransformer {
     this.name = "databricks-custom";
     this.options = options || {};
     this.configPath = this.options.configPath || path.join(os.homedir(), ".claude-code-router", "config.json");
-    this.cached = { stamp: "", keys: {} };
+    this.cached = { stamp: "", providers: {} };
   }
 
   log(message) {
@@ -34,27 +35,30 @@ class DatabricksCustomTransformer {
     }
   }
 
-  // The provider's current api_key from config.json, re-read only when the file changed.
-  currentKey(providerName) {
+  // The provider's current {key, url} from config.json, re-read only when the file changed.
+  current(providerName) {
     try {
       const stat = fs.statSync(this.configPath);
       // Each rotation renames a new file into place: a new inode.
       const stamp = `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
       if (stamp !== this.cached.stamp) {
         const config = JSON.parse(fs.readFileSync(this.configPath, "utf8"));
-        const keys = {};
+        const providers = {};
         for (const p of config.Providers || config.providers || []) {
-          if (p && typeof p.name === "string" && typeof p.api_key === "string" && p.api_key.trim()) {
-            keys[p.name] = p.api_key.trim();
-          }
+          if (!p || typeof p.name !== "string") continue;
+          const key = typeof p.api_key === "string" ? p.api_key.trim() : "";
+          const url = typeof p.api_base_url === "string" ? p.api_base_url.trim() : "";
+          providers[p.name] = {
+            // CCR expands $VAR at start; a key that is a variable reference stays as CCR set it.
+            key: key && !key.startsWith("$") ? key : null,
+            url: /^https?:\/\/[^\s]+$/.test(url) ? url : null,
+          };
         }
-        this.cached = { stamp, keys };
+        this.cached = { stamp, providers };
       }
-      const key = this.cached.keys[providerName];
-      // CCR expands $VAR at start; a key that is a variable reference stays as CCR set it.
-      return key && !key.startsWith("$") ? key : null;
+      return this.cached.providers[providerName] || { key: null, url: null };
     } catch (_) {
-      return null;
+      return { key: null, url: null };
     }
   }
 
@@ -72,10 +76,14 @@ class DatabricksCustomTransformer {
 
   async transformRequestIn(request, provider) {
     if (provider && typeof provider === "object") {
-      const key = this.currentKey(provider.name);
+      const { key, url } = this.current(provider.name);
       if (key && key !== provider.apiKey) {
         provider.apiKey = key;
-        this.log("token refreshed from config.json");
+        this.log("key refreshed from config.json");
+      }
+      if (url && url !== provider.baseUrl) {
+        provider.baseUrl = url;
+        this.log("URL refreshed from config.json");
       }
     }
     const messages = Array.isArray(request && request.messages) ? request.messages : [];

@@ -19,7 +19,8 @@ pub struct DatabricksProvider<'a> {
     pub api_base_url: String,
     /// Serving endpoints; the first is the default route.
     pub models: &'a [String],
-    /// The token, as a secret reference the host fills in when it writes the file.
+    /// The token, or the credential relay's key, as a secret reference the host fills in when
+    /// it writes the file.
     pub api_key: &'a str,
     /// Absolute path of the transformer plugin.
     pub plugin_path: &'a str,
@@ -27,14 +28,15 @@ pub struct DatabricksProvider<'a> {
     pub routes: Vec<(&'static str, String)>,
 }
 
-/// One endpoint's own URL, as the original app wrote it.
-pub fn invocations_url(workspace_url: &str, model: &str) -> String {
-    format!("{workspace_url}/serving-endpoints/{model}/invocations")
+/// One endpoint's own URL, as the original app wrote it (`base_url`: the workspace, or the
+/// credential relay that forwards to it).
+pub fn invocations_url(base_url: &str, model: &str) -> String {
+    format!("{base_url}/serving-endpoints/{model}/invocations")
 }
 
 /// Databricks' OpenAI-compatible chat URL, which serves every endpoint named in `model`.
-pub fn chat_completions_url(workspace_url: &str) -> String {
-    format!("{workspace_url}/serving-endpoints/chat/completions")
+pub fn chat_completions_url(base_url: &str) -> String {
+    format!("{base_url}/serving-endpoints/chat/completions")
 }
 
 impl DatabricksProvider<'_> {

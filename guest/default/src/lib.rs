@@ -86,8 +86,13 @@ impl Policy for DefaultPolicy {
             }
         };
         let lifetime_ms = obtained.credential.expiry_time_ms - context.now_ms;
+        let relay = match (host.var(RELAY_URL_VAR), host.secret_ref(RELAY_KEY_VAR)) {
+            (Some(url), Some(key_ref)) => Some(Relay { url, key_ref }),
+            _ => None,
+        };
         let rendering = Rendering {
             workspace_url: &workspace_url,
+            relay,
             fallback_model: &model,
             home: host.home_dir(),
             binary: host.host_binary(),
@@ -199,6 +204,8 @@ impl Existing {
 /// What every file is rendered from.
 struct Rendering<'a> {
     workspace_url: &'a str,
+    /// `watch`'s credential relay, for the clients that read their key only when they start.
+    relay: Option<Relay>,
     /// `DEVBOX_MODEL`: the CCR's model when the picks hold no Claude model.
     fallback_model: &'a str,
     home: String,
@@ -207,7 +214,23 @@ struct Rendering<'a> {
     helper_ttl_ms: i64,
 }
 
+/// A credential relay that is up: where it listens, and its key as a secret reference.
+struct Relay {
+    url: String,
+    key_ref: String,
+}
+
 impl Rendering<'_> {
+    /// Where a client that reads its key once sends model traffic, and the key it sends: through
+    /// the relay (which sends the credential of the moment, and heals a refused one) when it is
+    /// up; else straight to the workspace with the token itself.
+    fn long_lived_client_route(&self) -> (&str, &str) {
+        match &self.relay {
+            Some(relay) => (&relay.url, &relay.key_ref),
+            None => (self.workspace_url, &self.token_ref),
+        }
+    }
+
     fn write_all(
         &self,
         host: &mut impl Host,
@@ -228,18 +251,15 @@ impl Rendering<'_> {
             }
             // One model: its own endpoint, as the original app wrote it. Several: the
             // OpenAI-compatible route, which serves every endpoint named in the request.
+            // CCR reads its config once; its plugin re-reads the key and URL before each request.
+            let (base_url, api_key) = self.long_lived_client_route();
             let api_base_url = match models.as_slice() {
-                [only] => ccr::invocations_url(self.workspace_url, only),
-                _ => ccr::chat_completions_url(self.workspace_url),
+                [only] => ccr::invocations_url(base_url, only),
+                _ => ccr::chat_completions_url(base_url),
             };
             let plugin_path = plugin_path(&self.home);
-            let provider = ccr::DatabricksProvider {
-                api_base_url,
-                models: &models,
-                api_key: &self.token_ref,
-                plugin_path: &plugin_path,
-                routes,
-            };
+            let provider =
+                ccr::DatabricksProvider { api_base_url, models: &models, api_key, plugin_path: &plugin_path, routes };
             write_ccr(host, existing.ccr, &provider)?;
         }
         let profile = render_databrickscfg(host, existing.databrickscfg, self.workspace_url)?;
@@ -297,15 +317,10 @@ impl Rendering<'_> {
             (Some(model), true) => {
                 let settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
                 host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;
-                // Gemini CLI reads its key once, at start. Through `watch`'s credential relay it
-                // holds a key to the relay, which sends the credential of the moment; without it,
-                // the token itself (a running `gemini` then needs a restart after a rotation).
-                let (key_ref, base_url) = match (host.var(RELAY_URL_VAR), host.secret_ref(RELAY_KEY_VAR)) {
-                    (Some(url), Some(key)) => (key, url),
-                    _ => (self.token_ref.clone(), self.workspace_url.to_string()),
-                };
-                let env =
-                    assistants::gemini_env(existing.gemini_env.as_deref().unwrap_or_default(), &key_ref, &base_url);
+                // Gemini CLI reads its key once, at start: without the relay, a running `gemini`
+                // needs a restart after a rotation.
+                let (base_url, key_ref) = self.long_lived_client_route();
+                let env = assistants::gemini_env(existing.gemini_env.as_deref().unwrap_or_default(), key_ref, base_url);
                 host.write_file(assistants::GEMINI_ENV, env.as_bytes(), SECRET_MODE)?;
                 let trust = assistants::gemini_trust(existing.gemini_trust.unwrap_or_default(), &self.home);
                 host.write_file(assistants::GEMINI_TRUST, &pretty_json(&trust), SECRET_MODE)?;

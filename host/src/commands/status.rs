@@ -98,8 +98,8 @@ struct Assistant {
 }
 
 /// The assistants the default policy configures, by the files they read, and how each gets its
-/// credential (from its files where that can differ: Gemini CLI's `.env` names the relay or
-/// holds the token). A file of none of them (a custom policy's) is only listed under files.
+/// credential (from its files where that can differ: the CCR config and Gemini CLI's `.env`
+/// name the relay or hold the token). A file of none of them (a custom policy's) is only listed under files.
 fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
     const KNOWN: [(&str, &[&str]); 7] = [
         ("Claude Code Router", &[".claude-code-router/config.json"]),
@@ -136,7 +136,18 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
             }
             let credential = match *name {
                 "Claude Code Router" => {
-                    "the token in its config.json, which its transformer plugin re-reads before each request".into()
+                    let config: serde_json::Value =
+                        serde_json::from_str(&read(".claude-code-router/config.json")).unwrap_or_default();
+                    let ours = config["Providers"]
+                        .as_array()
+                        .and_then(|all| all.iter().find(|p| p["name"] == "databricks"))
+                        .cloned()
+                        .unwrap_or_default();
+                    let (key, url) = (ours["api_key"].as_str().unwrap_or_default(), ours["api_base_url"].as_str());
+                    match KeyHolder::of(state, home, key, url.unwrap_or_default()) {
+                        KeyHolder::Token => "the token in its config.json, which its transformer plugin re-reads before each request (a refused one is not retried: run under `devbox-auth watch` for the relay)".into(),
+                        other => other.describe("~/.claude-code-router/config.json"),
+                    }
                 }
                 "Claude Code" if read(".claude/settings.json").contains("\"apiKeyHelper\"") => {
                     "its apiKeyHelper runs `devbox-auth token`".into()
@@ -149,30 +160,11 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                     let value = |name: &str| {
                         env.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix('=')).unwrap_or_default()
                     };
-                    // Compared, never printed: the token itself, or the relay's key.
-                    let key = value("GEMINI_API_KEY");
-                    let holds_token = state
-                        .serve
-                        .iter()
-                        .map(|s| &s.value)
-                        .chain(state.issued.iter().map(|i| &i.value))
-                        .any(|token| key == token.expose());
-                    let live = crate::relay::Advert::live(home);
-                    let relay_key = state.relay_key_sha256.as_deref();
-                    let key_sha256 = crate::relay::key_sha256(&crate::secrets::Secret::new(key));
-                    match live {
-                        _ if holds_token => {
+                    match KeyHolder::of(state, home, value("GEMINI_API_KEY"), value("GOOGLE_GEMINI_BASE_URL")) {
+                        KeyHolder::Token => {
                             "the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)".into()
                         }
-                        Some(relay)
-                            if relay.key.expose() == key && value("GOOGLE_GEMINI_BASE_URL").starts_with(&relay.url) =>
-                        {
-                            format!("through the credential relay at {} (up)", relay.url)
-                        }
-                        _ if relay_key == Some(key_sha256.as_str()) => {
-                            "through a credential relay that is not running (start `devbox-auth watch`)".into()
-                        }
-                        _ => "a key that is not devbox-auth's (neither its token nor its relay's key)".into(),
+                        other => other.describe("~/.gemini/.env"),
                     }
                 }
                 "OpenCode" if read(".config/opencode/plugin/devbox-auth.js").contains("--rejected") => {
@@ -187,6 +179,56 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
             Some(Assistant { name, files, credential })
         })
         .collect()
+}
+
+/// What the key in a client's config is: compared, never printed.
+enum KeyHolder {
+    /// The token itself (served, or issued and not expired).
+    Token,
+    /// The key of the credential relay that is up at `url`, and the config points there.
+    LiveRelay {
+        url: String,
+    },
+    /// The key of a relay this deployment ran, which is not running now.
+    DeadRelay,
+    Foreign,
+}
+
+impl KeyHolder {
+    fn of(state: &State, home: &std::path::Path, key: &str, base_url: &str) -> KeyHolder {
+        let is_token = state
+            .serve
+            .iter()
+            .map(|s| &s.value)
+            .chain(state.issued.iter().map(|i| &i.value))
+            .any(|t| key == t.expose());
+        if is_token {
+            return KeyHolder::Token;
+        }
+        if let Some(relay) = crate::relay::Advert::live(home)
+            && relay.key.expose() == key
+            && base_url.starts_with(&relay.url)
+        {
+            return KeyHolder::LiveRelay { url: relay.url };
+        }
+        let fingerprint = crate::relay::key_sha256(&crate::secrets::Secret::new(key));
+        match state.relay_key_sha256.as_deref() {
+            Some(recorded) if !key.is_empty() && recorded == fingerprint => KeyHolder::DeadRelay,
+            _ => KeyHolder::Foreign,
+        }
+    }
+
+    /// How a client holding this key gets its credential (`Token` is the caller's to word).
+    fn describe(&self, file: &str) -> String {
+        match self {
+            KeyHolder::Token => format!("the token in {file}"),
+            KeyHolder::LiveRelay { url } => format!("through the credential relay at {url} (up)"),
+            KeyHolder::DeadRelay => "through a credential relay that is not running (start `devbox-auth watch`)".into(),
+            KeyHolder::Foreign => {
+                format!("a key in {file} that is not devbox-auth's (neither its token nor its relay's key)")
+            }
+        }
+    }
 }
 
 /// Ask the workspace whether the served token works (the workspace named by `env`).
