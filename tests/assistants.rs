@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Emulator, REPLY, Run, realistic_endpoints};
+use support::{Emulator, MCP_REPLY, MCP_TOOL, REPLY, Run, realistic_endpoints};
 
 fn clients() -> Option<PathBuf> {
     let dir = std::env::var_os("DEVBOX_CLIENTS_DIR")
@@ -404,6 +404,8 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     let key = advert["key"].as_str().unwrap();
     assert_eq!(support::post_status(&format!("{relay}/api/2.0/token/create"), Some(key)), 403);
     assert_eq!(support::post_status(&format!("{relay}/serving-endpoints/../api/2.0/token/list"), Some(key)), 403);
+    // A managed MCP server's traffic is relayed too (an MCP notification: 202 from the workspace).
+    assert_eq!(support::post_status(&format!("{relay}/api/2.0/mcp/sql"), Some(key)), 202);
     let requests_before = emulator.requests().len();
 
     let settings: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
@@ -440,4 +442,81 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     let mut stderr = String::new();
     std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+}
+
+/// `DEVBOX_MCP` registers Databricks' managed MCP servers with every assistant that speaks
+/// remote MCP. Claude Code and Codex run `devbox-auth token --http-headers` for them (no
+/// credential in their files): the real `claude -p` and `codex exec` each list the emulated
+/// server's tool and call it when the model asks, with the live token, and the tool's answer
+/// goes back to the model.
+#[test]
+fn the_real_claude_code_and_codex_list_and_call_a_managed_mcp_servers_tool() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_MCP", "functions:main.tools");
+    run.provision(&[]).success();
+    let token = live(&emulator)[0].clone();
+    let state: Value = serde_json::from_str(&run.read(".claude.json")).unwrap();
+    let server = &state["mcpServers"]["databricks-functions-main-tools"];
+    assert_eq!(server["url"], format!("{}/api/2.0/mcp/functions/main/tools", emulator.url));
+    assert!(server["headersHelper"].as_str().unwrap().ends_with("--http-headers"), "{server}");
+    for file in [".claude.json", ".codex/config.toml"] {
+        assert!(!run.read(file).contains(&token), "{file} holds no token: its helper fetches it");
+    }
+    assert!(run.read(".codex/config.toml").contains("[mcp_servers.databricks-functions-main-tools]"));
+    // Gemini CLI and OpenCode take static headers: without `watch`, the token itself (0600 files).
+    let url = format!("{}/api/2.0/mcp/functions/main/tools", emulator.url);
+    let gemini: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
+    let opencode: Value = serde_json::from_str(&run.read(".config/opencode/opencode.json")).unwrap();
+    for (entry, url_key) in [
+        (&gemini["mcpServers"]["databricks-functions-main-tools"], "httpUrl"),
+        (&opencode["mcp"]["databricks-functions-main-tools"], "url"),
+    ] {
+        assert_eq!(entry[url_key], url.as_str());
+        assert_eq!(entry["headers"]["Authorization"], format!("Bearer {token}"));
+    }
+
+    let tool = format!("mcp__databricks-functions-main-tools__{MCP_TOOL}");
+    emulator.script(
+        "POST /serving-endpoints/anthropic/v1/messages",
+        [support::anthropic_tool_use(&tool, serde_json::json!({ "order": "42" }))],
+    );
+    let out = assistant(&run, bin.join("claude"), &["-p", "look up order 42", "--allowedTools", &tool]);
+    answered(&out, "claude -p with an MCP tool");
+    assert_mcp_round_trip(&emulator, "/serving-endpoints/anthropic/v1/messages", &token);
+    out.leaks_none_of(&emulator.secrets());
+
+    // Codex groups a server's tools under a namespace (`-` becomes `_`). Its exec mode asks
+    // before an MCP tool runs; the user's approval is given on the command line.
+    let before = emulator.requests().len();
+    emulator.script(
+        "POST /serving-endpoints/responses",
+        [support::openai_function_call(
+            Some("mcp__databricks_functions_main_tools"),
+            MCP_TOOL,
+            serde_json::json!({ "order": "42" }),
+        )],
+    );
+    let approve = "mcp_servers.databricks-functions-main-tools.default_tools_approval_mode=\"approve\"";
+    let out = assistant(&run, bin.join("codex"), &["exec", "--skip-git-repo-check", "-c", approve, "look up order 42"]);
+    answered(&out, "codex exec with an MCP tool");
+    emulator.state.lock().unwrap().requests.drain(..before);
+    assert_mcp_round_trip(&emulator, "/serving-endpoints/responses", &token);
+    out.leaks_none_of(&emulator.secrets());
+}
+
+/// The client spoke MCP to the managed server (initialize, tools/list, tools/call), every time
+/// with `token`, and sent the tool's answer back to the model at `model_path`.
+#[track_caller]
+fn assert_mcp_round_trip(emulator: &Emulator, model_path: &str, token: &str) {
+    let requests = emulator.requests();
+    let mcp: Vec<_> = requests.iter().filter(|r| r.path == "/api/2.0/mcp/functions/main/tools").collect();
+    let methods: Vec<String> = mcp.iter().filter_map(|r| r.json()["method"].as_str().map(str::to_string)).collect();
+    for method in ["initialize", "tools/list", "tools/call"] {
+        assert!(methods.iter().any(|m| m == method), "{method} not in {methods:?}");
+    }
+    assert!(mcp.iter().all(|r| r.header("authorization") == Some(format!("Bearer {token}").as_str())));
+    let turns: Vec<_> = requests.iter().filter(|r| r.path == model_path).collect();
+    assert!(turns.iter().any(|r| r.body.contains(MCP_REPLY)), "the tool's answer went back to the model");
 }

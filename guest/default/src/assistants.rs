@@ -89,6 +89,11 @@ impl Selection {
     }
 }
 
+/// The command a client runs for the token (`--http-headers`: as a JSON object of headers).
+pub fn token_command(binary: &str, home: &str) -> String {
+    format!("{} token --home {}", sh_quote(binary), sh_quote(home))
+}
+
 /// `/bin/sh` quoting, for the one command string Claude Code runs.
 pub fn sh_quote(word: &str) -> String {
     if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b)) {
@@ -124,7 +129,7 @@ pub const OPENCODE_CONFIG_SHAPE: crate::Shapes = &[("provider", crate::Shape::Ob
 /// The keys of `~/.pi/agent/models.json` we merge into.
 pub const PI_MODELS_SHAPE: crate::Shapes = &[("providers", crate::Shape::Object)];
 /// The tables of `~/.codex/config.toml` we add keys to.
-pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features"];
+pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features", "mcp_servers"];
 
 fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
     let slot = map.entry(key).or_insert_with(|| json!({}));
@@ -138,10 +143,7 @@ fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String,
 /// through `apiKeyHelper`. A literal token the user had set would win over the helper and go
 /// stale, so it is removed (returned, to say so).
 pub fn claude_settings(mut settings: Map<String, Value>, ours: &ClaudeSettings) -> (Value, Vec<&'static str>) {
-    settings.insert(
-        "apiKeyHelper".into(),
-        json!(format!("{} token --home {}", sh_quote(ours.binary), sh_quote(ours.home))),
-    );
+    settings.insert("apiKeyHelper".into(), json!(token_command(ours.binary, ours.home)));
     let env = object(&mut settings, "env");
     let mut removed = Vec::new();
     for stale in ["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY"] {
@@ -168,9 +170,9 @@ pub fn claude_settings(mut settings: Map<String, Value>, ours: &ClaudeSettings) 
 }
 
 /// `~/.claude.json`: onboarding done, so the first start does not stop to ask.
-pub fn claude_state(mut state: Map<String, Value>) -> Value {
+pub fn claude_state(mut state: Map<String, Value>) -> Map<String, Value> {
     state.insert("hasCompletedOnboarding".into(), json!(true));
-    Value::Object(state)
+    state
 }
 
 /// The keys of Codex's `config.toml` that are ours.
@@ -180,6 +182,8 @@ pub struct CodexSettings<'a> {
     pub home: &'a str,
     pub model: &'a str,
     pub helper_ttl_ms: i64,
+    /// Managed MCP servers, each with a headers helper.
+    pub mcp_servers: &'a [crate::mcp::Server],
 }
 
 /// `~/.codex/config.toml`, edited in place (comments, tables and other providers survive): our
@@ -226,17 +230,20 @@ pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<String, Stri
     auth["refresh_interval_ms"] = value(ours.helper_ttl_ms);
     provider["auth"] = Item::Table(auth);
     providers[PROVIDER] = Item::Table(provider);
+    let helper = format!("{} --http-headers", token_command(ours.binary, ours.home));
+    let access = crate::mcp::Access::Helper { workspace_url: ours.workspace_url, command: &helper };
+    crate::mcp::codex(&mut doc, ours.mcp_servers, &access)?;
     Ok(doc.to_string())
 }
 
 /// `~/.gemini/settings.json`: API-key auth (a custom base URL would otherwise select the
 /// `gateway` auth type, which non-interactive use refuses) and the model.
-pub fn gemini_settings(mut settings: Map<String, Value>, model: &str) -> Value {
+pub fn gemini_settings(mut settings: Map<String, Value>, model: &str) -> Map<String, Value> {
     let security = object(&mut settings, "security");
     object(security, "auth").insert("selectedType".into(), json!("gemini-api-key"));
     object(&mut settings, "model").insert("name".into(), json!(model));
     object(&mut settings, "privacy").entry("usageStatisticsEnabled").or_insert(json!(false));
-    Value::Object(settings)
+    settings
 }
 
 /// `~/.gemini/.env`: our three variables replaced or appended; every other line kept.
@@ -287,7 +294,7 @@ pub struct OpenCodeSettings<'a> {
 /// setting kept) through Databricks' OpenAI-compatible chat route, and our default model. No
 /// key is in it: the plugin supplies the token per request. Codex-tuned models are left out
 /// (Databricks serves them through the Responses API only, which this provider does not speak).
-pub fn opencode_config(mut config: Map<String, Value>, ours: &OpenCodeSettings) -> Value {
+pub fn opencode_config(mut config: Map<String, Value>, ours: &OpenCodeSettings) -> Map<String, Value> {
     let models: Map<String, Value> = ours
         .models
         .iter()
@@ -310,7 +317,7 @@ pub fn opencode_config(mut config: Map<String, Value>, ours: &OpenCodeSettings) 
     config.insert("model".into(), json!(format!("{PROVIDER}/{default}")));
     let small = ours.small.unwrap_or(&default);
     config.entry("small_model").or_insert(json!(format!("{PROVIDER}/{small}")));
-    Value::Object(config)
+    config
 }
 
 /// Whether OpenCode gets any of `models` (it needs one the chat route serves).
@@ -370,7 +377,7 @@ pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
         "name": "Databricks",
         "baseUrl": format!("{}/serving-endpoints", ours.workspace_url),
         "api": "openai-completions",
-        "apiKey": format!("!{} token --home {}", sh_quote(ours.binary), sh_quote(ours.home)),
+        "apiKey": format!("!{}", token_command(ours.binary, ours.home)),
         // What Databricks' chat route accepts: `system` (not `developer`) messages, `max_tokens`,
         // no `store`, no `reasoning_effort` for every model, no `strict` tools.
         "compat": {
@@ -429,6 +436,7 @@ mod tests {
                 home: "/home/app",
                 model: "gpt",
                 helper_ttl_ms: 300000,
+                mcp_servers: &[],
             },
         )
         .unwrap();

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 pub mod assistants;
 pub mod ccr;
 pub mod credential;
+pub mod mcp;
 pub mod models;
 
 use assistants::{Assistant, Selection};
@@ -63,6 +64,7 @@ impl Policy for DefaultPolicy {
             Some(raw) => Some(models::parse_list(&raw).map_err(PolicyError::InvalidConfig)?),
             None => None,
         };
+        let mcp_servers = mcp::parse(host.var(mcp::MCP_VAR).as_deref()).map_err(PolicyError::InvalidConfig)?;
         let existing = Existing::read(host, &selection)?;
         // Models known without the workspace are checked before anything is minted.
         let known = known_models(&selection, listed, &model);
@@ -93,6 +95,7 @@ impl Policy for DefaultPolicy {
         let rendering = Rendering {
             workspace_url: &workspace_url,
             relay,
+            mcp_servers,
             fallback_model: &model,
             home: host.home_dir(),
             binary: host.host_binary(),
@@ -206,6 +209,8 @@ struct Rendering<'a> {
     workspace_url: &'a str,
     /// `watch`'s credential relay, for the clients that read their key only when they start.
     relay: Option<Relay>,
+    /// `DEVBOX_MCP`: the managed MCP servers to register.
+    mcp_servers: Vec<mcp::Server>,
     /// `DEVBOX_MODEL`: the CCR's model when the picks hold no Claude model.
     fallback_model: &'a str,
     home: String,
@@ -288,7 +293,10 @@ impl Rendering<'_> {
                 );
             }
             host.write_file(assistants::CLAUDE_SETTINGS, &pretty_json(&rendered), SECRET_MODE)?;
-            write_claude_state(host, existing.claude_state, existing.claude_state_left_alone)?;
+            let helper = format!("{} --http-headers", assistants::token_command(&self.binary, &self.home));
+            let access = mcp::Access::Helper { workspace_url: self.workspace_url, command: &helper };
+            let mcp = (self.mcp_servers.as_slice(), &access);
+            write_claude_state(host, existing.claude_state, existing.claude_state_left_alone, mcp)?;
         } else if selection.has(Assistant::Claude) && selection.explicit {
             host.log(Level::Warn, "Claude Code not configured: the workspace serves no Claude chat model");
         }
@@ -301,6 +309,7 @@ impl Rendering<'_> {
                     home: &self.home,
                     model,
                     helper_ttl_ms: self.helper_ttl_ms,
+                    mcp_servers: &self.mcp_servers,
                 };
                 let rendered = assistants::codex_config(existing.codex.as_deref().unwrap_or_default(), &settings)
                     .map_err(|e| PolicyError::Other(format!("cannot edit ~/{}: {e}", assistants::CODEX_CONFIG)))?;
@@ -315,11 +324,12 @@ impl Rendering<'_> {
 
         match (&picks.gemini, selection.has(Assistant::Gemini)) {
             (Some(model), true) => {
-                let settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
-                host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;
                 // Gemini CLI reads its key once, at start: without the relay, a running `gemini`
                 // needs a restart after a rotation.
                 let (base_url, key_ref) = self.long_lived_client_route();
+                let mut settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
+                mcp::gemini(&mut settings, &self.mcp_servers, &mcp::Access::Bearer { base_url, key_ref });
+                host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&Value::Object(settings)), SECRET_MODE)?;
                 let env = assistants::gemini_env(existing.gemini_env.as_deref().unwrap_or_default(), key_ref, base_url);
                 host.write_file(assistants::GEMINI_ENV, env.as_bytes(), SECRET_MODE)?;
                 let trust = assistants::gemini_trust(existing.gemini_trust.unwrap_or_default(), &self.home);
@@ -339,10 +349,12 @@ impl Rendering<'_> {
                     models: &pi_models,
                     small: picks.background.as_deref(),
                 };
-                let config = assistants::opencode_config(existing.opencode_config.unwrap_or_default(), &settings);
+                let mut config = assistants::opencode_config(existing.opencode_config.unwrap_or_default(), &settings);
+                let (base_url, key_ref) = self.long_lived_client_route();
+                mcp::opencode(&mut config, &self.mcp_servers, &mcp::Access::Bearer { base_url, key_ref });
                 let plugin = assistants::opencode_plugin(&self.binary, &self.home);
                 host.write_file(assistants::OPENCODE_PLUGIN, plugin.as_bytes(), PUBLIC_MODE)?;
-                host.write_file(assistants::OPENCODE_CONFIG, &pretty_json(&config), SECRET_MODE)?;
+                host.write_file(assistants::OPENCODE_CONFIG, &pretty_json(&Value::Object(config)), SECRET_MODE)?;
                 let auth = assistants::opencode_auth(existing.opencode_auth.unwrap_or_default());
                 host.write_file(assistants::OPENCODE_AUTH, &pretty_json(&auth), SECRET_MODE)?;
             }
@@ -556,16 +568,32 @@ fn read_claude_state(host: &mut impl Host) -> Result<(Option<Map<String, Value>>
 /// Mark onboarding done in `~/.claude.json`, unless it is already marked or the file is left
 /// alone. Re-indenting can push a file near the per-file limit over it: then it is left alone
 /// too, with one warning, rather than failing the whole start.
+/// `~/.claude.json`, which Claude Code itself rewrites as it runs: written only when onboarding
+/// or our MCP servers change it (so a rotation does not race a running Claude Code over it).
 fn write_claude_state(
     host: &mut impl Host,
     existing: Option<Map<String, Value>>,
     left_alone: bool,
+    (mcp_servers, access): (&[mcp::Server], &mcp::Access),
 ) -> Result<(), PolicyError> {
-    let onboarded = existing.as_ref().and_then(|s| s.get("hasCompletedOnboarding"));
-    if left_alone || onboarded == Some(&Value::Bool(true)) {
+    if left_alone {
+        if !mcp_servers.is_empty() {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "~/{} is too large to edit: the MCP servers are not registered for Claude Code",
+                    assistants::CLAUDE_STATE
+                ),
+            );
+        }
         return Ok(());
     }
-    let state = assistants::claude_state(existing.unwrap_or_default());
+    let mut state = assistants::claude_state(existing.clone().unwrap_or_default());
+    mcp::claude(&mut state, mcp_servers, access);
+    if existing.as_ref() == Some(&state) {
+        return Ok(());
+    }
+    let state = Value::Object(state);
     match host.write_file(assistants::CLAUDE_STATE, &pretty_json(&state), SECRET_MODE) {
         Err(FileError { kind: FileErrorKind::TooLarge, .. }) => {
             host.log(

@@ -51,8 +51,14 @@ pub(crate) fn fresh(state: &State, now_ms: i64) -> Option<&Secret> {
     state.serve.as_ref().filter(|s| left_ms(s, now_ms) > state::helper_cache_ms(s)).map(|s| &s.value)
 }
 
-fn print(value: &Secret) -> ExitCode {
-    match output::out_raw(format!("{}\n", value.expose()).as_bytes()) {
+/// The token alone, or (`--http-headers`) as the JSON object of HTTP headers a client's
+/// headers helper prints (Claude Code's `headersHelper` for MCP servers).
+fn print(value: &Secret, http_headers: bool) -> ExitCode {
+    let text = match http_headers {
+        true => format!("{}\n", serde_json::json!({ "Authorization": format!("Bearer {}", value.expose()) })),
+        false => format!("{}\n", value.expose()),
+    };
+    match output::out_raw(text.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::err(&format!("devbox-auth: error: cannot write the token to stdout ({e})"));
@@ -99,6 +105,10 @@ pub struct TokenArgs {
     /// workspace whether it still takes the served token, and rotate at once if it does not.
     #[arg(long)]
     pub rejected: bool,
+    /// Print `{"Authorization": "Bearer <token>"}` instead of the bare token (for a client's
+    /// headers helper, such as Claude Code's `headersHelper` for an MCP server).
+    #[arg(long)]
+    pub http_headers: bool,
 }
 
 /// How long `--rejected` waits for the workspace's answer about the served token.
@@ -120,7 +130,7 @@ fn refused_credential(state: &State, home: &std::path::Path) -> Option<String> {
 }
 
 pub fn token(args: &TokenArgs) -> ExitCode {
-    let rejected = args.rejected;
+    let (rejected, http_headers) = (args.rejected, args.http_headers);
     let args = &args.run;
     let home = match home_of(&args.home) {
         Ok(home) => home,
@@ -136,7 +146,7 @@ pub fn token(args: &TokenArgs) -> ExitCode {
         && !state::run_due(&home, state, state::now_ms())
         && let Some(value) = fresh(state, state::now_ms())
     {
-        return print(value);
+        return print(value, http_headers);
     }
     let good_now = before.as_ref().is_some_and(|s| usable(s, state::now_ms()).is_some());
     let budget = match good_now {
@@ -165,7 +175,7 @@ pub fn token(args: &TokenArgs) -> ExitCode {
     let fresh_after = after.as_ref().and_then(|s| fresh(s, now));
     let usable_after = after.as_ref().and_then(|s| usable(s, now));
     match (rotated, fresh_after, usable_after) {
-        (Ok(_), Some(value), _) => print(value),
+        (Ok(_), Some(value), _) => print(value, http_headers),
         (Ok(_), None, Some(served)) => {
             // The policy serves a credential shorter-lived than a helper's cache period.
             output::err(&format!(
@@ -173,7 +183,7 @@ pub fn token(args: &TokenArgs) -> ExitCode {
                 left_ms(served, now) / 1000,
                 state::helper_cache_ms(served) / 1000
             ));
-            print(&served.value)
+            print(&served.value, http_headers)
         }
         (Ok(_), None, None) => fail(&Failure::Other(match after.as_ref().and_then(|s| s.serve.as_ref()) {
             Some(served) => format!(
@@ -190,7 +200,7 @@ pub fn token(args: &TokenArgs) -> ExitCode {
                 failure.message(),
                 left_ms(served, now) / 1000
             ));
-            print(&served.value)
+            print(&served.value, http_headers)
         }
         (Err(failure), _, None) => fail(&failure),
     }

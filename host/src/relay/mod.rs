@@ -10,7 +10,8 @@
 //!
 //! Its limits, whoever holds the key: bound to 127.0.0.1 only; a per-container key (32 random
 //! bytes, new at every `watch` start) required on every request; only GET and POST of model
-//! traffic (`/serving-endpoints/...`, `/ai-gateway/...`, plain path segments) forwarded, only
+//! traffic (`/serving-endpoints/...`, `/ai-gateway/...`) and of the managed MCP servers
+//! (`/api/2.0/mcp/...`), in plain path segments, forwarded, only
 //! to the deployment's workspace (never the REST API: no minting or deleting tokens through
 //! it); bodies up to 32 MiB; 64 connections and 64 requests at once, 8 streams per HTTP/2
 //! connection, 10 s to send a request's headers. It needs the `credential-relay` grant (in the
@@ -45,8 +46,8 @@ const ADVERT_FILE: &str = "relay.json";
 /// The variables a policy sees while the relay is up (see `effects::env`).
 pub const URL_VAR: &str = "DEVBOX_RELAY_URL";
 pub const KEY_VAR: &str = "DEVBOX_RELAY_KEY";
-/// What the relay forwards: model traffic only.
-const FORWARDED_PREFIXES: [&str; 2] = ["/serving-endpoints/", "/ai-gateway/"];
+/// What the relay forwards: model traffic, and the managed MCP servers' (`DEVBOX_MCP`).
+const FORWARDED_PREFIXES: [&str; 3] = ["/serving-endpoints/", "/ai-gateway/", "/api/2.0/mcp/"];
 const MAX_BODY_BYTES: usize = 32 << 20;
 const MAX_CONNECTIONS: usize = 64;
 const MAX_REQUESTS: usize = 64;
@@ -329,7 +330,7 @@ fn authorized(key: &Secret, headers: &HeaderMap) -> bool {
     })
 }
 
-/// Only model traffic, in plain path segments: letters, digits and `-._~:@!$&'()*+,=` (no
+/// Only model and MCP traffic, in plain path segments: letters, digits and `-._~:@!$&'()*+,=` (no
 /// `%`-escapes, `;` or empty segments), and no `.` or `..` segment to climb out of it.
 fn forwarded(path: &str) -> bool {
     let plain = |segment: &str| {
@@ -362,7 +363,7 @@ async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Respons
         return Ok(refuse(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
-            "only GET and POST of model traffic are relayed (/serving-endpoints/..., /ai-gateway/...)",
+            "only GET and POST of model and MCP traffic are relayed (/serving-endpoints/..., /ai-gateway/..., /api/2.0/mcp/...)",
         ));
     }
     let (parts, body) = request.into_parts();
@@ -477,8 +478,11 @@ mod tests {
     fn only_model_paths_are_forwarded() {
         assert!(forwarded("/serving-endpoints/anthropic/v1/messages"));
         assert!(forwarded("/ai-gateway/gemini/v1beta/models/m:streamGenerateContent"));
+        assert!(forwarded("/api/2.0/mcp/functions/main/tools"));
         for refused in [
             "/api/2.0/token/create",
+            "/api/2.0/mcp",
+            "/api/2.0/mcp/../token/list",
             "/serving-endpoints",
             "/serving-endpoints/../api/2.0/token/create",
             "/ai-gateway/./x",

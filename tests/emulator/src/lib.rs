@@ -675,8 +675,47 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
             let model = path.trim_start_matches("/serving-endpoints/").trim_end_matches("/invocations");
             chat_completion(model, now_ms)
         }
+        ("POST", path) if path.starts_with(MCP_PATH) => mcp_answer(&req.json()),
+        // No server-to-client stream, and sessions need no ending (as the spec allows).
+        (_, path) if path.starts_with(MCP_PATH) => Canned::raw(405, ""),
         _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
     }
+}
+
+/// Where Databricks' managed MCP servers live (`/api/2.0/mcp/functions/<c>/<s>`, `.../sql`, ...).
+pub const MCP_PATH: &str = "/api/2.0/mcp/";
+/// The one tool every emulated MCP server offers, and what calling it answers.
+pub const MCP_TOOL: &str = "lookup_order";
+pub const MCP_REPLY: &str = "Order 42 shipped on Tuesday (from the emulated MCP server)";
+
+/// A minimal MCP server over streamable HTTP, answering in plain JSON: `initialize`,
+/// `tools/list` (one tool), `tools/call`, `ping`; notifications get 202.
+fn mcp_answer(message: &Value) -> Canned {
+    let Some(id) = message.get("id").cloned() else {
+        return Canned::raw(202, "");
+    };
+    let result = match message["method"].as_str().unwrap_or_default() {
+        "initialize" => json!({
+            "protocolVersion": message["params"]["protocolVersion"].as_str().unwrap_or("2025-06-18"),
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": { "name": "databricks-emulated-mcp", "version": "1.0.0" },
+        }),
+        "tools/list" => json!({ "tools": [{
+            "name": MCP_TOOL,
+            "description": "Look up an order by its number.",
+            "inputSchema": { "type": "object", "properties": { "order": { "type": "string" } }, "required": ["order"] },
+        }] }),
+        "tools/call" if message["params"]["name"] == MCP_TOOL => {
+            json!({ "content": [{ "type": "text", "text": MCP_REPLY }], "isError": false })
+        }
+        "ping" => json!({}),
+        method => {
+            let error = json!({ "code": -32601, "message": format!("Method not found: {method}") });
+            let body = json!({ "jsonrpc": "2.0", "id": id, "error": error });
+            return reply(200, body).with_header("content-type", "application/json");
+        }
+    };
+    reply(200, json!({ "jsonrpc": "2.0", "id": id, "result": result })).with_header("content-type", "application/json")
 }
 
 /// The reply every model gives, so tests can find it in a client's output.
@@ -793,6 +832,61 @@ fn anthropic_message(body: &Value) -> Canned {
         ),
         (Some("message_stop"), json!({ "type": "message_stop" })),
     ])
+}
+
+/// A streamed Anthropic answer that calls the tool `name` with `input` (Claude Code runs it and
+/// asks again with its result).
+pub fn anthropic_tool_use(name: &str, input: Value) -> Canned {
+    let start = json!({ "type": "message_start", "message": { "id": "msg_tool", "type": "message", "role": "assistant", "model": "emulated", "content": [], "stop_reason": null, "stop_sequence": null, "usage": { "input_tokens": 10, "output_tokens": 1 } } });
+    let block = json!({ "type": "tool_use", "id": "toolu_emulated", "name": name, "input": {} });
+    sse(&[
+        (Some("message_start"), start),
+        (Some("content_block_start"), json!({ "type": "content_block_start", "index": 0, "content_block": block })),
+        (
+            Some("content_block_delta"),
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "input_json_delta", "partial_json": input.to_string() } }),
+        ),
+        (Some("content_block_stop"), json!({ "type": "content_block_stop", "index": 0 })),
+        (
+            Some("message_delta"),
+            json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use", "stop_sequence": null }, "usage": { "output_tokens": 8 } }),
+        ),
+        (Some("message_stop"), json!({ "type": "message_stop" })),
+    ])
+}
+
+/// A streamed Responses API answer that calls `name` (in `namespace`, where Codex groups an MCP
+/// server's tools) with `arguments`.
+pub fn openai_function_call(namespace: Option<&str>, name: &str, arguments: Value) -> Canned {
+    let mut item = json!({ "id": "fc_emulated", "type": "function_call", "status": "completed", "call_id": "call_emulated", "name": name, "arguments": arguments.to_string() });
+    if let Some(namespace) = namespace {
+        item["namespace"] = json!(namespace);
+    }
+    let base = json!({ "id": "resp_tool", "object": "response", "created_at": 1_700_000_000, "model": "emulated" });
+    let mut done = base.clone();
+    done["status"] = json!("completed");
+    done["output"] = json!([item.clone()]);
+    done["usage"] = json!({ "input_tokens": 10, "input_tokens_details": { "cached_tokens": 0 }, "output_tokens": 5, "output_tokens_details": { "reasoning_tokens": 0 }, "total_tokens": 15 });
+    let mut created = base;
+    created["status"] = json!("in_progress");
+    created["output"] = json!([]);
+    let events = [
+        ("response.created", json!({ "response": created })),
+        ("response.output_item.added", json!({ "output_index": 0, "item": item.clone() })),
+        ("response.output_item.done", json!({ "output_index": 0, "item": item })),
+        ("response.completed", json!({ "response": done })),
+    ];
+    let numbered: Vec<(Option<&str>, Value)> = events
+        .iter()
+        .enumerate()
+        .map(|(n, (event, data))| {
+            let mut data = data.clone();
+            data["type"] = json!(event);
+            data["sequence_number"] = json!(n);
+            (Some(*event), data)
+        })
+        .collect();
+    sse(&numbered)
 }
 
 /// The OpenAI Responses API, streamed, as Codex calls it.
