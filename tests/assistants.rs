@@ -252,7 +252,7 @@ fn status_says_how_each_assistant_gets_its_credential() {
         "  Codex: ~/.codex/config.toml — its provider's auth command runs `devbox-auth token`",
         "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)",
         "  OpenCode: ~/.config/opencode/opencode.json, ~/.config/opencode/plugin/devbox-auth.js, ~/.local/share/opencode/auth.json — its devbox-auth plugin runs `devbox-auth token` per request (`--rejected` on 401/403)",
-        "  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — its apiKey command runs `devbox-auth token` per request",
+        "  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — its apiKey command runs `devbox-auth token` per request (a refused one is not retried: run under `devbox-auth watch` for the relay)",
         "  Databricks CLI and SDKs: ~/.databrickscfg — the token in its profile",
     ] {
         assert!(status.contains(line), "{line}\nnot in:\n{status}");
@@ -277,6 +277,50 @@ fn opencode_heals_a_token_revoked_behind_our_back_within_one_request() {
     assert_eq!(second.len(), 1, "one rotation");
     assert_ne!(second, first);
     assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
+}
+
+/// Pi does not send a refused request again; under `watch` it goes through the credential relay,
+/// which does: the real `pi -p` answers although the served token was revoked behind our back,
+/// healed within its request (one rotation), and the token is never in its files.
+#[test]
+fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "pi");
+    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
+    support::wait_for("watch to write Pi's models.json", Duration::from_secs(20), || {
+        run.path(".pi/agent/models.json").exists() && live(&emulator).len() == 1
+    });
+    let first = live(&emulator);
+    let models: Value = serde_json::from_str(&run.read(".pi/agent/models.json")).unwrap();
+    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
+    let ours = &models["providers"]["databricks"];
+    assert_eq!(ours["apiKey"], advert["key"], "the relay's key, not the token");
+    assert_eq!(ours["baseUrl"], format!("{}/serving-endpoints", advert["url"].as_str().unwrap()));
+    let status = support::devbox_auth(&run, &["status"]).stdout;
+    assert!(status.contains("  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — through the credential relay at http://127.0.0.1:"), "{status}");
+
+    emulator.revoke(&first[0]);
+    let out = pi(&bin, &run);
+    answered(&out, "pi -p after its token was revoked");
+    let second = live(&emulator);
+    assert_eq!(second.len(), 1, "one rotation");
+    assert_ne!(second, first);
+    let chats: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/serving-endpoints/chat/completions").collect();
+    let bearers: Vec<_> = chats.iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
+    assert_eq!(
+        bearers,
+        [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
+        "refused once, then sent again"
+    );
+    support::signal(&watch, libc::SIGTERM);
+    assert!(watch.wait().unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+    out.leaks_none_of(&emulator.secrets());
 }
 
 /// OpenCode's auth.json holds a user's own keys and logins, Pi's models.json their own

@@ -353,11 +353,15 @@ pub struct PiSettings<'a> {
     pub home: &'a str,
     /// Serving endpoints, the default first.
     pub models: &'a [String],
+    /// `watch`'s credential relay (its URL and its key as a secret reference), when it is up.
+    pub relay: Option<(&'a str, &'a str)>,
 }
 
 /// `~/.pi/agent/models.json`: our provider (every other provider kept). Pi resolves an `apiKey`
 /// that starts with `!` by running it through the shell on every request, so it always sends the
-/// token `devbox-auth token` hands out now. Every model goes through Databricks'
+/// token `devbox-auth token` hands out now; but it does not send a refused request again. So
+/// under `watch` it goes through the credential relay (which heals a refused token within the
+/// request) with the relay's key, and runs the command only without it. Every model goes through Databricks'
 /// OpenAI-compatible chat route, which serves all foundation models, except Codex-tuned ones,
 /// which Databricks serves only through the Responses API.
 pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
@@ -373,11 +377,15 @@ pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
             model
         })
         .collect();
+    let (base_url, api_key) = match ours.relay {
+        Some((url, key_ref)) => (url, key_ref.to_string()),
+        None => (ours.workspace_url, format!("!{}", token_command(ours.binary, ours.home))),
+    };
     let provider = json!({
         "name": "Databricks",
-        "baseUrl": format!("{}/serving-endpoints", ours.workspace_url),
+        "baseUrl": format!("{base_url}/serving-endpoints"),
         "api": "openai-completions",
-        "apiKey": format!("!{}", token_command(ours.binary, ours.home)),
+        "apiKey": api_key,
         // What Databricks' chat route accepts: `system` (not `developer`) messages, `max_tokens`,
         // no `store`, no `reasoning_effort` for every model, no `strict` tools.
         "compat": {

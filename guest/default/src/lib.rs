@@ -370,6 +370,7 @@ impl Rendering<'_> {
                     binary: &self.binary,
                     home: &self.home,
                     models: &pi_models,
+                    relay: self.relay.as_ref().map(|relay| (relay.url.as_str(), relay.key_ref.as_str())),
                 };
                 let models = assistants::pi_models(existing.pi_models.unwrap_or_default(), &settings);
                 host.write_file(assistants::PI_MODELS, &pretty_json(&models), SECRET_MODE)?;

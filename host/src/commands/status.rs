@@ -170,8 +170,17 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                 "OpenCode" if read(".config/opencode/plugin/devbox-auth.js").contains("--rejected") => {
                     "its devbox-auth plugin runs `devbox-auth token` per request (`--rejected` on 401/403)".into()
                 }
-                "Pi" if read(".pi/agent/models.json").contains(" token --home") => {
-                    "its apiKey command runs `devbox-auth token` per request".into()
+                "Pi" => {
+                    let models: serde_json::Value =
+                        serde_json::from_str(&read(".pi/agent/models.json")).unwrap_or_default();
+                    let ours = &models["providers"]["databricks"];
+                    let key = ours["apiKey"].as_str().unwrap_or_default();
+                    match KeyHolder::of(state, home, key, ours["baseUrl"].as_str().unwrap_or_default()) {
+                        _ if key.starts_with('!') && key.contains(" token --home") => {
+                            "its apiKey command runs `devbox-auth token` per request (a refused one is not retried: run under `devbox-auth watch` for the relay)".into()
+                        }
+                        other => other.describe("~/.pi/agent/models.json"),
+                    }
                 }
                 "Databricks CLI and SDKs" => "the token in its profile".into(),
                 _ => "the token in its files".into(),
