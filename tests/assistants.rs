@@ -564,3 +564,55 @@ fn assert_mcp_round_trip(emulator: &Emulator, model_path: &str, token: &str) {
     let turns: Vec<_> = requests.iter().filter(|r| r.path == model_path).collect();
     assert!(turns.iter().any(|r| r.body.contains(MCP_REPLY)), "the tool's answer went back to the model");
 }
+
+/// With `DATABRICKS_GATEWAY_HOST` set to the workspace's AI Gateway, every assistant's model
+/// traffic goes through the gateway's routes (Anthropic, Codex's Responses, Gemini, MLflow's chat
+/// completions) with the models' Unity Catalog ids, and none to `/serving-endpoints`: the real
+/// Claude Code, Codex, Gemini CLI, OpenCode and Pi each answer. A gateway elsewhere is refused
+/// before anything is minted.
+#[test]
+fn every_assistant_answers_through_the_workspaces_ai_gateway() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let elsewhere = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", "https://1234.ai-gateway.cloud.databricks.com");
+    let out = elsewhere.provision(&[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("set it to {}/ai-gateway", emulator.url)), "{}", out.stderr);
+    assert!(live(&emulator).is_empty() && !elsewhere.path(".claude/settings.json").exists());
+
+    let run = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", &format!("{}/ai-gateway/", emulator.url));
+    run.provision(&[]).success();
+    let token = format!("Bearer {}", live(&emulator)[0]);
+    let ccr: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
+    assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{}/ai-gateway/mlflow/v1/chat/completions", emulator.url));
+    assert_eq!(ccr["Router"]["default"], "databricks,system.ai.databricks-claude-sonnet-4-13");
+
+    let cases: [(&str, support::Outcome, &str, &str); 5] = [
+        (
+            "claude -p",
+            claude(&bin, &run),
+            "/ai-gateway/anthropic/v1/messages",
+            "system.ai.databricks-claude-sonnet-4-13",
+        ),
+        ("codex exec", codex(&bin, &run), "/ai-gateway/codex/v1/responses", "system.ai.databricks-gpt-5-2"),
+        ("gemini -p", gemini(&bin, &run), "/ai-gateway/gemini/", "system.ai."),
+        ("pi -p", pi(&bin, &run), "/ai-gateway/mlflow/v1/chat/completions", "system.ai.databricks-claude-sonnet-4-13"),
+        ("opencode run", opencode(&bin, &run), "/ai-gateway/mlflow/v1/chat/completions", "system.ai."),
+    ];
+    for (who, out, path, model) in cases {
+        answered(&out, who);
+        let call = emulator.invocations().into_iter().rev().find(|r| r.path.starts_with(path));
+        let call = call.unwrap_or_else(|| panic!("{who}: nothing reached {path}"));
+        assert_eq!(call.header("authorization"), Some(token.as_str()), "{who}");
+        let named = call.json()["model"].as_str().map(str::to_string).unwrap_or_else(|| call.path.clone());
+        assert!(named.contains(model), "{who} asked for {named}");
+    }
+    let direct: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();
+    assert!(
+        direct.is_empty(),
+        "model traffic outside the gateway: {:?}",
+        direct.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}

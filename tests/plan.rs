@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    CCR_CONFIG, CLIENT_SECRET, Emulator, Outcome, Run, api_key, assert_no_untracked_token, finish, hostile,
-    live_values, must_not_skip, now_ms, revoked, signal, spawn_devbox_auth, state_json, wait_for, write_manifest,
+    CLIENT_SECRET, Emulator, Outcome, Run, api_key, assert_no_untracked_token, finish, hostile, live_values,
+    must_not_skip, now_ms, revoked, signal, spawn_devbox_auth, state_json, write_manifest,
 };
 
 fn creates(emulator: &Emulator) -> usize {

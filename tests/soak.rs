@@ -225,7 +225,7 @@ fn watch_survives_a_chaos_schedule() {
                     if !seen.insert(pid) || !cmdline(pid).contains("devbox-auth") {
                         continue;
                     }
-                    if helpers.fetch_add(1, Ordering::Relaxed) % 3 != 0 {
+                    if !helpers.fetch_add(1, Ordering::Relaxed).is_multiple_of(3) {
                         continue;
                     }
                     std::thread::sleep(Duration::from_millis(rng.u64(0..40)));

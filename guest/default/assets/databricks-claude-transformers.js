@@ -22,7 +22,7 @@ class DatabricksCustomTransformer {
     this.name = "databricks-custom";
     this.options = options || {};
     this.configPath = this.options.configPath || path.join(os.homedir(), ".claude-code-router", "config.json");
-    this.cached = { stamp: "", providers: {} };
+    this.cached = { stamp: "", providers: new Map() };
   }
 
   log(message) {
@@ -35,6 +35,16 @@ class DatabricksCustomTransformer {
     }
   }
 
+  // An http(s) URL CCR can post to, or null (what CCR already has is kept).
+  httpUrl(text) {
+    try {
+      const url = new URL(text);
+      return url.protocol === "http:" || url.protocol === "https:" ? text : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   // The provider's current {key, url} from config.json, re-read only when the file changed.
   current(providerName) {
     try {
@@ -43,20 +53,20 @@ class DatabricksCustomTransformer {
       const stamp = `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
       if (stamp !== this.cached.stamp) {
         const config = JSON.parse(fs.readFileSync(this.configPath, "utf8"));
-        const providers = {};
+        const providers = new Map();
         for (const p of config.Providers || config.providers || []) {
           if (!p || typeof p.name !== "string") continue;
           const key = typeof p.api_key === "string" ? p.api_key.trim() : "";
           const url = typeof p.api_base_url === "string" ? p.api_base_url.trim() : "";
-          providers[p.name] = {
+          providers.set(p.name, {
             // CCR expands $VAR at start; a key that is a variable reference stays as CCR set it.
             key: key && !key.startsWith("$") ? key : null,
-            url: /^https?:\/\/[^\s]+$/.test(url) ? url : null,
-          };
+            url: this.httpUrl(url),
+          });
         }
         this.cached = { stamp, providers };
       }
-      return this.cached.providers[providerName] || { key: null, url: null };
+      return this.cached.providers.get(providerName) || { key: null, url: null };
     } catch (_) {
       return { key: null, url: null };
     }

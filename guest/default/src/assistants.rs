@@ -106,6 +106,7 @@ pub fn sh_quote(word: &str) -> String {
 /// The keys of Claude Code's `settings.json` that are ours.
 pub struct ClaudeSettings<'a> {
     pub workspace_url: &'a str,
+    pub surface: crate::routes::Surface,
     pub binary: &'a str,
     pub home: &'a str,
     pub model: &'a str,
@@ -152,7 +153,7 @@ pub fn claude_settings(mut settings: Map<String, Value>, ours: &ClaudeSettings) 
         }
     }
     for (key, value) in [
-        ("ANTHROPIC_BASE_URL", format!("{}/serving-endpoints/anthropic", ours.workspace_url)),
+        ("ANTHROPIC_BASE_URL", ours.surface.anthropic(ours.workspace_url)),
         ("ANTHROPIC_MODEL", ours.model.to_string()),
         ("ANTHROPIC_DEFAULT_OPUS_MODEL", ours.opus.to_string()),
         ("ANTHROPIC_DEFAULT_SONNET_MODEL", ours.sonnet.to_string()),
@@ -182,13 +183,15 @@ pub struct CodexSettings<'a> {
     pub home: &'a str,
     pub model: &'a str,
     pub helper_ttl_ms: i64,
+    pub surface: crate::routes::Surface,
     /// Managed MCP servers, each with a headers helper.
     pub mcp_servers: &'a [crate::mcp::Server],
 }
 
 /// `~/.codex/config.toml`, edited in place (comments, tables and other providers survive): our
-/// provider with command-based auth, selected as `model_provider`.
-pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<String, String> {
+/// provider with command-based auth, selected as `model_provider`; and the MCP servers (the
+/// warnings say which were left alone).
+pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<(String, Vec<String>), String> {
     use toml_edit::{Array, DocumentMut, Item, Table, value};
     let mut doc: DocumentMut = existing.parse().map_err(|e: toml_edit::TomlError| e.message().to_string())?;
     doc["model"] = value(ours.model);
@@ -217,7 +220,7 @@ pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<String, Stri
     let providers = doc["model_providers"].as_table_mut().ok_or("`model_providers` is not a table")?;
     let mut provider = Table::new();
     provider["name"] = value("Databricks");
-    provider["base_url"] = value(format!("{}/serving-endpoints", ours.workspace_url));
+    provider["base_url"] = value(ours.surface.responses(ours.workspace_url));
     provider["wire_api"] = value("responses");
     let mut auth = Table::new();
     auth["command"] = value(ours.binary);
@@ -231,9 +234,9 @@ pub fn codex_config(existing: &str, ours: &CodexSettings) -> Result<String, Stri
     provider["auth"] = Item::Table(auth);
     providers[PROVIDER] = Item::Table(provider);
     let helper = format!("{} --http-headers", token_command(ours.binary, ours.home));
-    let access = crate::mcp::Access::Helper { workspace_url: ours.workspace_url, command: &helper };
-    crate::mcp::codex(&mut doc, ours.mcp_servers, &access)?;
-    Ok(doc.to_string())
+    let access = crate::mcp::Access { workspace_url: ours.workspace_url, via: crate::mcp::Via::Helper(&helper) };
+    let warnings = crate::mcp::codex(&mut doc, ours.mcp_servers, &access);
+    Ok((doc.to_string(), warnings))
 }
 
 /// `~/.gemini/settings.json`: API-key auth (a custom base URL would otherwise select the
@@ -247,10 +250,10 @@ pub fn gemini_settings(mut settings: Map<String, Value>, model: &str) -> Map<Str
 }
 
 /// `~/.gemini/.env`: our three variables replaced or appended; every other line kept.
-pub fn gemini_env(existing: &str, token_ref: &str, workspace_url: &str) -> String {
+pub fn gemini_env(existing: &str, token_ref: &str, gemini_base_url: &str) -> String {
     let ours = [
         ("GEMINI_API_KEY", token_ref.to_string()),
-        ("GOOGLE_GEMINI_BASE_URL", format!("{workspace_url}/ai-gateway/gemini")),
+        ("GOOGLE_GEMINI_BASE_URL", gemini_base_url.to_string()),
         ("GEMINI_API_KEY_AUTH_MECHANISM", "bearer".to_string()),
     ];
     let key_of = |line: &str| {
@@ -284,6 +287,7 @@ fn responses_only(model: &str) -> bool {
 /// What OpenCode's files are rendered from.
 pub struct OpenCodeSettings<'a> {
     pub workspace_url: &'a str,
+    pub surface: crate::routes::Surface,
     /// Serving endpoints, the default first.
     pub models: &'a [String],
     /// For `small_model` (titles, summaries) when the user has not chosen one; else the default.
@@ -310,7 +314,7 @@ pub fn opencode_config(mut config: Map<String, Value>, ours: &OpenCodeSettings) 
     let provider = json!({
         "npm": "@ai-sdk/openai-compatible",
         "name": "Databricks",
-        "options": { "baseURL": format!("{}/serving-endpoints", ours.workspace_url) },
+        "options": { "baseURL": ours.surface.openai_chat(ours.workspace_url) },
         "models": models,
     });
     object(&mut config, "provider").insert(PROVIDER.into(), provider);
@@ -349,6 +353,7 @@ pub fn opencode_auth(mut auth: Map<String, Value>) -> Value {
 /// What Pi's provider entry is rendered from.
 pub struct PiSettings<'a> {
     pub workspace_url: &'a str,
+    pub surface: crate::routes::Surface,
     pub binary: &'a str,
     pub home: &'a str,
     /// Serving endpoints, the default first.
@@ -365,9 +370,11 @@ pub struct PiSettings<'a> {
 /// OpenAI-compatible chat route, which serves all foundation models, except Codex-tuned ones,
 /// which Databricks serves only through the Responses API.
 pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
+    // On the gateway the Responses route is not under the chat base URL: those models are left out.
     let models: Vec<Value> = ours
         .models
         .iter()
+        .filter(|id| ours.surface.chat_base_serves_responses() || !responses_only(id))
         .map(|id| {
             let (context_window, max_tokens) = limits(id);
             let mut model = json!({ "id": id, "name": id, "contextWindow": context_window, "maxTokens": max_tokens });
@@ -383,7 +390,7 @@ pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
     };
     let provider = json!({
         "name": "Databricks",
-        "baseUrl": format!("{base_url}/serving-endpoints"),
+        "baseUrl": ours.surface.openai_chat(base_url),
         "api": "openai-completions",
         "apiKey": api_key,
         // What Databricks' chat route accepts: `system` (not `developer`) messages, `max_tokens`,
@@ -444,10 +451,12 @@ mod tests {
                 home: "/home/app",
                 model: "gpt",
                 helper_ttl_ms: 300000,
+                surface: crate::routes::Surface::Serving,
                 mcp_servers: &[],
             },
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert!(out.starts_with("# my settings\n"), "{out}");
         assert!(
             out.contains("[model_providers.mine]\nname = \"Mine\" # keep me\nbase_url = \"https://mine\"\n"),
@@ -467,7 +476,7 @@ mod tests {
         let out = gemini_env(
             "# mine\nOTHER=1\nGEMINI_API_KEY=old\nexport GOOGLE_GEMINI_BASE_URL=x\n",
             "{{ref}}",
-            "https://w",
+            "https://w/ai-gateway/gemini",
         );
         assert_eq!(
             out,

@@ -34,9 +34,9 @@ pub fn invocations_url(base_url: &str, model: &str) -> String {
     format!("{base_url}/serving-endpoints/{model}/invocations")
 }
 
-/// Databricks' OpenAI-compatible chat URL, which serves every endpoint named in `model`.
-pub fn chat_completions_url(base_url: &str) -> String {
-    format!("{base_url}/serving-endpoints/chat/completions")
+/// Databricks' OpenAI-compatible chat URL on `surface`, which serves every model named in `model`.
+pub fn chat_completions_url(base_url: &str, surface: crate::routes::Surface) -> String {
+    format!("{}/chat/completions", surface.openai_chat(base_url))
 }
 
 impl DatabricksProvider<'_> {

@@ -22,6 +22,7 @@ pub mod ccr;
 pub mod credential;
 pub mod mcp;
 pub mod models;
+pub mod routes;
 
 use assistants::{Assistant, Selection};
 use models::Picks;
@@ -72,6 +73,8 @@ impl Policy for DefaultPolicy {
             check_served(&selection, picks)?;
         }
         let workspace_url = host.host_url();
+        let surface = routes::Surface::parse(host.var(routes::GATEWAY_VAR).as_deref(), &workspace_url)
+            .map_err(PolicyError::InvalidConfig)?;
 
         // Minted before the models are discovered: the host has been fetching the list since
         // it signed in, so the two take one round trip, not two. A selection the workspace
@@ -80,9 +83,9 @@ impl Policy for DefaultPolicy {
         let obtained = credential::obtain(host, choice, &comment, lifetime_seconds, context)?;
         host.log(Level::Info, &format!("serving {}", obtained.why));
         let picks = match known {
-            Some(picks) => picks,
+            Some(picks) => picks.map(|name| surface.model_id(name, None)),
             None => {
-                let picks = discover_models(host, &model)?;
+                let picks = discover_models(host, &model, surface)?;
                 check_served(&selection, &picks)?;
                 picks
             }
@@ -94,6 +97,7 @@ impl Policy for DefaultPolicy {
         };
         let rendering = Rendering {
             workspace_url: &workspace_url,
+            surface,
             relay,
             mcp_servers,
             fallback_model: &model,
@@ -129,12 +133,18 @@ fn check_served(selection: &Selection, picks: &Picks) -> Result<(), PolicyError>
     )))
 }
 
-/// The workspace's models, else `DEVBOX_MODEL` / the original default with a warning.
-fn discover_models(host: &mut impl Host, model: &str) -> Result<Picks, PolicyError> {
-    let fallback = || Picks::from_names(&[model.to_string()]);
+/// The workspace's models, else `DEVBOX_MODEL` / the original default with a warning; named
+/// as `surface` names them (on the AI Gateway, by each endpoint's `system.ai.*` entity).
+fn discover_models(host: &mut impl Host, model: &str, surface: routes::Surface) -> Result<Picks, PolicyError> {
+    let fallback = || Picks::from_names(&[model.to_string()]).map(|name| surface.model_id(name, None));
     let discovered = host.list_serving_endpoints().map(|endpoints| {
-        let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();
-        Picks::from_names(&names)
+        let usable: Vec<_> = endpoints.iter().filter(|e| models::usable(e)).collect();
+        let names: Vec<String> = usable.iter().map(|e| e.name.clone()).collect();
+        let gateway_id = |name: &str| {
+            let endpoint = usable.iter().find(|e| e.name == name)?;
+            endpoint.entities.iter().map(|entity| entity.entity_name.as_str()).find(|id| id.starts_with("system.ai."))
+        };
+        Picks::from_names(&names).map(|name| surface.model_id(name, gateway_id(name)))
     });
     match discovered {
         Ok(picks) if !picks.is_empty() => Ok(picks),
@@ -207,6 +217,8 @@ impl Existing {
 /// What every file is rendered from.
 struct Rendering<'a> {
     workspace_url: &'a str,
+    /// Model serving, or the workspace's AI Gateway (`DATABRICKS_GATEWAY_HOST`).
+    surface: routes::Surface,
     /// `watch`'s credential relay, for the clients that read their key only when they start.
     relay: Option<Relay>,
     /// `DEVBOX_MCP`: the managed MCP servers to register.
@@ -258,9 +270,9 @@ impl Rendering<'_> {
             // OpenAI-compatible route, which serves every endpoint named in the request.
             // CCR reads its config once; its plugin re-reads the key and URL before each request.
             let (base_url, api_key) = self.long_lived_client_route();
-            let api_base_url = match models.as_slice() {
-                [only] => ccr::invocations_url(base_url, only),
-                _ => ccr::chat_completions_url(base_url),
+            let api_base_url = match (models.as_slice(), self.surface) {
+                ([only], routes::Surface::Serving) => ccr::invocations_url(base_url, only),
+                _ => ccr::chat_completions_url(base_url, self.surface),
             };
             let plugin_path = plugin_path(&self.home);
             let provider =
@@ -273,6 +285,7 @@ impl Rendering<'_> {
         if selection.has(Assistant::Claude) && picks.default.is_some() {
             let settings = assistants::ClaudeSettings {
                 workspace_url: self.workspace_url,
+                surface: self.surface,
                 binary: &self.binary,
                 home: &self.home,
                 model: &default,
@@ -294,7 +307,7 @@ impl Rendering<'_> {
             }
             host.write_file(assistants::CLAUDE_SETTINGS, &pretty_json(&rendered), SECRET_MODE)?;
             let helper = format!("{} --http-headers", assistants::token_command(&self.binary, &self.home));
-            let access = mcp::Access::Helper { workspace_url: self.workspace_url, command: &helper };
+            let access = mcp::Access { workspace_url: self.workspace_url, via: mcp::Via::Helper(&helper) };
             let mcp = (self.mcp_servers.as_slice(), &access);
             write_claude_state(host, existing.claude_state, existing.claude_state_left_alone, mcp)?;
         } else if selection.has(Assistant::Claude) && selection.explicit {
@@ -305,14 +318,17 @@ impl Rendering<'_> {
             (Some(model), true) => {
                 let settings = assistants::CodexSettings {
                     workspace_url: self.workspace_url,
+                    surface: self.surface,
                     binary: &self.binary,
                     home: &self.home,
                     model,
                     helper_ttl_ms: self.helper_ttl_ms,
                     mcp_servers: &self.mcp_servers,
                 };
-                let rendered = assistants::codex_config(existing.codex.as_deref().unwrap_or_default(), &settings)
-                    .map_err(|e| PolicyError::Other(format!("cannot edit ~/{}: {e}", assistants::CODEX_CONFIG)))?;
+                let (rendered, warnings) =
+                    assistants::codex_config(existing.codex.as_deref().unwrap_or_default(), &settings)
+                        .map_err(|e| PolicyError::Other(format!("cannot edit ~/{}: {e}", assistants::CODEX_CONFIG)))?;
+                log_warnings(host, warnings);
                 host.write_file(assistants::CODEX_CONFIG, rendered.as_bytes(), SECRET_MODE)?;
             }
             (None, true) => host.log(
@@ -328,9 +344,15 @@ impl Rendering<'_> {
                 // needs a restart after a rotation.
                 let (base_url, key_ref) = self.long_lived_client_route();
                 let mut settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
-                mcp::gemini(&mut settings, &self.mcp_servers, &mcp::Access::Bearer { base_url, key_ref });
+                let access =
+                    mcp::Access { workspace_url: self.workspace_url, via: mcp::Via::Bearer { base_url, key_ref } };
+                log_warnings(host, mcp::gemini(&mut settings, &self.mcp_servers, &access));
                 host.write_file(assistants::GEMINI_SETTINGS, &pretty_json(&Value::Object(settings)), SECRET_MODE)?;
-                let env = assistants::gemini_env(existing.gemini_env.as_deref().unwrap_or_default(), key_ref, base_url);
+                let env = assistants::gemini_env(
+                    existing.gemini_env.as_deref().unwrap_or_default(),
+                    key_ref,
+                    &self.surface.gemini(base_url),
+                );
                 host.write_file(assistants::GEMINI_ENV, env.as_bytes(), SECRET_MODE)?;
                 let trust = assistants::gemini_trust(existing.gemini_trust.unwrap_or_default(), &self.home);
                 host.write_file(assistants::GEMINI_TRUST, &pretty_json(&trust), SECRET_MODE)?;
@@ -346,12 +368,15 @@ impl Rendering<'_> {
             (true, true) => {
                 let settings = assistants::OpenCodeSettings {
                     workspace_url: self.workspace_url,
+                    surface: self.surface,
                     models: &pi_models,
                     small: picks.background.as_deref(),
                 };
                 let mut config = assistants::opencode_config(existing.opencode_config.unwrap_or_default(), &settings);
                 let (base_url, key_ref) = self.long_lived_client_route();
-                mcp::opencode(&mut config, &self.mcp_servers, &mcp::Access::Bearer { base_url, key_ref });
+                let access =
+                    mcp::Access { workspace_url: self.workspace_url, via: mcp::Via::Bearer { base_url, key_ref } };
+                log_warnings(host, mcp::opencode(&mut config, &self.mcp_servers, &access));
                 let plugin = assistants::opencode_plugin(&self.binary, &self.home);
                 host.write_file(assistants::OPENCODE_PLUGIN, plugin.as_bytes(), PUBLIC_MODE)?;
                 host.write_file(assistants::OPENCODE_CONFIG, &pretty_json(&Value::Object(config)), SECRET_MODE)?;
@@ -367,6 +392,7 @@ impl Rendering<'_> {
             (Some(default_model), true) => {
                 let settings = assistants::PiSettings {
                     workspace_url: self.workspace_url,
+                    surface: self.surface,
                     binary: &self.binary,
                     home: &self.home,
                     models: &pi_models,
@@ -569,6 +595,12 @@ fn read_claude_state(host: &mut impl Host) -> Result<(Option<Map<String, Value>>
 /// Mark onboarding done in `~/.claude.json`, unless it is already marked or the file is left
 /// alone. Re-indenting can push a file near the per-file limit over it: then it is left alone
 /// too, with one warning, rather than failing the whole start.
+fn log_warnings(host: &mut impl Host, warnings: Vec<String>) {
+    for warning in warnings {
+        host.log(Level::Warn, &warning);
+    }
+}
+
 /// `~/.claude.json`, which Claude Code itself rewrites as it runs: written only when onboarding
 /// or our MCP servers change it (so a rotation does not race a running Claude Code over it).
 fn write_claude_state(
@@ -590,7 +622,7 @@ fn write_claude_state(
         return Ok(());
     }
     let mut state = assistants::claude_state(existing.clone().unwrap_or_default());
-    mcp::claude(&mut state, mcp_servers, access);
+    log_warnings(host, mcp::claude(&mut state, mcp_servers, access));
     if existing.as_ref() == Some(&state) {
         return Ok(());
     }

@@ -105,6 +105,19 @@ impl Picks {
 
     /// Pi's and OpenCode's models, the default first: the default Claude, then the other Claude
     /// models, the OpenAI pick and the Gemini pick.
+    /// The same picks, each name replaced by `id(name)` (a model's id on the AI Gateway).
+    pub fn map(self, id: impl Fn(&str) -> String) -> Picks {
+        let one = |name: Option<String>| name.map(|n| id(&n));
+        Picks {
+            claude: self.claude.iter().map(|n| id(n)).collect(),
+            default: one(self.default),
+            background: one(self.background),
+            think: one(self.think),
+            openai: one(self.openai),
+            gemini: one(self.gemini),
+        }
+    }
+
     pub fn pi(&self) -> Vec<String> {
         let mut models: Vec<String> = self.default.iter().cloned().collect();
         for model in self.claude.iter().chain(&self.openai).chain(&self.gemini) {

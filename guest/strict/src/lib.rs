@@ -29,7 +29,7 @@ impl Policy for StrictPolicy {
         let token = host.oauth_token()?;
         let workspace_url = host.host_url();
         let provider = ccr::DatabricksProvider {
-            api_base_url: ccr::chat_completions_url(&workspace_url),
+            api_base_url: ccr::chat_completions_url(&workspace_url, devbox_policy_default::routes::Surface::Serving),
             models: &models,
             api_key: &token.secret_ref,
             plugin_path: &plugin_path(&host.home_dir()),

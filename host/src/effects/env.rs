@@ -45,8 +45,13 @@ impl PolicyEnv {
 /// `DEVBOX_AUTH_*` and `DEVBOX_RELAY_*` (only the live relay sets those: one in the
 /// environment would point the assistants at whatever it names).
 pub fn is_passed_to_policy(name: &str) -> bool {
-    const PASSED: &[&str] =
-        &["CLAUDE_CODE_TOKEN_EXPIRY_SECONDS", "DATABRICKS_APP_NAME", "DATABRICKS_APP_PORT", "DATABRICKS_WORKSPACE_ID"];
+    const PASSED: &[&str] = &[
+        "CLAUDE_CODE_TOKEN_EXPIRY_SECONDS",
+        "DATABRICKS_APP_NAME",
+        "DATABRICKS_APP_PORT",
+        "DATABRICKS_WORKSPACE_ID",
+        "DATABRICKS_GATEWAY_HOST",
+    ];
     PASSED.contains(&name)
         || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_") && !name.starts_with("DEVBOX_RELAY_"))
 }
@@ -59,6 +64,7 @@ mod tests {
     fn only_chosen_variables_reach_the_policy() {
         assert!(is_passed_to_policy("CLAUDE_CODE_TOKEN_EXPIRY_SECONDS"));
         assert!(is_passed_to_policy("DEVBOX_MODEL"));
+        assert!(is_passed_to_policy("DATABRICKS_GATEWAY_HOST"));
         assert!(!is_passed_to_policy("DEVBOX_AUTH_POLICY"));
         assert!(!is_passed_to_policy("DATABRICKS_CLIENT_SECRET"));
         assert!(!is_passed_to_policy("DATABRICKS_TOKEN"));

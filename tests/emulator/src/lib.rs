@@ -675,6 +675,30 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
             let model = path.trim_start_matches("/serving-endpoints/").trim_end_matches("/invocations");
             chat_completion(model, now_ms)
         }
+        // The Unity AI Gateway's routes, which name models by their Unity Catalog id.
+        (
+            "POST",
+            path @ ("/ai-gateway/anthropic/v1/messages"
+            | "/ai-gateway/codex/v1/responses"
+            | "/ai-gateway/mlflow/v1/chat/completions"),
+        ) => {
+            let body = req.json();
+            let model = body["model"].as_str().unwrap_or_default().to_string();
+            if !model.starts_with("system.ai.") {
+                return Canned::error(
+                    404,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    &format!("Model {model:?} is not a model service of this gateway (system.ai.*)"),
+                );
+            }
+            state.invocations.push(req.clone());
+            match path {
+                "/ai-gateway/anthropic/v1/messages" => anthropic_message(&body),
+                "/ai-gateway/codex/v1/responses" => openai_response(&body),
+                _ if body["stream"] == true => chat_completion_stream(&model, now_ms),
+                _ => chat_completion(&model, now_ms),
+            }
+        }
         ("POST", path) if path.starts_with(MCP_PATH) => mcp_answer(&req.json()),
         // No server-to-client stream, and sessions need no ending (as the spec allows).
         (_, path) if path.starts_with(MCP_PATH) => Canned::raw(405, ""),
