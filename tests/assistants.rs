@@ -509,6 +509,10 @@ fn the_real_claude_code_and_codex_list_and_call_a_managed_mcp_servers_tool() {
         assert!(!run.read(file).contains(&token), "{file} holds no token: its helper fetches it");
     }
     assert!(run.read(".codex/config.toml").contains("[mcp_servers.databricks-functions-main-tools]"));
+    // What both helpers run prints the header they send.
+    let headers = support::token(&run, &["--http-headers"]);
+    let headers: Value = serde_json::from_str(&headers.stdout).unwrap();
+    assert_eq!(headers, serde_json::json!({ "Authorization": format!("Bearer {token}") }));
     // Gemini CLI and OpenCode take static headers: without `watch`, the token itself (0600 files).
     let url = format!("{}/api/2.0/mcp/functions/main/tools", emulator.url);
     let gemini: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
@@ -586,27 +590,28 @@ fn every_assistant_answers_through_the_workspaces_ai_gateway() {
     let token = format!("Bearer {}", live(&emulator)[0]);
     let ccr: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
     assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{}/ai-gateway/mlflow/v1/chat/completions", emulator.url));
-    assert_eq!(ccr["Router"]["default"], "databricks,system.ai.databricks-claude-sonnet-4-13");
+    assert_eq!(ccr["Router"]["default"], "databricks,system.ai.claude-sonnet-4-13");
 
-    let cases: [(&str, support::Outcome, &str, &str); 5] = [
-        (
-            "claude -p",
-            claude(&bin, &run),
-            "/ai-gateway/anthropic/v1/messages",
-            "system.ai.databricks-claude-sonnet-4-13",
-        ),
-        ("codex exec", codex(&bin, &run), "/ai-gateway/codex/v1/responses", "system.ai.databricks-gpt-5-2"),
-        ("gemini -p", gemini(&bin, &run), "/ai-gateway/gemini/", "system.ai."),
-        ("pi -p", pi(&bin, &run), "/ai-gateway/mlflow/v1/chat/completions", "system.ai.databricks-claude-sonnet-4-13"),
-        ("opencode run", opencode(&bin, &run), "/ai-gateway/mlflow/v1/chat/completions", "system.ai."),
+    type Client = fn(&std::path::Path, &Run) -> support::Outcome;
+    let cases: [(&str, Client, &str, &str); 5] = [
+        ("claude -p", claude, "/ai-gateway/anthropic/v1/messages", "system.ai.claude-sonnet-4-13"),
+        ("codex exec", codex, "/ai-gateway/codex/v1/responses", "system.ai.gpt-5-2"),
+        ("gemini -p", gemini, "/ai-gateway/gemini/", "system.ai.gemini-"),
+        ("pi -p", pi, "/ai-gateway/mlflow/v1/chat/completions", "system.ai.claude-sonnet-4-13"),
+        ("opencode run", opencode, "/ai-gateway/mlflow/v1/chat/completions", "system.ai.claude-sonnet-4-13"),
     ];
-    for (who, out, path, model) in cases {
-        answered(&out, who);
-        let call = emulator.invocations().into_iter().rev().find(|r| r.path.starts_with(path));
-        let call = call.unwrap_or_else(|| panic!("{who}: nothing reached {path}"));
-        assert_eq!(call.header("authorization"), Some(token.as_str()), "{who}");
-        let named = call.json()["model"].as_str().map(str::to_string).unwrap_or_else(|| call.path.clone());
-        assert!(named.contains(model), "{who} asked for {named}");
+    for (who, client, path, model) in cases {
+        let before = emulator.invocations().len();
+        answered(&client(&bin, &run), who);
+        let calls: Vec<_> =
+            emulator.invocations()[before..].iter().filter(|r| r.path.starts_with(path)).cloned().collect();
+        assert!(!calls.is_empty(), "{who}: nothing reached {path}");
+        assert!(calls.iter().all(|c| c.header("authorization") == Some(token.as_str())), "{who}");
+        let named: Vec<String> = calls
+            .iter()
+            .map(|c| c.json()["model"].as_str().map(str::to_string).unwrap_or_else(|| c.path.clone()))
+            .collect();
+        assert!(named.iter().any(|n| n.contains(model)), "{who} asked for {named:?}");
     }
     let direct: Vec<_> =
         emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();

@@ -130,7 +130,7 @@ pub const OPENCODE_CONFIG_SHAPE: crate::Shapes = &[("provider", crate::Shape::Ob
 /// The keys of `~/.pi/agent/models.json` we merge into.
 pub const PI_MODELS_SHAPE: crate::Shapes = &[("providers", crate::Shape::Object)];
 /// The tables of `~/.codex/config.toml` we add keys to.
-pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features", "mcp_servers"];
+pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features"];
 
 fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
     let slot = map.entry(key).or_insert_with(|| json!({}));
@@ -280,7 +280,7 @@ fn limits(model: &str) -> (u64, u64) {
 }
 
 /// Whether Databricks serves `model` through the Responses API only (Codex-tuned models).
-fn responses_only(model: &str) -> bool {
+pub fn responses_only(model: &str) -> bool {
     model.to_ascii_lowercase().contains("codex")
 }
 
@@ -370,11 +370,9 @@ pub struct PiSettings<'a> {
 /// OpenAI-compatible chat route, which serves all foundation models, except Codex-tuned ones,
 /// which Databricks serves only through the Responses API.
 pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
-    // On the gateway the Responses route is not under the chat base URL: those models are left out.
     let models: Vec<Value> = ours
         .models
         .iter()
-        .filter(|id| ours.surface.chat_base_serves_responses() || !responses_only(id))
         .map(|id| {
             let (context_window, max_tokens) = limits(id);
             let mut model = json!({ "id": id, "name": id, "contextWindow": context_window, "maxTokens": max_tokens });

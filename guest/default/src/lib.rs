@@ -83,7 +83,7 @@ impl Policy for DefaultPolicy {
         let obtained = credential::obtain(host, choice, &comment, lifetime_seconds, context)?;
         host.log(Level::Info, &format!("serving {}", obtained.why));
         let picks = match known {
-            Some(picks) => picks.map(|name| surface.model_id(name, None)),
+            Some(picks) => picks.map(|name| surface.model_id(name)),
             None => {
                 let picks = discover_models(host, &model, surface)?;
                 check_served(&selection, &picks)?;
@@ -100,7 +100,7 @@ impl Policy for DefaultPolicy {
             surface,
             relay,
             mcp_servers,
-            fallback_model: &model,
+            fallback_model: surface.model_id(&model),
             home: host.home_dir(),
             binary: host.host_binary(),
             token_ref: obtained.credential.secret_ref.clone(),
@@ -134,17 +134,12 @@ fn check_served(selection: &Selection, picks: &Picks) -> Result<(), PolicyError>
 }
 
 /// The workspace's models, else `DEVBOX_MODEL` / the original default with a warning; named
-/// as `surface` names them (on the AI Gateway, by each endpoint's `system.ai.*` entity).
+/// as `surface` names them.
 fn discover_models(host: &mut impl Host, model: &str, surface: routes::Surface) -> Result<Picks, PolicyError> {
-    let fallback = || Picks::from_names(&[model.to_string()]).map(|name| surface.model_id(name, None));
+    let fallback = || Picks::from_names(&[model.to_string()]).map(|name| surface.model_id(name));
     let discovered = host.list_serving_endpoints().map(|endpoints| {
-        let usable: Vec<_> = endpoints.iter().filter(|e| models::usable(e)).collect();
-        let names: Vec<String> = usable.iter().map(|e| e.name.clone()).collect();
-        let gateway_id = |name: &str| {
-            let endpoint = usable.iter().find(|e| e.name == name)?;
-            endpoint.entities.iter().map(|entity| entity.entity_name.as_str()).find(|id| id.starts_with("system.ai."))
-        };
-        Picks::from_names(&names).map(|name| surface.model_id(name, gateway_id(name)))
+        let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();
+        Picks::from_names(&names).map(|name| surface.model_id(name))
     });
     match discovered {
         Ok(picks) if !picks.is_empty() => Ok(picks),
@@ -224,7 +219,7 @@ struct Rendering<'a> {
     /// `DEVBOX_MCP`: the managed MCP servers to register.
     mcp_servers: Vec<mcp::Server>,
     /// `DEVBOX_MODEL`: the CCR's model when the picks hold no Claude model.
-    fallback_model: &'a str,
+    fallback_model: String,
     home: String,
     binary: String,
     token_ref: String,
@@ -255,7 +250,7 @@ impl Rendering<'_> {
         selection: &Selection,
         picks: &Picks,
     ) -> Result<(), PolicyError> {
-        let default = picks.default.clone().unwrap_or_else(|| self.fallback_model.to_string());
+        let default = picks.default.clone().unwrap_or_else(|| self.fallback_model.clone());
         if selection.has(Assistant::Ccr) {
             let models = if picks.claude.is_empty() { vec![default.clone()] } else { picks.claude.clone() };
             let mut routes = vec![("default", default.clone())];
@@ -341,9 +336,10 @@ impl Rendering<'_> {
         match (&picks.gemini, selection.has(Assistant::Gemini)) {
             (Some(model), true) => {
                 // Gemini CLI reads its key once, at start: without the relay, a running `gemini`
-                // needs a restart after a rotation.
+                // needs a restart after a rotation. Its route is the AI Gateway's either way.
                 let (base_url, key_ref) = self.long_lived_client_route();
-                let mut settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), model);
+                let model = routes::gateway_model_id(model);
+                let mut settings = assistants::gemini_settings(existing.gemini_settings.unwrap_or_default(), &model);
                 let access =
                     mcp::Access { workspace_url: self.workspace_url, via: mcp::Via::Bearer { base_url, key_ref } };
                 log_warnings(host, mcp::gemini(&mut settings, &self.mcp_servers, &access));
@@ -363,7 +359,13 @@ impl Rendering<'_> {
             _ => {}
         }
 
-        let pi_models = picks.pi();
+        // On the gateway the Responses route is not under the chat base URL: Codex-tuned models
+        // go to Codex alone there.
+        let pi_models: Vec<String> = picks
+            .pi()
+            .into_iter()
+            .filter(|m| self.surface.chat_base_serves_responses() || !assistants::responses_only(m))
+            .collect();
         match (assistants::opencode_serves(&pi_models), selection.has(Assistant::OpenCode)) {
             (true, true) => {
                 let settings = assistants::OpenCodeSettings {

@@ -1,6 +1,8 @@
 //! Where each kind of model traffic goes: Databricks model serving (`<base>/serving-endpoints`),
 //! or, when the deployment sets `DATABRICKS_GATEWAY_HOST`, the workspace's Unity AI Gateway
-//! (`<base>/ai-gateway/...`), which names models by their Unity Catalog id (`system.ai.<name>`).
+//! (`<base>/ai-gateway/...`), which names models by their model-service id: `system.ai.` and
+//! the model's name without the endpoint's `databricks-` infix (`system.ai.claude-sonnet-4-5`
+//! for the endpoint `databricks-claude-sonnet-4-5`), as Databricks' own `ucode` sends them.
 //!
 //! `<base>` is the workspace, or `watch`'s credential relay, which forwards both to it. Only the
 //! gateway on the workspace's own origin is supported: the separate `*.ai-gateway.*` hosts are
@@ -29,6 +31,14 @@ impl Surface {
         let value = match value.contains("://") {
             true => value.to_string(),
             false => format!("https://{value}"),
+        };
+        // `https://host:443` is `https://host`, as the workspace URL is written.
+        let value = match value.split_once("://") {
+            Some(("https", rest)) => match rest.split_once('/') {
+                Some((authority, path)) => format!("https://{}/{path}", authority.trim_end_matches(":443")),
+                None => format!("https://{}", rest.trim_end_matches(":443")),
+            },
+            _ => value,
         };
         let workspace = workspace_url.trim_end_matches('/');
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
@@ -77,17 +87,20 @@ impl Surface {
     }
 
     /// A model's id on this surface: the endpoint name on model serving; on the gateway its
-    /// Unity Catalog id (`gateway_id`, the endpoint's `system.ai.*` entity name, when known;
-    /// else `system.ai.<name>`).
-    pub fn model_id(self, name: &str, gateway_id: Option<&str>) -> String {
+    /// model-service id (a name that already is one is kept).
+    pub fn model_id(self, name: &str) -> String {
         match self {
             Surface::Serving => name.to_string(),
-            Surface::Gateway if name.starts_with(SYSTEM_AI) => name.to_string(),
-            Surface::Gateway => match gateway_id.filter(|id| id.starts_with(SYSTEM_AI)) {
-                Some(id) => id.to_string(),
-                None => format!("{SYSTEM_AI}{name}"),
-            },
+            Surface::Gateway => gateway_model_id(name),
         }
+    }
+}
+
+/// `system.ai.<model>`: what the AI Gateway's routes take (Gemini CLI's always go there).
+pub fn gateway_model_id(name: &str) -> String {
+    match name.starts_with(SYSTEM_AI) {
+        true => name.to_string(),
+        false => format!("{SYSTEM_AI}{}", name.strip_prefix("databricks-").unwrap_or(name)),
     }
 }
 
@@ -105,6 +118,7 @@ mod tests {
             "https://adb-1.azuredatabricks.net/ai-gateway/",
             "adb-1.azuredatabricks.net/ai-gateway",
             "https://ADB-1.azuredatabricks.net",
+            "https://adb-1.azuredatabricks.net:443/ai-gateway",
         ] {
             assert_eq!(Surface::parse(Some(gateway), ws), Ok(Surface::Gateway), "{gateway}");
         }
@@ -124,10 +138,10 @@ mod tests {
         assert_eq!(g.anthropic("https://w"), "https://w/ai-gateway/anthropic");
         assert_eq!(g.openai_chat("https://w"), "https://w/ai-gateway/mlflow/v1");
         assert_eq!(g.responses("https://w"), "https://w/ai-gateway/codex/v1");
-        assert_eq!(g.model_id("databricks-gpt-5", None), "system.ai.databricks-gpt-5");
-        assert_eq!(g.model_id("databricks-gpt-5", Some("system.ai.gpt-5")), "system.ai.gpt-5");
-        assert_eq!(g.model_id("databricks-gpt-5", Some("main.x.y")), "system.ai.databricks-gpt-5");
-        assert_eq!(Surface::Serving.model_id("databricks-gpt-5", Some("system.ai.gpt-5")), "databricks-gpt-5");
+        assert_eq!(g.model_id("databricks-gpt-5"), "system.ai.gpt-5");
+        assert_eq!(g.model_id("system.ai.gpt-5"), "system.ai.gpt-5");
+        assert_eq!(g.model_id("my-endpoint"), "system.ai.my-endpoint");
+        assert_eq!(Surface::Serving.model_id("databricks-gpt-5"), "databricks-gpt-5");
         assert_eq!(Surface::Serving.anthropic("https://w"), "https://w/serving-endpoints/anthropic");
     }
 }

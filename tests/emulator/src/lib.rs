@@ -667,6 +667,15 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
             }
         }
         ("POST", path) if path.starts_with("/ai-gateway/gemini/v1beta/models/") => {
+            let model =
+                path.trim_start_matches("/ai-gateway/gemini/v1beta/models/").split(':').next().unwrap_or_default();
+            if !model.starts_with("system.ai.") {
+                return Canned::error(
+                    404,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    &format!("Model {model:?} is not a model service of this gateway (system.ai.*)"),
+                );
+            }
             state.invocations.push(req.clone());
             gemini_answer(path)
         }
