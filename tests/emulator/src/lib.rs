@@ -669,12 +669,8 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         ("POST", path) if path.starts_with("/ai-gateway/gemini/v1beta/models/") => {
             let model =
                 path.trim_start_matches("/ai-gateway/gemini/v1beta/models/").split(':').next().unwrap_or_default();
-            if !model.starts_with("system.ai.") {
-                return Canned::error(
-                    404,
-                    "RESOURCE_DOES_NOT_EXIST",
-                    &format!("Model {model:?} is not a model service of this gateway (system.ai.*)"),
-                );
+            if let Some(refused) = not_a_model_service(&model) {
+                return refused;
             }
             state.invocations.push(req.clone());
             gemini_answer(path)
@@ -693,12 +689,8 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         ) => {
             let body = req.json();
             let model = body["model"].as_str().unwrap_or_default().to_string();
-            if !model.starts_with("system.ai.") {
-                return Canned::error(
-                    404,
-                    "RESOURCE_DOES_NOT_EXIST",
-                    &format!("Model {model:?} is not a model service of this gateway (system.ai.*)"),
-                );
+            if let Some(refused) = not_a_model_service(&model) {
+                return refused;
             }
             state.invocations.push(req.clone());
             match path {
@@ -713,6 +705,17 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         (_, path) if path.starts_with(MCP_PATH) => Canned::raw(405, ""),
         _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
     }
+}
+
+/// The AI Gateway's answer to a model id that is not a model service's (`system.ai.*`).
+fn not_a_model_service(model: &str) -> Option<Canned> {
+    (!model.starts_with("system.ai.")).then(|| {
+        Canned::error(
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Model {model:?} is not a model service of this gateway (system.ai.*)"),
+        )
+    })
 }
 
 /// Where Databricks' managed MCP servers live (`/api/2.0/mcp/functions/<c>/<s>`, `.../sql`, ...).
