@@ -669,7 +669,7 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         ("POST", path) if path.starts_with("/ai-gateway/gemini/v1beta/models/") => {
             let model =
                 path.trim_start_matches("/ai-gateway/gemini/v1beta/models/").split(':').next().unwrap_or_default();
-            if let Some(refused) = not_a_model_service(&model) {
+            if let Some(refused) = not_a_model_service(model) {
                 return refused;
             }
             state.invocations.push(req.clone());
