@@ -621,3 +621,76 @@ fn every_assistant_answers_through_the_workspaces_ai_gateway() {
         direct.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
 }
+
+/// Gemini CLI takes static headers only, so under `watch` its MCP entries name the credential
+/// relay: the real `gemini -p` lists the managed server's tool and calls it when the model asks,
+/// through the relay, which sends the served token; the tool's answer goes back to the model,
+/// and no token is in its files. (In non-interactive mode Gemini CLI offers an MCP tool only
+/// with the user's approval, given here by `--approval-mode yolo`.)
+#[test]
+fn a_real_gemini_calls_a_managed_mcp_servers_tool_through_the_relay() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini").var("DEVBOX_MCP", "functions:main.tools");
+    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
+    support::wait_for("watch to write Gemini's files", Duration::from_secs(20), || {
+        run.path(".gemini/.env").exists() && live(&emulator).len() == 1
+    });
+    let token = live(&emulator)[0].clone();
+    let settings: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
+    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
+    let entry = &settings["mcpServers"]["databricks-functions-main-tools"];
+    assert_eq!(entry["httpUrl"], format!("{}/api/2.0/mcp/functions/main/tools", advert["url"].as_str().unwrap()));
+    assert_eq!(entry["headers"]["Authorization"], format!("Bearer {}", advert["key"].as_str().unwrap()));
+    assert!(!run.read(".gemini/settings.json").contains(&token), "the relay sends the token");
+
+    let model = settings["model"]["name"].as_str().unwrap();
+    let route = format!("/ai-gateway/gemini/v1beta/models/{model}:streamGenerateContent");
+    let tool = format!("mcp_databricks-functions-main-tools_{MCP_TOOL}");
+    emulator.script(&format!("POST {route}"), [support::gemini_tool_call(&tool, serde_json::json!({ "order": "42" }))]);
+    let gemini_run = run.clone_with("GEMINI_CLI_NO_RELAUNCH", "true");
+    let out = assistant(&gemini_run, bin.join("gemini"), &["--approval-mode", "yolo", "-p", "look up order 42"]);
+    answered(&out, "gemini -p with an MCP tool");
+    assert_mcp_round_trip(&emulator, &route, &token);
+    support::signal(&watch, libc::SIGTERM);
+    assert!(watch.wait().unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+    out.leaks_none_of(&emulator.secrets());
+}
+
+/// OpenCode's MCP entries also take static headers: under `watch` they name the credential
+/// relay, and the real `opencode run` calls the managed server's tool through it, with the
+/// served token going to the workspace and the tool's answer back to the model.
+#[test]
+fn a_real_opencode_calls_a_managed_mcp_servers_tool_through_the_relay() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "opencode").var("DEVBOX_MCP", "functions:main.tools");
+    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
+    support::wait_for("watch to write OpenCode's files", Duration::from_secs(20), || {
+        run.path(".config/opencode/opencode.json").exists() && live(&emulator).len() == 1
+    });
+    let token = live(&emulator)[0].clone();
+    let config: Value = serde_json::from_str(&run.read(".config/opencode/opencode.json")).unwrap();
+    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
+    let entry = &config["mcp"]["databricks-functions-main-tools"];
+    assert_eq!(entry["url"], format!("{}/api/2.0/mcp/functions/main/tools", advert["url"].as_str().unwrap()));
+    assert!(!run.read(".config/opencode/opencode.json").contains(&token), "the relay sends the token");
+
+    // The answer's model (the title comes from the small one, on the same route).
+    let model = config["model"].as_str().unwrap().trim_start_matches("databricks/");
+    let route = "POST /serving-endpoints/chat/completions";
+    let tool = format!("databricks-functions-main-tools_{MCP_TOOL}");
+    emulator.script(
+        &format!("{route} model={model}"),
+        [support::chat_tool_call(&tool, serde_json::json!({ "order": "42" }))],
+    );
+    answered(&opencode(&bin, &run), "opencode run with an MCP tool");
+    assert_mcp_round_trip(&emulator, "/serving-endpoints/chat/completions", &token);
+    support::signal(&watch, libc::SIGTERM);
+    assert!(watch.wait().unwrap().success());
+}

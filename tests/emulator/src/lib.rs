@@ -329,7 +329,8 @@ impl Emulator {
         valid_bearer(&state, token, workspace_now_ms(&state))
     }
 
-    /// Answer the next requests to `"METHOD /path"` with these, in order.
+    /// Answer the next requests to `"METHOD /path"` (or to `"METHOD /path model=NAME"`: only
+    /// those whose JSON body names that model) with these, in order.
     pub fn script(&self, route: &str, answers: impl IntoIterator<Item = Canned>) {
         self.state.lock().unwrap().scripted.entry(route.to_string()).or_default().extend(answers);
     }
@@ -528,7 +529,12 @@ fn answer(state: &mut State, req: &Recorded) -> Canned {
     if let Some(canned) = state.failing.get(&route) {
         return canned.clone();
     }
-    if let Some(canned) = state.scripted.get_mut(&route).and_then(VecDeque::pop_front) {
+    // A script for one model on a route (`"METHOD /path model=NAME"`) comes first.
+    let for_model = req.json()["model"].as_str().map(|model| format!("{route} model={model}"));
+    let scripted = for_model
+        .and_then(|key| state.scripted.get_mut(&key).and_then(VecDeque::pop_front))
+        .or_else(|| state.scripted.get_mut(&route).and_then(VecDeque::pop_front));
+    if let Some(canned) = scripted {
         if canned.act_anyway {
             api(state, req, now_ms);
         }
@@ -817,6 +823,27 @@ fn chat_completion_stream(model: &str, now_ms: i64) -> Canned {
         (None, chunk(json!({ "role": "assistant", "content": "" }), Value::Null)),
         (None, chunk(json!({ "content": REPLY }), Value::Null)),
         (None, chunk(json!({}), json!("stop"))),
+    ]);
+    canned.body.push_str("data: [DONE]\n\n");
+    canned
+}
+
+/// A streamed chat completion that calls the tool `name` with `arguments` (OpenAI's format, as
+/// the OpenAI-compatible clients read it).
+pub fn chat_tool_call(name: &str, arguments: Value) -> Canned {
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "emulated",
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }]
+        })
+    };
+    let call =
+        json!({ "index": 0, "id": "call_emulated", "type": "function", "function": { "name": name, "arguments": "" } });
+    let args = json!({ "index": 0, "function": { "arguments": arguments.to_string() } });
+    let mut canned = sse(&[
+        (None, chunk(json!({ "role": "assistant", "content": null, "tool_calls": [call] }), Value::Null)),
+        (None, chunk(json!({ "tool_calls": [args] }), Value::Null)),
+        (None, chunk(json!({}), json!("tool_calls"))),
     ]);
     canned.body.push_str("data: [DONE]\n\n");
     canned
