@@ -99,6 +99,25 @@ fn live(emulator: &Emulator) -> Vec<String> {
     emulator.live_tokens().into_iter().map(|(v, _)| v).collect()
 }
 
+/// `watch` (with a long-running stand-in app) in `run`'s home, once its first run has written
+/// `file` and minted one token; and the relay it advertises (`url`, `key`).
+fn watch_until_written(run: &Run, emulator: &Emulator, file: &str) -> (std::process::Child, Value) {
+    let watch = support::spawn_devbox_auth(run, &["watch", "--", "sleep", "600"]);
+    support::wait_for(&format!("watch to write ~/{file}"), Duration::from_secs(20), || {
+        run.path(file).exists() && live(emulator).len() == 1
+    });
+    (watch, serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap())
+}
+
+/// SIGTERM `watch`: it exits 0, and its log leaks no secret.
+fn stop_watch(mut watch: std::process::Child, emulator: &Emulator) {
+    support::signal(&watch, libc::SIGTERM);
+    assert!(watch.wait().unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+}
+
 #[track_caller]
 fn answered(out: &support::Outcome, who: &str) {
     assert_eq!(out.code, 0, "{who} failed:\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
@@ -288,13 +307,9 @@ fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "pi");
-    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
-    support::wait_for("watch to write Pi's models.json", Duration::from_secs(20), || {
-        run.path(".pi/agent/models.json").exists() && live(&emulator).len() == 1
-    });
+    let (watch, advert) = watch_until_written(&run, &emulator, ".pi/agent/models.json");
     let first = live(&emulator);
     let models: Value = serde_json::from_str(&run.read(".pi/agent/models.json")).unwrap();
-    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
     let ours = &models["providers"]["databricks"];
     assert_eq!(ours["apiKey"], advert["key"], "the relay's key, not the token");
     assert_eq!(ours["baseUrl"], format!("{}/serving-endpoints", advert["url"].as_str().unwrap()));
@@ -315,11 +330,7 @@ fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
         [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
         "refused once, then sent again"
     );
-    support::signal(&watch, libc::SIGTERM);
-    assert!(watch.wait().unwrap().success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+    stop_watch(watch, &emulator);
     out.leaks_none_of(&emulator.secrets());
 }
 
@@ -420,16 +431,12 @@ fn a_running_gemini_keeps_working_across_a_revocation_through_the_credential_rel
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
-    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
-    support::wait_for("watch to write Gemini's .env", Duration::from_secs(20), || {
-        run.path(".gemini/.env").exists() && live(&emulator).len() == 1
-    });
+    let (mut watch, advert) = watch_until_written(&run, &emulator, ".gemini/.env");
     let env = run.read(".gemini/.env");
     let first = live(&emulator);
     assert!(env.contains("GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:"), "{}", support::mask_credentials(&env));
     assert!(!env.contains(&first[0]), "the token is not in the file: the relay sends it");
     assert_eq!(run.mode(".gemini/.env"), 0o600);
-    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
     assert_eq!(run.mode(".local/state/devbox-auth/relay.json"), 0o600);
     let relay = advert["url"].as_str().unwrap().to_string();
     let status = support::devbox_auth(&run, &["status"]);
@@ -633,13 +640,9 @@ fn a_real_gemini_calls_a_managed_mcp_servers_tool_through_the_relay() {
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini").var("DEVBOX_MCP", "functions:main.tools");
-    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
-    support::wait_for("watch to write Gemini's files", Duration::from_secs(20), || {
-        run.path(".gemini/.env").exists() && live(&emulator).len() == 1
-    });
+    let (watch, advert) = watch_until_written(&run, &emulator, ".gemini/.env");
     let token = live(&emulator)[0].clone();
     let settings: Value = serde_json::from_str(&run.read(".gemini/settings.json")).unwrap();
-    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
     let entry = &settings["mcpServers"]["databricks-functions-main-tools"];
     assert_eq!(entry["httpUrl"], format!("{}/api/2.0/mcp/functions/main/tools", advert["url"].as_str().unwrap()));
     assert_eq!(entry["headers"]["Authorization"], format!("Bearer {}", advert["key"].as_str().unwrap()));
@@ -653,11 +656,7 @@ fn a_real_gemini_calls_a_managed_mcp_servers_tool_through_the_relay() {
     let out = assistant(&gemini_run, bin.join("gemini"), &["--approval-mode", "yolo", "-p", "look up order 42"]);
     answered(&out, "gemini -p with an MCP tool");
     assert_mcp_round_trip(&emulator, &route, &token);
-    support::signal(&watch, libc::SIGTERM);
-    assert!(watch.wait().unwrap().success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    support::Outcome { code: 0, stdout: String::new(), stderr }.leaks_none_of(&emulator.secrets());
+    stop_watch(watch, &emulator);
     out.leaks_none_of(&emulator.secrets());
 }
 
@@ -670,13 +669,9 @@ fn a_real_opencode_calls_a_managed_mcp_servers_tool_through_the_relay() {
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "opencode").var("DEVBOX_MCP", "functions:main.tools");
-    let mut watch = support::spawn_devbox_auth(&run, &["watch", "--", "sleep", "600"]);
-    support::wait_for("watch to write OpenCode's files", Duration::from_secs(20), || {
-        run.path(".config/opencode/opencode.json").exists() && live(&emulator).len() == 1
-    });
+    let (watch, advert) = watch_until_written(&run, &emulator, ".config/opencode/opencode.json");
     let token = live(&emulator)[0].clone();
     let config: Value = serde_json::from_str(&run.read(".config/opencode/opencode.json")).unwrap();
-    let advert: Value = serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap();
     let entry = &config["mcp"]["databricks-functions-main-tools"];
     assert_eq!(entry["url"], format!("{}/api/2.0/mcp/functions/main/tools", advert["url"].as_str().unwrap()));
     assert!(!run.read(".config/opencode/opencode.json").contains(&token), "the relay sends the token");
@@ -691,6 +686,5 @@ fn a_real_opencode_calls_a_managed_mcp_servers_tool_through_the_relay() {
     );
     answered(&opencode(&bin, &run), "opencode run with an MCP tool");
     assert_mcp_round_trip(&emulator, "/serving-endpoints/chat/completions", &token);
-    support::signal(&watch, libc::SIGTERM);
-    assert!(watch.wait().unwrap().success());
+    stop_watch(watch, &emulator);
 }
