@@ -108,10 +108,8 @@ fn watch_refreshes_the_oauth_token_before_it_expires() {
     let run = Run::app(&emulator);
     let mut watch = spawn(&run, &["watch"]);
     let started = Instant::now();
-    while !run.path(CCR_CONFIG).exists() {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    // Done when the state names what the config's key stands for (under watch: the relay's).
+    support::wait_for_first_provision(&run);
     // Every ~50 ms for a while: config.json always holds an OAuth token that has not expired.
     let mut seen = vec![api_key(&run)];
     while seen.len() < 3 {
