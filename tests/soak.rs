@@ -21,7 +21,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{CCR_CONFIG, Canned, Emulator, Run, api_key, signal, spawn_devbox_auth, wait_for};
+use support::{Canned, Emulator, Run, api_key, signal, spawn_devbox_auth, wait_for};
 
 const TOKEN_LIFE: Duration = Duration::from_secs(6);
 /// How long after a fault ends a failed rotation is retried and done: a backoff step (at most
@@ -197,7 +197,7 @@ fn watch_survives_a_chaos_schedule() {
     };
     // Done when the state names what the config's key stands for (it is written after the files).
     wait_for("the first provision", Duration::from_secs(30), || {
-        read_ccr_provider(&run).is_some_and(|c| emulator.accepts(&c.credential))
+        support::ccr_route(&run).is_some_and(|c| c.works(&emulator))
     });
     let started = Instant::now();
     let cpu_at_start = cpu_seconds(watch_pid);
@@ -352,8 +352,8 @@ fn sample(
         // Within a fault, or soon after it: a credential may run out, and status must say so.
         let fault =
             windows.iter().position(|w| t + Duration::from_millis(100) >= w.at && t <= w.at + w.length + RECOVERY);
-        let config = read_ccr_provider(run);
-        let mut config_ok = config.as_ref().is_some_and(|c| emulator.accepts(&c.credential));
+        let config = support::ccr_route(run);
+        let mut config_ok = config.as_ref().is_some_and(|c| c.works(emulator));
         if config.is_none() {
             report.failures.push(format!("{t:?}: config.json was not whole"));
         }
@@ -382,7 +382,7 @@ fn sample(
                     status_checked_in = Some(window);
                     let status = support::devbox_auth(run, &["status"]);
                     // Unless a rotation (the `token` call above may run one) fixed it meanwhile.
-                    let still_dead = !read_ccr_provider(run).is_some_and(|c| emulator.accepts(&c.credential));
+                    let still_dead = !support::ccr_route(run).is_some_and(|c| c.works(emulator));
                     if status.code == 0 && !status.stdout.contains("warning:") && still_dead {
                         report
                             .failures
@@ -401,25 +401,4 @@ fn sample(
         std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
     }
     report
-}
-
-/// What the CCR config holds, if the file is whole.
-struct CcrProvider {
-    /// Its key: a token, or the credential relay's key.
-    key: String,
-    url: String,
-    /// The token its requests carry to the workspace: the key, or the one the relay sends.
-    credential: String,
-}
-
-fn read_ccr_provider(run: &Run) -> Option<CcrProvider> {
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.path(CCR_CONFIG)).ok()?).ok()?;
-    let provider = &config["Providers"][0];
-    let key = provider["api_key"].as_str()?.to_string();
-    let state = support::state_json(run);
-    let credential = match state["relay_key_sha256"].as_str() == Some(support::sha256_hex(&key).as_str()) {
-        true => state["serve"]["value"].as_str().unwrap_or_default().to_string(),
-        false => key.clone(),
-    };
-    Some(CcrProvider { key, url: provider["api_base_url"].as_str()?.to_string(), credential })
 }

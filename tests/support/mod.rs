@@ -183,37 +183,53 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The credential the CCR's requests carry to the workspace: the token in its config, or, where
-/// the config holds the key of `watch`'s credential relay, the served token the relay sends.
-pub fn api_key(run: &Run) -> String {
-    let key = ccr_key(run);
-    let state = state_json(run);
-    if state["relay_key_sha256"].as_str() == Some(sha256_hex(&key).as_str()) {
-        return state["serve"]["value"].as_str().expect("a served token").to_string();
+/// What the CCR config holds, read once.
+pub struct CcrRoute {
+    /// Its key: a token, or the key of `watch`'s credential relay.
+    pub key: String,
+    pub url: String,
+    /// The credential its requests carry to the workspace: the key itself, or, where it is the
+    /// relay's key (the state records its fingerprint), the served token the relay sends.
+    pub credential: Option<String>,
+}
+
+impl CcrRoute {
+    /// Whether the workspace takes the credential this route sends.
+    pub fn works(&self, emulator: &Emulator) -> bool {
+        self.credential.as_deref().is_some_and(|token| emulator.accepts(token))
     }
-    key
+}
+
+/// The CCR config's route; `None` while the config is missing or not whole.
+pub fn ccr_route(run: &Run) -> Option<CcrRoute> {
+    let text = std::fs::read_to_string(run.path(CCR_CONFIG)).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let provider = &config["Providers"][0];
+    let key = provider["api_key"].as_str()?.to_string();
+    let state = state_json(run);
+    let credential = match state["relay_key_sha256"].as_str() == Some(sha256_hex(&key).as_str()) {
+        true => state["serve"]["value"].as_str().map(str::to_string),
+        false => Some(key.clone()),
+    };
+    Some(CcrRoute { key, url: provider["api_base_url"].as_str().unwrap_or_default().to_string(), credential })
+}
+
+/// The credential the CCR's requests carry to the workspace (see [`CcrRoute`]).
+pub fn api_key(run: &Run) -> String {
+    ccr_route(run).and_then(|route| route.credential).expect("a CCR config and a served token")
 }
 
 /// Whether the first provision is done: the CCR config is there, and the state names the
 /// credential its key stands for (the state is written after the files).
 pub fn provisioned(run: &Run) -> bool {
-    let Ok(text) = std::fs::read_to_string(run.path(CCR_CONFIG)) else { return false };
-    let Ok(config) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
-    let key = config["Providers"][0]["api_key"].as_str().unwrap_or_default();
-    let state = state_json(run);
-    state["serve"]["value"].as_str() == Some(key) || state["relay_key_sha256"].as_str() == Some(&sha256_hex(key))
+    let served = state_json(run)["serve"]["value"].as_str().map(str::to_string);
+    served.is_some() && ccr_route(run).is_some_and(|route| route.credential == served)
 }
 
 /// Wait (up to 20 s) for `watch`'s first provision.
 #[track_caller]
 pub fn wait_for_first_provision(run: &Run) {
     wait_for("the first provision", Duration::from_secs(20), || provisioned(run));
-}
-
-/// The key in the CCR config as written (a token, or a relay's key).
-pub fn ccr_key(run: &Run) -> String {
-    let config: serde_json::Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
-    config["Providers"][0]["api_key"].as_str().unwrap().to_string()
 }
 
 pub fn sha256_hex(text: &str) -> String {

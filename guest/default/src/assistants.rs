@@ -132,7 +132,8 @@ pub const PI_MODELS_SHAPE: crate::Shapes = &[("providers", crate::Shape::Object)
 /// The tables of `~/.codex/config.toml` we add keys to.
 pub const CODEX_TABLES: &[&str] = &["model_providers", "analytics", "features"];
 
-fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
+/// `map[key]` as an object: made one when missing or not an object.
+pub(crate) fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
     let slot = map.entry(key).or_insert_with(|| json!({}));
     if !slot.is_object() {
         *slot = json!({});

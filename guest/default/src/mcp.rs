@@ -11,6 +11,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::assistants::object;
+
 pub const MCP_VAR: &str = "DEVBOX_MCP";
 const NAME_PREFIX: &str = "databricks-";
 const PATH_PREFIX: &str = "/api/2.0/mcp/";
@@ -224,14 +226,6 @@ pub fn opencode(config: &mut Map<String, Value>, ours: &[Server], access: &Acces
     };
     let client = JsonClient { file: ".config/opencode/opencode.json", key: "mcp", url_key: "url", set: &set };
     merge_json(config, ours, access, client)
-}
-
-fn object<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
-    let slot = map.entry(key).or_insert_with(|| json!({}));
-    if !slot.is_object() {
-        *slot = json!({});
-    }
-    slot.as_object_mut().expect("just made an object")
 }
 
 /// Codex (`config.toml`, `[mcp_servers.<name>]`): `url` and `http_headers_helper` (or
