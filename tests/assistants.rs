@@ -276,6 +276,25 @@ fn status_says_how_each_assistant_gets_its_credential() {
     ] {
         assert!(status.contains(line), "{line}\nnot in:\n{status}");
     }
+
+    // A key someone else put there is named as such (and never printed).
+    let env = run.read(".gemini/.env");
+    let edited: String = env
+        .lines()
+        .map(|l| {
+            if l.starts_with("GEMINI_API_KEY=") {
+                "GEMINI_API_KEY=someone-elses-key\n".into()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(edited, env);
+    std::fs::write(run.path(".gemini/.env"), edited).unwrap();
+    let status = support::devbox_auth(&run, &["status"]).stdout;
+    let line = "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — a key in ~/.gemini/.env that is not devbox-auth's (neither its token nor its relay's key)";
+    assert!(status.contains(line), "{line}\nnot in:\n{status}");
+    assert!(!status.contains("someone-elses-key"), "{status}");
 }
 
 /// A token revoked behind devbox-auth's back heals within one request through the OpenCode
@@ -579,8 +598,8 @@ fn assert_mcp_round_trip(emulator: &Emulator, model_path: &str, token: &str) {
 /// With `DATABRICKS_GATEWAY_HOST` set to the workspace's AI Gateway, every assistant's model
 /// traffic goes through the gateway's routes (Anthropic, Codex's Responses, Gemini, MLflow's chat
 /// completions) with the models' Unity Catalog ids, and none to `/serving-endpoints`: the real
-/// Claude Code, Codex, Gemini CLI, OpenCode and Pi each answer. A gateway elsewhere is refused
-/// before anything is minted.
+/// Claude Code, Codex, Gemini CLI, OpenCode and Pi each answer, after a `provision` and again
+/// under `watch`. A gateway elsewhere is refused before anything is minted.
 #[test]
 fn every_assistant_answers_through_the_workspaces_ai_gateway() {
     let Some(bin) = clients() else { return };
@@ -599,6 +618,27 @@ fn every_assistant_answers_through_the_workspaces_ai_gateway() {
     assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{}/ai-gateway/mlflow/v1/chat/completions", emulator.url));
     assert_eq!(ccr["Router"]["default"], "databricks,system.ai.claude-sonnet-4-13");
 
+    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token);
+
+    // Under `watch` (the app's usual start) the same, with the CCR, Gemini CLI and Pi going
+    // through the credential relay, which forwards to the gateway's routes with the served token.
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", &format!("{}/ai-gateway", emulator.url));
+    let (watch, advert) = watch_until_written(&run, &emulator, ".gemini/.env");
+    support::wait_for_first_provision(&run);
+    let relay = advert["url"].as_str().unwrap();
+    let ccr: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
+    assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{relay}/ai-gateway/mlflow/v1/chat/completions"));
+    assert!(run.read(".gemini/.env").contains(&format!("GOOGLE_GEMINI_BASE_URL={relay}/ai-gateway/gemini")));
+    let token = format!("Bearer {}", live(&emulator)[0]);
+    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token);
+    stop_watch(watch, &emulator);
+}
+
+/// Each real client answers once in `run`'s home, its model calls all reach the gateway's
+/// route for it with `bearer`, naming a `system.ai.*` model; nothing goes to `/serving-endpoints`.
+fn each_client_answers_through_the_gateway(bin: &std::path::Path, emulator: &Emulator, run: &Run, bearer: &str) {
     type Client = fn(&std::path::Path, &Run) -> support::Outcome;
     let cases: [(&str, Client, &str, &str); 5] = [
         ("claude -p", claude, "/ai-gateway/anthropic/v1/messages", "system.ai.claude-sonnet-4-13"),
@@ -609,11 +649,11 @@ fn every_assistant_answers_through_the_workspaces_ai_gateway() {
     ];
     for (who, client, path, model) in cases {
         let before = emulator.invocations().len();
-        answered(&client(&bin, &run), who);
+        answered(&client(bin, run), who);
         let calls: Vec<_> =
             emulator.invocations()[before..].iter().filter(|r| r.path.starts_with(path)).cloned().collect();
         assert!(!calls.is_empty(), "{who}: nothing reached {path}");
-        assert!(calls.iter().all(|c| c.header("authorization") == Some(token.as_str())), "{who}");
+        assert!(calls.iter().all(|c| c.header("authorization") == Some(bearer)), "{who}");
         let named: Vec<String> = calls
             .iter()
             .map(|c| c.json()["model"].as_str().map(str::to_string).unwrap_or_else(|| c.path.clone()))

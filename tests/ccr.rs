@@ -164,6 +164,25 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
         model_requests.iter().rev().take(2).map(|r| r.header("authorization").unwrap().to_string()).collect();
     assert_eq!(bearers, [format!("Bearer {third}"), format!("Bearer {second}")], "refused once, then sent again");
     assert!(emulator.accepts(&third));
+
+    // `watch` restarts (a new relay: another key, usually another port). Its first run points
+    // the config at the new relay, and the same CCR process follows it.
+    support::signal(&watch.0, libc::SIGTERM);
+    assert!(watch.0.wait().unwrap().success());
+    let _watch = KillOnDrop(support::spawn_devbox_auth(&run, &["watch"]));
+    support::wait_for("the restarted watch's relay in the CCR config", Duration::from_secs(20), || {
+        let advert: Option<Value> = std::fs::read(run.path(".local/state/devbox-auth/relay.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap_or_default();
+        advert.is_some_and(|a| a["key"] != relay["key"] && config["Providers"][0]["api_key"] == a["key"])
+            && support::provisioned(&run)
+    });
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "CCR answered {status} after watch restarted: {body}");
+    let served = support::state_json(&run)["serve"]["value"].as_str().unwrap().to_string();
+    let invocations = emulator.invocations();
+    assert_eq!(invocations.last().unwrap().header("authorization"), Some(format!("Bearer {served}").as_str()));
 }
 
 #[test]

@@ -586,3 +586,63 @@ fn token_rejected_rotates_only_when_the_workspace_refuses_the_served_token() {
     assert!(printed.iter().any(|o| o.stderr.contains("the workspace refuses the served token")), "said why");
     assert!(api_key(&run) != first, "config.json has the new token");
 }
+
+/// A start's clean-up is off its critical path: `provision` exits once the configs are on
+/// disk and leaves the earlier container's token to a `revoke-due` run in the background, so
+/// `provision && app` starts the app without waiting for the deletion; with
+/// `--wait-for-revocations` it deletes before it exits.
+#[test]
+fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked_to_wait() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let pending = |run: &Run| -> Vec<String> {
+        let state = support::state_json(run);
+        state["pending"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["token_id"].as_str().map(Into::into))
+            .collect()
+    };
+    let new_container = |run: &Run| {
+        run.provision(&[]).success();
+        let earlier = support::state_json(run)["serve"]["token_id"].as_str().unwrap().to_string();
+        std::fs::remove_dir_all(run.path(".local/state/devbox-auth")).unwrap();
+        // The workspace deletes at once but answers only 3 s later.
+        emulator.script(
+            "POST /api/2.0/token/delete",
+            [support::Canned::raw(200, "{}").delayed(Duration::from_secs(3)).after_acting()],
+        );
+        earlier
+    };
+
+    let earlier = new_container(&run);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("provision")
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("revoking 1 token(s) in the background"), "{stdout}");
+    assert!(run.path(CCR_CONFIG).exists(), "the configs are on disk at its exit");
+    assert_eq!(pending(&run), [earlier.clone()], "at its exit the deletion is still unanswered, so still planned");
+    wait_for("the background revocation", Duration::from_secs(15), || pending(&run).is_empty());
+    let background = std::fs::read_to_string(log.path()).unwrap();
+    assert!(background.contains(&format!("revoked token {earlier}")), "{background}");
+    support::Outcome { code: 0, stdout, stderr: background }.leaks_none_of(&emulator.secrets());
+    assert_eq!(emulator.live_marked_tokens().len(), 1, "only the served token is left");
+
+    let earlier = new_container(&run);
+    let out = run.provision(&["--wait-for-revocations"]);
+    out.success();
+    assert!(out.stdout.contains(&format!("revoked token {earlier}")), "{}", out.stdout);
+    assert!(!out.stdout.contains("in the background"), "{}", out.stdout);
+    assert!(pending(&run).is_empty(), "deleted before it exited");
+    assert_eq!(emulator.live_marked_tokens().len(), 1);
+}

@@ -153,6 +153,8 @@ pub struct Outcome {
     pub plan: Option<PlanReport>,
     /// One line per planned revocation carried out.
     pub revoked: Vec<String>,
+    /// How many revocations were due but left for a `revoke-due` run (`defer_revocations`).
+    pub revocations_deferred: usize,
 }
 
 impl Outcome {
@@ -174,6 +176,7 @@ impl Outcome {
             files: Vec::new(),
             plan: None,
             revoked: Vec::new(),
+            revocations_deferred: 0,
         }
     }
 }
@@ -468,6 +471,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     let mut state = state.unwrap_or_else(|| State::new(&deployment));
     let effects = &mut ran.effects;
     let mut revoked = Vec::new();
+    let mut revocations_deferred = 0;
     if !opts.dry_run {
         let vault = &effects.vault;
         if let Err(e) = effects.files.commit(|bytes| vault.fill_in(bytes)) {
@@ -512,6 +516,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         effects.settle_journal();
         let now = state::now_ms();
         let done = if opts.defer_revocations {
+            revocations_deferred = state.revocations_due(now).len();
             Revocations::default()
         } else {
             tokio::select! {
@@ -567,6 +572,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         files,
         plan,
         revoked,
+        revocations_deferred,
     })
 }
 
@@ -715,15 +721,8 @@ const EXPIRED_MARGIN_MS: i64 = 5_000;
 /// to revoke). One that cannot be deleted now stays planned, and the failure is returned so
 /// the caller backs off.
 pub async fn revoke_due(state: &mut State, workspace: &mut Workspace, now_ms: i64) -> Revocations {
-    let served = state.serve.as_ref().map(|s| s.meta.token_id.clone()).filter(|id| !id.is_empty());
-    let due: Vec<String> = state
-        .pending
-        .iter()
-        .filter(|p| p.at_ms <= now_ms && Some(&p.token_id) != served.as_ref())
-        .map(|p| p.token_id.clone())
-        .collect();
     let mut done = Revocations::default();
-    for token_id in due {
+    for token_id in state.revocations_due(now_ms) {
         let expired = state
             .tokens
             .iter()

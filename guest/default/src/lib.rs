@@ -594,17 +594,16 @@ fn read_claude_state(host: &mut impl Host) -> Result<(Option<Map<String, Value>>
     }
 }
 
-/// Mark onboarding done in `~/.claude.json`, unless it is already marked or the file is left
-/// alone. Re-indenting can push a file near the per-file limit over it: then it is left alone
-/// too, with one warning, rather than failing the whole start.
 fn log_warnings(host: &mut impl Host, warnings: Vec<String>) {
     for warning in warnings {
         host.log(Level::Warn, &warning);
     }
 }
 
-/// `~/.claude.json`, which Claude Code itself rewrites as it runs: written only when onboarding
-/// or our MCP servers change it (so a rotation does not race a running Claude Code over it).
+/// `~/.claude.json`, which Claude Code itself rewrites as it runs: onboarding marked done and
+/// our MCP servers merged in, and written only when that changes it (so a rotation does not
+/// race a running Claude Code over it). Re-indenting can push a file near the per-file limit
+/// over it: then it is left alone too, with one warning, rather than failing the whole start.
 fn write_claude_state(
     host: &mut impl Host,
     existing: Option<Map<String, Value>>,

@@ -553,6 +553,26 @@ fn a_claude_state_past_the_read_limit_is_left_alone_and_the_rest_is_written() {
 }
 
 #[test]
+fn a_claude_state_that_already_holds_our_mcp_servers_is_not_rewritten() {
+    let mut first = served(SERVED).with_var("DEVBOX_MCP", "sql");
+    provision(&mut first).unwrap();
+    let written = first.file(assistants::CLAUDE_STATE).to_string();
+    assert!(written.contains("\"databricks-sql\"") && written.contains("hasCompletedOnboarding"), "{written}");
+
+    // The next run (a rotation) finds them in place: the file Claude Code rewrites as it runs
+    // is not touched.
+    let mut again = served(SERVED).with_var("DEVBOX_MCP", "sql").with_file(assistants::CLAUDE_STATE, &written);
+    provision(&mut again).unwrap();
+    assert!(!again.calls.iter().any(|c| matches!(c, Call::Write { path, .. } if path == assistants::CLAUDE_STATE)));
+
+    // No longer named in DEVBOX_MCP: the entry goes, so the file is written.
+    let mut dropped = served(SERVED).with_file(assistants::CLAUDE_STATE, &written);
+    provision(&mut dropped).unwrap();
+    let rewritten = dropped.file(assistants::CLAUDE_STATE);
+    assert!(!rewritten.contains("databricks-sql") && rewritten.contains("hasCompletedOnboarding"), "{rewritten}");
+}
+
+#[test]
 fn a_key_we_merge_into_with_another_shape_keeps_the_file_aside() {
     // Nothing of the user's is dropped silently: the whole file is kept as a backup, as an
     // unparseable one is.

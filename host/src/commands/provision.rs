@@ -1,9 +1,11 @@
 //! `devbox-auth provision`: the command around the flow in `crate::provision`: its arguments
 //! and what it prints (the dry run's plan, or one line per thing done).
 
-use std::process::ExitCode;
+use std::os::fd::AsFd;
+use std::process::{ExitCode, Stdio};
 
 use super::common::{RunArgs, fail, options, runtime, stop_signal, when};
+use super::revoke;
 use crate::output::{self, policy_text};
 use crate::provision::{self, Outcome, ProvisionOptions};
 use crate::runtime::Trigger;
@@ -22,6 +24,10 @@ pub struct ProvisionArgs {
     /// Internal (used by `watch`): leave the revocations that are due for a `revoke-due` run.
     #[arg(long, hide = true)]
     pub defer_revocations: bool,
+    /// Revoke the tokens that are due (an earlier container's, say) before exiting, instead of
+    /// in a `devbox-auth revoke-due` run started in the background once the configs are on disk.
+    #[arg(long)]
+    pub wait_for_revocations: bool,
 }
 
 fn print_outcome(outcome: &Outcome, dry_run: bool) {
@@ -91,10 +97,47 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
     ));
 }
 
+/// Start `devbox-auth revoke-due` with this run's arguments and environment, and leave it
+/// running: the app this `provision` precedes (`provision && app`) need not wait a round trip
+/// for the clean-up. It takes the home lock, which this process has released, so it never
+/// races a run in this home. Its report goes to stderr: stdout is left to this process, so a
+/// caller reading it (`$(devbox-auth provision)`) is not kept waiting. Should it not start,
+/// the revocations run here instead.
+fn revoke_in_background(run: &RunArgs, due: usize) -> ExitCode {
+    let spawned = std::io::stderr().as_fd().try_clone_to_owned().and_then(|stderr| {
+        std::process::Command::new(provision::host_binary())
+            .arg("revoke-due")
+            .args(run.to_args())
+            .stdin(Stdio::null())
+            .stdout(stderr)
+            .spawn()
+    });
+    match spawned {
+        Ok(child) => {
+            output::out(&format!(
+                "devbox-auth: revoking {due} token(s) in the background (devbox-auth revoke-due, pid {})",
+                child.id()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            output::err(&format!(
+                "devbox-auth: warning: cannot start revoke-due in the background ({e}); revoking before exiting"
+            ));
+            // A failure leaves them planned for the next run, as in a run of this process.
+            let _ = revoke::revoke_due(run, false);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 pub fn provision_command(args: ProvisionArgs) -> ExitCode {
     let trigger = if args.if_due { None } else { Some(Trigger::Start) };
+    // What is due after the commit goes to a background run unless asked otherwise (`watch`
+    // defers it to a run of its own; a dry run revokes nothing).
+    let in_background = !args.dry_run && !args.defer_revocations && !args.wait_for_revocations;
     let result = options(&args.run, trigger, args.dry_run)
-        .map(|opts| ProvisionOptions { defer_revocations: args.defer_revocations, ..opts })
+        .map(|opts| ProvisionOptions { defer_revocations: args.defer_revocations || in_background, ..opts })
         .and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     match result {
         Ok(outcome) => {
@@ -108,7 +151,10 @@ pub fn provision_command(args: ProvisionArgs) -> ExitCode {
                 ));
             }
             print_outcome(&outcome, args.dry_run);
-            ExitCode::SUCCESS
+            match in_background && outcome.revocations_deferred > 0 {
+                true => revoke_in_background(&args.run, outcome.revocations_deferred),
+                false => ExitCode::SUCCESS,
+            }
         }
         Err(failure) => fail(&failure),
     }

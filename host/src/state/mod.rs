@@ -334,6 +334,17 @@ impl State {
         }
     }
 
+    /// The planned revocations whose time has come, the served token's excepted (what is
+    /// served is never revoked while it is).
+    pub fn revocations_due(&self, now_ms: i64) -> Vec<String> {
+        let served = self.serve.as_ref().map(|s| s.meta.token_id.as_str()).filter(|id| !id.is_empty());
+        self.pending
+            .iter()
+            .filter(|p| p.at_ms <= now_ms && Some(p.token_id.as_str()) != served)
+            .map(|p| p.token_id.clone())
+            .collect()
+    }
+
     /// The earliest moment something is due: a refresh or a planned revocation.
     pub fn next_due_ms(&self) -> i64 {
         self.pending.iter().map(|p| p.at_ms).chain(std::iter::once(self.refresh_due_ms())).min().unwrap_or(0)
