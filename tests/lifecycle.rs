@@ -631,7 +631,7 @@ fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("revoking 1 token(s) in the background"), "{stdout}");
     assert!(run.path(CCR_CONFIG).exists(), "the configs are on disk at its exit");
-    assert_eq!(pending(&run), [earlier.clone()], "at its exit the deletion is still unanswered, so still planned");
+    assert_eq!(pending(&run), std::slice::from_ref(&earlier), "at its exit the deletion is still unanswered, so still planned");
     wait_for("the background revocation", Duration::from_secs(15), || pending(&run).is_empty());
     let background = std::fs::read_to_string(log.path()).unwrap();
     assert!(background.contains(&format!("revoked token {earlier}")), "{background}");
