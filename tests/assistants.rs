@@ -611,41 +611,66 @@ fn every_assistant_answers_through_the_workspaces_ai_gateway() {
     assert!(out.stderr.contains(&format!("set it to {}/ai-gateway", emulator.url)), "{}", out.stderr);
     assert!(live(&emulator).is_empty() && !elsewhere.path(".claude/settings.json").exists());
 
+    // The models are the ones the gateway lists (newer than the serving endpoints'), found by
+    // following its pages.
+    emulator.serve_model_services(support::realistic_model_services());
     let run = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", &format!("{}/ai-gateway/", emulator.url));
-    run.provision(&[]).success();
+    let out = run.provision(&[]);
+    out.success();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let listed = emulator.requests_to("GET", "/api/2.1/unity-catalog/model-services");
+    let queries: Vec<&str> = listed.iter().map(|r| r.query.as_str()).collect();
+    assert_eq!(
+        queries,
+        [
+            "parent=schemas/system.ai&page_size=100",
+            "parent=schemas/system.ai&page_size=100&page_token=after-3",
+            "parent=schemas/system.ai&page_size=100&page_token=after-6"
+        ]
+    );
     let token = format!("Bearer {}", live(&emulator)[0]);
     let ccr: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
     assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{}/ai-gateway/mlflow/v1/chat/completions", emulator.url));
-    assert_eq!(ccr["Router"]["default"], "databricks,system.ai.claude-sonnet-4-13");
-
-    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token);
+    assert_eq!(ccr["Router"]["default"], "databricks,system.ai.claude-sonnet-4-14");
+    let listed_models = ["system.ai.claude-sonnet-4-14", "system.ai.gpt-5-3", "system.ai.gemini-3-pro"];
+    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token, listed_models);
 
     // Under `watch` (the app's usual start) the same, with the CCR, Gemini CLI and Pi going
     // through the credential relay, which forwards to the gateway's routes with the served token.
+    // This workspace's gateway lists nothing (404): the serving endpoints' models, by their ids.
     let emulator = Emulator::start();
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", &format!("{}/ai-gateway", emulator.url));
     let (watch, advert) = watch_until_written(&run, &emulator, ".gemini/.env");
     support::wait_for_first_provision(&run);
+    assert_eq!(emulator.requests_to("GET", "/api/2.1/unity-catalog/model-services").len(), 1);
     let relay = advert["url"].as_str().unwrap();
     let ccr: Value = serde_json::from_str(&run.read(".claude-code-router/config.json")).unwrap();
     assert_eq!(ccr["Providers"][0]["api_base_url"], format!("{relay}/ai-gateway/mlflow/v1/chat/completions"));
     assert!(run.read(".gemini/.env").contains(&format!("GOOGLE_GEMINI_BASE_URL={relay}/ai-gateway/gemini")));
     let token = format!("Bearer {}", live(&emulator)[0]);
-    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token);
+    let endpoint_models = ["system.ai.claude-sonnet-4-13", "system.ai.gpt-5-2", "system.ai.gemini-2-5-pro"];
+    each_client_answers_through_the_gateway(&bin, &emulator, &run, &token, endpoint_models);
     stop_watch(watch, &emulator);
 }
 
 /// Each real client answers once in `run`'s home, its model calls all reach the gateway's
-/// route for it with `bearer`, naming a `system.ai.*` model; nothing goes to `/serving-endpoints`.
-fn each_client_answers_through_the_gateway(bin: &std::path::Path, emulator: &Emulator, run: &Run, bearer: &str) {
+/// route for it with `bearer`, naming the expected `system.ai.*` model (`[claude, gpt, gemini]`);
+/// nothing goes to `/serving-endpoints`.
+fn each_client_answers_through_the_gateway(
+    bin: &std::path::Path,
+    emulator: &Emulator,
+    run: &Run,
+    bearer: &str,
+    [claude_model, gpt_model, gemini_model]: [&str; 3],
+) {
     type Client = fn(&std::path::Path, &Run) -> support::Outcome;
     let cases: [(&str, Client, &str, &str); 5] = [
-        ("claude -p", claude, "/ai-gateway/anthropic/v1/messages", "system.ai.claude-sonnet-4-13"),
-        ("codex exec", codex, "/ai-gateway/codex/v1/responses", "system.ai.gpt-5-2"),
-        ("gemini -p", gemini, "/ai-gateway/gemini/", "system.ai.gemini-"),
-        ("pi -p", pi, "/ai-gateway/mlflow/v1/chat/completions", "system.ai.claude-sonnet-4-13"),
-        ("opencode run", opencode, "/ai-gateway/mlflow/v1/chat/completions", "system.ai.claude-sonnet-4-13"),
+        ("claude -p", claude, "/ai-gateway/anthropic/v1/messages", claude_model),
+        ("codex exec", codex, "/ai-gateway/codex/v1/responses", gpt_model),
+        ("gemini -p", gemini, "/ai-gateway/gemini/", gemini_model),
+        ("pi -p", pi, "/ai-gateway/mlflow/v1/chat/completions", claude_model),
+        ("opencode run", opencode, "/ai-gateway/mlflow/v1/chat/completions", claude_model),
     ];
     for (who, client, path, model) in cases {
         let before = emulator.invocations().len();

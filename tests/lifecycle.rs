@@ -379,6 +379,19 @@ fn a_policy_may_ask_to_revoke_the_live_token_when_watch_stops() {
     assert!(live_values(&emulator).contains(&api_key(&run)));
 }
 
+/// 0.2.1 added an import (`list-model-services`); a policy built against 0.2.0 links to it and runs.
+#[test]
+fn a_policy_built_against_0_2_0_still_provisions() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator).var("DEVBOX_AUTH_POLICY", fixture_guest("v0-2-0").to_str().unwrap());
+    let out = run.provision(&["--dry-run"]);
+    assert!(out.success().stdout.contains("(devbox:auth@0.2.1)"), "{}", out.stdout);
+    run.provision(&[]).success();
+    assert!(live_values(&emulator).contains(&api_key(&run)));
+    let state = support::state_json(&run);
+    assert_eq!(state["why"], "a policy built against 0.2.0", "{state}");
+}
+
 #[test]
 fn a_policy_built_against_0_1_0_still_provisions_and_rotates() {
     let emulator = Emulator::start();
@@ -631,7 +644,11 @@ fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("revoking 1 token(s) in the background"), "{stdout}");
     assert!(run.path(CCR_CONFIG).exists(), "the configs are on disk at its exit");
-    assert_eq!(pending(&run), std::slice::from_ref(&earlier), "at its exit the deletion is still unanswered, so still planned");
+    assert_eq!(
+        pending(&run),
+        std::slice::from_ref(&earlier),
+        "at its exit the deletion is still unanswered, so still planned"
+    );
     wait_for("the background revocation", Duration::from_secs(15), || pending(&run).is_empty());
     let background = std::fs::read_to_string(log.path()).unwrap();
     assert!(background.contains(&format!("revoked token {earlier}")), "{background}");

@@ -289,9 +289,9 @@ fn policy_inspect_reports_world_version_and_compatibility() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     for needle in [
         "world:      devbox:auth/policy",
-        "wit:        devbox:auth@0.2.0",
+        "wit:        devbox:auth@0.2.1",
         "exports:    provision",
-        "devbox:auth/workspace@0.2.0",
+        "devbox:auth/workspace@0.2.1",
         "compatible: yes",
     ] {
         assert!(out.stdout.contains(needle), "{needle}:\n{}", out.stdout);
@@ -444,7 +444,7 @@ fn the_embedded_policy_starts_precompiled_without_the_compiler_or_cache() {
     let run = run.var("DEVBOX_AUTH_CACHE_DIR", cache.path().join("c").to_str().unwrap());
     let out = run.provision(&["--dry-run"]);
     out.success();
-    assert!(out.stdout.contains("default (embedded) (devbox:auth@0.2.0)"), "{}", out.stdout);
+    assert!(out.stdout.contains("default (embedded) (devbox:auth@0.2.1)"), "{}", out.stdout);
     assert!(out.stdout.contains(", precompiled, loaded in "), "{}", out.stdout);
     assert!(!cache.path().join("c").exists(), "nothing was compiled, so nothing was cached");
 }

@@ -72,6 +72,7 @@ pub fn default_operation_grants() -> BTreeSet<Operation> {
         Operation::ListTokens,
         Operation::DeleteToken,
         Operation::ListServingEndpoints,
+        Operation::ListModelServices,
         Operation::CredentialRelay,
     ])
 }
@@ -425,7 +426,8 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // instantiated and while it mints (see `effects::Prefetched`).
     let prefetched = match &target.workspace {
         Workspace::Live(client) => {
-            let prefetched = Prefetched::start(client, &opts.operation_grants).await;
+            let gateway = opts.env.get("DATABRICKS_GATEWAY_HOST").is_some_and(|v| !v.trim().is_empty());
+            let prefetched = Prefetched::start(client, &opts.operation_grants, gateway).await;
             // Let them send their requests before the policy's synchronous start-up.
             tokio::task::yield_now().await;
             prefetched

@@ -134,8 +134,31 @@ fn check_served(selection: &Selection, picks: &Picks) -> Result<(), PolicyError>
 }
 
 /// The workspace's models, else `DEVBOX_MODEL` / the original default with a warning; named
-/// as `surface` names them.
+/// as `surface` names them. Through the AI Gateway, what the gateway itself lists comes first;
+/// the serving endpoints (named by their gateway ids) when it lists nothing usable or cannot
+/// be asked.
 fn discover_models(host: &mut impl Host, model: &str, surface: routes::Surface) -> Result<Picks, PolicyError> {
+    if surface == routes::Surface::Gateway {
+        match host.list_model_services() {
+            Ok(services) => {
+                let names: Vec<String> =
+                    services.iter().filter(|s| models::usable_service(s)).map(|s| s.name.clone()).collect();
+                let picks = Picks::from_names(&names);
+                if !picks.is_empty() {
+                    return Ok(picks);
+                }
+                host.log(
+                    Level::Warn,
+                    "the AI Gateway lists no system.ai chat model the assistants can use; using the serving endpoints",
+                );
+            }
+            Err(e) if credential::sign_in_rejected(&e) => return Err(e.into()),
+            Err(e) => host.log(
+                Level::Warn,
+                &format!("cannot list the AI Gateway's models ({}); using the serving endpoints", e.message),
+            ),
+        }
+    }
     let fallback = || Picks::from_names(&[model.to_string()]).map(|name| surface.model_id(name));
     let discovered = host.list_serving_endpoints().map(|endpoints| {
         let names: Vec<String> = endpoints.iter().filter(|e| models::usable(e)).map(|e| e.name.clone()).collect();

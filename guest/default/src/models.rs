@@ -7,7 +7,7 @@
 //! discovery; when discovery fails or finds nothing usable, the policy falls back to one default
 //! model with a warning.
 
-use devbox_policy_sdk::ServingEndpoint;
+use devbox_policy_sdk::{ModelService, ServingEndpoint};
 
 pub const MODELS_VAR: &str = "DEVBOX_MODELS";
 
@@ -44,6 +44,20 @@ pub fn usable(endpoint: &ServingEndpoint) -> bool {
         && endpoint.task == "llm/v1/chat"
         && (endpoint.endpoint_type == "FOUNDATION_MODEL_API"
             || endpoint.entities.iter().any(|e| !e.foundation_model.is_empty()))
+}
+
+/// The APIs through which the AI Gateway serves a model to a chat assistant: Claude Code's,
+/// Codex's, Gemini CLI's, and the chat completions the CCR, OpenCode and Pi send.
+const CHAT_API_TYPES: [&str; 4] =
+    ["anthropic/v1/messages", "openai/v1/responses", "gemini/v1/generateContent", "mlflow/v1/chat/completions"];
+
+/// A model the AI Gateway lists that an assistant can use: in `system.ai` (where Databricks
+/// hosts foundation models), of a family the assistants speak, and served through a chat API
+/// when the workspace says through which (older workspaces do not, as `ucode` notes).
+pub fn usable_service(service: &ModelService) -> bool {
+    service.name.starts_with("system.ai.")
+        && family(&service.name).is_some()
+        && (service.api_types.is_empty() || service.api_types.iter().any(|t| CHAT_API_TYPES.contains(&t.as_str())))
 }
 
 /// The models the assistants get, by role. Names are serving endpoints.
@@ -103,8 +117,6 @@ impl Picks {
         }
     }
 
-    /// Pi's and OpenCode's models, the default first: the default Claude, then the other Claude
-    /// models, the OpenAI pick and the Gemini pick.
     /// The same picks, each name replaced by `id(name)` (a model's id on the AI Gateway).
     pub fn map(self, id: impl Fn(&str) -> String) -> Picks {
         let one = |name: Option<String>| name.map(|n| id(&n));
@@ -118,6 +130,8 @@ impl Picks {
         }
     }
 
+    /// Pi's and OpenCode's models, the default first: the default Claude, then the other Claude
+    /// models, the OpenAI pick and the Gemini pick.
     pub fn pi(&self) -> Vec<String> {
         let mut models: Vec<String> = self.default.iter().cloned().collect();
         for model in self.claude.iter().chain(&self.openai).chain(&self.gemini) {

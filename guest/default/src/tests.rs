@@ -642,3 +642,65 @@ fn gemini_goes_through_the_credential_relay_when_the_host_offers_it() {
     provision(&mut host).unwrap();
     assert!(host.file(assistants::GEMINI_ENV).contains(&format!("GEMINI_API_KEY={MOCK_TOKEN_REF}\n")));
 }
+
+fn gateway_host(services: &[(&str, &[&str])]) -> MockHost {
+    let mut host =
+        served(SERVED).with_var("DATABRICKS_GATEWAY_HOST", "https://example.cloud.databricks.com/ai-gateway");
+    host.model_services = services
+        .iter()
+        .map(|(name, types)| devbox_policy_sdk::ModelService {
+            name: (*name).into(),
+            api_types: types.iter().map(|t| (*t).into()).collect(),
+        })
+        .collect();
+    host
+}
+
+#[test]
+fn through_the_gateway_the_models_are_the_ones_it_lists() {
+    let mut host = gateway_host(&[
+        ("system.ai.claude-sonnet-4-9", &["anthropic/v1/messages"]),
+        ("system.ai.claude-opus-4-8", &[]),
+        ("system.ai.gpt-5-4", &["openai/v1/responses"]),
+        ("system.ai.gemini-3-pro", &["gemini/v1/generateContent"]),
+        ("system.ai.claude-sonnet-9-embed", &["mlflow/v1/embeddings"]),
+        ("main.default.claude-sonnet-99", &["anthropic/v1/messages"]),
+    ]);
+    provision(&mut host).unwrap();
+    assert!(host.calls.contains(&Call::ListModelServices));
+    assert!(!host.calls.contains(&Call::ListServingEndpoints), "no second listing when the gateway's is usable");
+    let claude: Value = serde_json::from_str(host.file(assistants::CLAUDE_SETTINGS)).unwrap();
+    assert_eq!(claude["env"]["ANTHROPIC_MODEL"], "system.ai.claude-sonnet-4-9");
+    assert_eq!(claude["env"]["ANTHROPIC_DEFAULT_OPUS_MODEL"], "system.ai.claude-opus-4-8");
+    assert!(host.file(assistants::CODEX_CONFIG).contains("model = \"system.ai.gpt-5-4\""));
+    let gemini: Value = serde_json::from_str(host.file(assistants::GEMINI_SETTINGS)).unwrap();
+    assert_eq!(gemini["model"]["name"], "system.ai.gemini-3-pro");
+    let ccr = config_json(&host);
+    assert_eq!(ccr["Providers"][0]["models"], json!(["system.ai.claude-sonnet-4-9", "system.ai.claude-opus-4-8"]));
+    assert!(!host.logs.iter().any(|(l, _)| *l == Level::Warn), "{:?}", host.logs);
+}
+
+#[test]
+fn a_gateway_that_lists_nothing_usable_or_cannot_be_asked_falls_back_to_the_serving_endpoints() {
+    let bad_gateway = devbox_policy_sdk::ApiError {
+        status: 404,
+        error_code: "ENDPOINT_NOT_FOUND".into(),
+        message: "No API found".into(),
+    };
+    for (services, refusal, warning) in [
+        (vec![("system.ai.gte-large-en", &["mlflow/v1/embeddings"][..])], None, "lists no system.ai chat model"),
+        (vec![], Some(bad_gateway), "cannot list the AI Gateway's models (No API found)"),
+    ] {
+        let mut host = gateway_host(&services);
+        host.model_services_result = refusal.map(Err);
+        provision(&mut host).unwrap();
+        assert!(host.calls.contains(&Call::ListServingEndpoints));
+        let claude: Value = serde_json::from_str(host.file(assistants::CLAUDE_SETTINGS)).unwrap();
+        assert_eq!(claude["env"]["ANTHROPIC_MODEL"], "system.ai.claude-sonnet-4-5", "the endpoints', by gateway id");
+        assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains(warning)), "{:?}", host.logs);
+    }
+    // Without the gateway it is never asked.
+    let mut host = served(SERVED);
+    provision(&mut host).unwrap();
+    assert!(!host.calls.contains(&Call::ListModelServices));
+}

@@ -38,7 +38,7 @@ pub use bindings::devbox::auth::lifecycle::{Plan, Revocation, RunContext, Trigge
 pub use bindings::devbox::auth::log::Level;
 pub use bindings::devbox::auth::types::{ApiError, FileError, FileErrorKind, PolicyError};
 pub use bindings::devbox::auth::workspace::{
-    Credential, CredentialKind, ServedEntity, ServingEndpoint, TokenInfo, TokenOrigin,
+    Credential, CredentialKind, ModelService, ServedEntity, ServingEndpoint, TokenInfo, TokenOrigin,
 };
 
 /// Everything a policy may ask of the host. One method per WIT import, plus the clock.
@@ -50,6 +50,8 @@ pub trait Host {
     fn list_tokens(&mut self) -> Result<Vec<TokenInfo>, ApiError>;
     fn delete_token(&mut self, token_id: &str) -> Result<(), ApiError>;
     fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError>;
+    /// The AI Gateway's models (since devbox:auth@0.2.1).
+    fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError>;
     fn home_dir(&self) -> String;
     fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FileError>;
     fn write_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), FileError>;
@@ -108,6 +110,9 @@ impl Host for WasmHost {
     }
     fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
         bindings::devbox::auth::workspace::list_serving_endpoints()
+    }
+    fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+        bindings::devbox::auth::workspace::list_model_services()
     }
     fn home_dir(&self) -> String {
         bindings::devbox::auth::files::home_dir()

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Host, Level, RunContext, ServingEndpoint,
-    TokenInfo, Trigger,
+    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Host, Level, ModelService, RunContext,
+    ServingEndpoint, TokenInfo, Trigger,
 };
 
 /// The secret reference the mock hands out for a minted token.
@@ -24,6 +24,7 @@ pub enum Call {
     ListTokens,
     DeleteToken(String),
     ListServingEndpoints,
+    ListModelServices,
     Write { path: String, mode: u32 },
 }
 
@@ -47,6 +48,10 @@ pub struct MockHost {
     pub endpoints: Vec<ServingEndpoint>,
     /// Replaces the answer of `list_serving_endpoints` (e.g. with an error).
     pub endpoints_result: Option<Result<Vec<ServingEndpoint>, ApiError>>,
+    /// What the AI Gateway lists (none by default).
+    pub model_services: Vec<ModelService>,
+    /// Replaces the answer of `list_model_services` (e.g. with an error).
+    pub model_services_result: Option<Result<Vec<ModelService>, ApiError>>,
     pub calls: Vec<Call>,
     pub logs: Vec<(Level, String)>,
 }
@@ -67,6 +72,8 @@ impl Default for MockHost {
             tokens: Vec::new(),
             endpoints: Vec::new(),
             endpoints_result: None,
+            model_services: Vec::new(),
+            model_services_result: None,
             calls: Vec::new(),
             logs: Vec::new(),
         }
@@ -181,6 +188,10 @@ impl Host for MockHost {
     fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
         self.calls.push(Call::ListServingEndpoints);
         self.endpoints_result.clone().unwrap_or_else(|| Ok(self.endpoints.clone()))
+    }
+    fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+        self.calls.push(Call::ListModelServices);
+        self.model_services_result.clone().unwrap_or_else(|| Ok(self.model_services.clone()))
     }
     fn home_dir(&self) -> String {
         self.home.clone()

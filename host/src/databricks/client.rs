@@ -34,6 +34,15 @@ pub struct ServingEndpoint {
     pub entities: Vec<ServedEntity>,
 }
 
+/// A model the workspace's Unity AI Gateway serves: `model_services[]` of
+/// `GET /api/2.1/unity-catalog/model-services`, its name without the `model-services/` prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelService {
+    pub name: String,
+    /// `supported_api_types`; empty where the workspace does not report them.
+    pub api_types: Vec<String>,
+}
+
 /// One of `config.served_entities`, with the fields that identify a model (which the SDK's
 /// types drop, so they are read from the raw JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +351,64 @@ impl WorkspaceClient {
         let list = answer.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(list.iter().filter_map(serving_endpoint).collect())
     }
+
+    /// The AI Gateway's models under `system.ai`, every page. `parent` keeps the listing to
+    /// that schema (without it the whole metastore is walked) and `page_size` must be given
+    /// (without it the service answers 499), as Databricks' own `ucode` asks.
+    pub async fn list_model_services(&self) -> Result<Vec<ModelService>, ApiError> {
+        let mut services = Vec::new();
+        let mut page_token = String::new();
+        for _ in 0..MODEL_SERVICE_PAGES {
+            let mut path = format!("{MODEL_SERVICES_PATH}?parent=schemas/system.ai&page_size=100");
+            if !page_token.is_empty() {
+                path.push_str("&page_token=");
+                path.push_str(&url_encoded(&page_token));
+            }
+            let answer = self.call(Method::GET, &path, None, Retry::Idempotent).await?;
+            let list = answer.get("model_services").and_then(Value::as_array).cloned().unwrap_or_default();
+            services.extend(list.iter().filter_map(model_service));
+            let next = answer.get("next_page_token").and_then(Value::as_str).unwrap_or_default();
+            if next.is_empty() || next == page_token {
+                return Ok(services);
+            }
+            page_token = next.to_string();
+        }
+        Err(ApiError::new(
+            200,
+            codes::BAD_RESPONSE,
+            format!("GET {MODEL_SERVICES_PATH} had more than {MODEL_SERVICE_PAGES} pages; stopped listing"),
+        ))
+    }
+}
+
+const MODEL_SERVICES_PATH: &str = "/api/2.1/unity-catalog/model-services";
+/// At most this many pages of 100 (a workspace's `system.ai` holds a few dozen models).
+const MODEL_SERVICE_PAGES: usize = 20;
+
+/// A query-string value, percent-encoded (a page token is opaque).
+fn url_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A `model_services[]` entry: `{"name": "model-services/system.ai.<model>", "supported_api_types": [...]}`.
+pub fn model_service(v: &Value) -> Option<ModelService> {
+    let name = v.get("name")?.as_str()?;
+    let name = name.strip_prefix("model-services/").unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    let api_types = v
+        .get("supported_api_types")
+        .and_then(Value::as_array)
+        .map(|types| types.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    Some(ModelService { name: name.to_string(), api_types })
 }
 
 /// Whether the workspace refused the bearer itself: 401, or 403 "Invalid access token".
@@ -399,4 +466,31 @@ pub fn serving_endpoint(v: &Value) -> Option<ServingEndpoint> {
         endpoint_type: text(v, "/endpoint_type"),
         entities,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_services_entry_is_named_without_its_prefix_and_keeps_its_api_types() {
+        let full = json!({ "name": "model-services/system.ai.claude-sonnet-4-6", "supported_api_types": ["anthropic/v1/messages", 7] });
+        assert_eq!(
+            model_service(&full),
+            Some(ModelService {
+                name: "system.ai.claude-sonnet-4-6".into(),
+                api_types: vec!["anthropic/v1/messages".into()]
+            })
+        );
+        let bare = json!({ "name": "system.ai.gpt-5-2" });
+        assert_eq!(model_service(&bare).unwrap().api_types, Vec::<String>::new());
+        for junk in [json!({}), json!({ "name": 3 }), json!({ "name": "model-services/" }), json!("x")] {
+            assert_eq!(model_service(&junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_page_token_is_percent_encoded() {
+        assert_eq!(url_encoded("a/b+c=d&e f~g"), "a%2Fb%2Bc%3Dd%26e%20f~g");
+    }
 }

@@ -24,7 +24,7 @@ pub use self::log::{LogBudget, LogLevel, PolicyLog};
 pub use self::simulator::SimulatedWorkspace;
 pub use self::workspace::Workspace;
 use crate::databricks::error::codes;
-use crate::databricks::{ApiError, ServingEndpoint, TokenInfo};
+use crate::databricks::{ApiError, ModelService, ServingEndpoint, TokenInfo};
 use crate::output;
 use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
 use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
@@ -44,19 +44,22 @@ pub enum Operation {
     /// Delete any of the principal's tokens. Never granted by default.
     DeleteForeignToken,
     ListServingEndpoints,
+    /// List the models the workspace's Unity AI Gateway serves (since devbox:auth@0.2.1).
+    ListModelServices,
     /// Offer `watch`'s credential relay (src/relay) to the policy: its URL, and its key as a
     /// secret reference, for clients without a token helper.
     CredentialRelay,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 7] = [
+    pub const ALL: [Operation; 8] = [
         Operation::CreateToken,
         Operation::OAuthToken,
         Operation::ListTokens,
         Operation::DeleteToken,
         Operation::DeleteForeignToken,
         Operation::ListServingEndpoints,
+        Operation::ListModelServices,
         Operation::CredentialRelay,
     ];
 
@@ -68,6 +71,7 @@ impl Operation {
             Operation::DeleteToken => "delete-token",
             Operation::DeleteForeignToken => "delete-foreign-token",
             Operation::ListServingEndpoints => "list-serving-endpoints",
+            Operation::ListModelServices => "list-model-services",
             Operation::CredentialRelay => "credential-relay",
         }
     }
@@ -131,15 +135,19 @@ pub enum TokenOrigin {
 pub struct Prefetched {
     pub endpoints: Option<tokio::task::JoinHandle<Result<Vec<ServingEndpoint>, ApiError>>>,
     pub tokens: Option<tokio::task::JoinHandle<Result<Vec<TokenInfo>, ApiError>>>,
+    pub model_services: Option<tokio::task::JoinHandle<Result<Vec<ModelService>, ApiError>>>,
 }
 
 impl Prefetched {
     /// Start the granted read-only calls on `client` in the background. On a client that has
     /// had no answer yet (PAT auth: there is no sign-in request), the first is awaited, so the
-    /// connection exists and the others share it instead of each opening one.
+    /// connection exists and the others share it instead of each opening one. The gateway's
+    /// model listing is fetched only for a deployment that routes through the gateway
+    /// (`gateway`: `DATABRICKS_GATEWAY_HOST` is set); elsewhere no policy would read it.
     pub async fn start(
         client: &std::sync::Arc<crate::databricks::WorkspaceClient>,
         grants: &BTreeSet<Operation>,
+        gateway: bool,
     ) -> Self {
         let mut endpoints = grants.contains(&Operation::ListServingEndpoints).then(|| {
             let client = client.clone();
@@ -155,11 +163,17 @@ impl Prefetched {
             let client = client.clone();
             tokio::spawn(async move { client.list_tokens().await })
         });
-        Self { endpoints, tokens }
+        let model_services = (gateway && grants.contains(&Operation::ListModelServices)).then(|| {
+            let client = client.clone();
+            tokio::spawn(async move { client.list_model_services().await })
+        });
+        Self { endpoints, tokens, model_services }
     }
 
     fn count(&self) -> u32 {
-        u32::from(self.endpoints.is_some()) + u32::from(self.tokens.is_some())
+        u32::from(self.endpoints.is_some())
+            + u32::from(self.tokens.is_some())
+            + u32::from(self.model_services.is_some())
     }
 }
 
@@ -522,6 +536,20 @@ impl Effects {
             None => {
                 self.spend_call()?;
                 self.workspace.list_serving_endpoints().await
+            }
+        };
+        Ok(result.map_err(|e| self.hand_out(e)))
+    }
+
+    pub async fn list_model_services(&mut self) -> Result<Result<Vec<ModelService>, ApiError>, SandboxRefusal> {
+        if let Some(denied) = self.denied(Operation::ListModelServices) {
+            return Ok(Err(denied));
+        }
+        let result = match self.prefetched.model_services.take() {
+            Some(task) => joined(task).await,
+            None => {
+                self.spend_call()?;
+                self.workspace.list_model_services().await
             }
         };
         Ok(result.map_err(|e| self.hand_out(e)))

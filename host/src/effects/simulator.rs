@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Operation;
 use crate::databricks::error::codes;
 use crate::databricks::oauth::AccessToken;
-use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo};
+use crate::databricks::{ApiError, MintedToken, ModelService, ServingEndpoint, TokenInfo};
 use crate::secrets::Secret;
 
 #[derive(Debug, Default)]
@@ -93,6 +93,21 @@ impl SimulatedWorkspace {
     pub fn list_serving_endpoints(&mut self) -> Result<Vec<ServingEndpoint>, ApiError> {
         self.answer(Operation::ListServingEndpoints, "GET /api/2.0/serving-endpoints".into(), |sim| {
             sim.endpoints.clone()
+        })
+    }
+
+    /// The gateway's listing, as a workspace serving `endpoints` would give it: each as
+    /// `system.ai.<name without databricks->`.
+    pub fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+        let request = "GET /api/2.1/unity-catalog/model-services?parent=schemas/system.ai&page_size=100".into();
+        self.answer(Operation::ListModelServices, request, |sim| {
+            sim.endpoints
+                .iter()
+                .map(|e| ModelService {
+                    name: format!("system.ai.{}", e.name.strip_prefix("databricks-").unwrap_or(&e.name)),
+                    api_types: Vec::new(),
+                })
+                .collect()
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::simulator::SimulatedWorkspace;
 use crate::databricks::oauth::AccessToken;
-use crate::databricks::{ApiError, MintedToken, ServingEndpoint, TokenInfo, WorkspaceClient};
+use crate::databricks::{ApiError, MintedToken, ModelService, ServingEndpoint, TokenInfo, WorkspaceClient};
 
 pub enum Workspace {
     /// Shared: the host's read-ahead calls use the same client (one connection pool) while
@@ -50,6 +50,13 @@ impl Workspace {
         match self {
             Workspace::Live(client) => client.list_serving_endpoints().await,
             Workspace::Simulated(sim) => sim.list_serving_endpoints(),
+        }
+    }
+
+    pub async fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+        match self {
+            Workspace::Live(client) => client.list_model_services().await,
+            Workspace::Simulated(sim) => sim.list_model_services(),
         }
     }
 }

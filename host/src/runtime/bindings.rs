@@ -24,12 +24,14 @@ pub mod since_v0_1_0 {
 pub use devbox::auth::lifecycle::{Revocation, Trigger};
 pub use devbox::auth::log::Level;
 pub use devbox::auth::types::{ApiError, FileError, FileErrorKind};
-pub use devbox::auth::workspace::{Credential, CredentialKind, ServedEntity, ServingEndpoint, TokenInfo, TokenOrigin};
+pub use devbox::auth::workspace::{
+    Credential, CredentialKind, ModelService, ServedEntity, ServingEndpoint, TokenInfo, TokenOrigin,
+};
 
 /// The WIT package this host implements; policies must be built against a compatible one.
 /// Must equal the `package` line of wit/policy.wit (a test checks).
 pub const WIT_PACKAGE: &str = "devbox:auth";
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 /// Older contracts this host still runs, each frozen under wit/since_v<version>/.
 pub const FROZEN_VERSIONS: &[&str] = &["0.1.0"];
 

@@ -10,8 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::devbox::auth::{environment, files, lifecycle, log, types, workspace};
 use super::bindings::{
-    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Level, ServedEntity, ServingEndpoint, TokenInfo,
-    TokenOrigin,
+    ApiError, Credential, CredentialKind, FileError, FileErrorKind, Level, ModelService, ServedEntity, ServingEndpoint,
+    TokenInfo, TokenOrigin,
 };
 use super::limits::{MemoryLimiter, SandboxLimits};
 use crate::effects::{Effects, LogLevel};
@@ -178,6 +178,12 @@ impl workspace::Host for PolicyState {
     async fn list_serving_endpoints(&mut self) -> wasmtime::Result<Result<Vec<ServingEndpoint>, ApiError>> {
         let result = self.effects.list_serving_endpoints().await.map_err(wasmtime::Error::new)?;
         Ok(result.map(|list| list.into_iter().map(serving_endpoint).collect()).map_err(api_error))
+    }
+
+    async fn list_model_services(&mut self) -> wasmtime::Result<Result<Vec<ModelService>, ApiError>> {
+        let result = self.effects.list_model_services().await.map_err(wasmtime::Error::new)?;
+        let service = |s: databricks::ModelService| ModelService { name: s.name, api_types: s.api_types };
+        Ok(result.map(|list| list.into_iter().map(service).collect()).map_err(api_error))
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Recorded {
     pub at: std::time::Instant,
     pub method: String,
     pub path: String,
+    /// The query string, without `?` (empty when none).
+    pub query: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
 }
@@ -111,6 +113,9 @@ pub struct State {
     pub revoked: Vec<String>,
     /// What `GET /api/2.0/serving-endpoints` lists; `None`: one ready Claude endpoint.
     pub endpoints: Option<Vec<Value>>,
+    /// What the AI Gateway's `GET /api/2.1/unity-catalog/model-services` lists, a few per page;
+    /// `None`: a workspace without it (404).
+    pub model_services: Option<Vec<Value>>,
     /// Whether the workspace lets this principal create PATs.
     pub pats: PatPolicy,
     /// OAuth access tokens handed out: (value, expiry epoch ms).
@@ -371,6 +376,11 @@ impl Emulator {
     /// Serve a realistic endpoint list (see [`realistic_endpoints`]) instead of one Claude model.
     pub fn serve_endpoints(&self, endpoints: Vec<Value>) {
         self.state.lock().unwrap().endpoints = Some(endpoints);
+    }
+
+    /// List these as the AI Gateway's model services (see [`realistic_model_services`]).
+    pub fn serve_model_services(&self, services: Vec<Value>) {
+        self.state.lock().unwrap().model_services = Some(services);
     }
 
     pub fn set_pats(&self, policy: PatPolicy) {
@@ -648,6 +658,7 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
             state.revoked.push(value);
             reply(200, json!({}))
         }
+        ("GET", "/api/2.1/unity-catalog/model-services") => model_services_page(state, &req.query),
         ("GET", "/api/2.0/serving-endpoints") => {
             let endpoints = state.endpoints.clone().unwrap_or_else(|| {
                 vec![endpoint("databricks-claude-sonnet-4", "llm/v1/chat", true, "FOUNDATION_MODEL_API")]
@@ -711,6 +722,54 @@ fn api(state: &mut State, req: &Recorded, now_ms: i64) -> Canned {
         (_, path) if path.starts_with(MCP_PATH) => Canned::raw(405, ""),
         _ => Canned::error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", req.method, req.path)),
     }
+}
+
+/// Model services per page: fewer than the `page_size` asked for, as a server may answer, so
+/// every client must follow `next_page_token`.
+const MODEL_SERVICES_PER_PAGE: usize = 3;
+
+/// One page of the AI Gateway's listing. As the service does: `page_size` is required (499
+/// with an empty body without it), `page_token` is the previous page's `next_page_token`.
+fn model_services_page(state: &State, query: &str) -> Canned {
+    let Some(services) = &state.model_services else {
+        return Canned::error(404, "ENDPOINT_NOT_FOUND", "No API found for 'GET /unity-catalog/model-services'");
+    };
+    let param =
+        |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')).map(str::to_string);
+    if param("page_size").is_none() {
+        return Canned::raw(499, "");
+    }
+    let start: usize = match param("page_token").map(|t| t.strip_prefix("after-").map(str::parse)) {
+        None => 0,
+        Some(Some(Ok(n))) => n,
+        Some(_) => return Canned::error(400, "INVALID_PARAMETER_VALUE", "page_token is not valid"),
+    };
+    let page: Vec<Value> = services.iter().skip(start).take(MODEL_SERVICES_PER_PAGE).cloned().collect();
+    let end = start + page.len();
+    let mut body = json!({ "model_services": page });
+    if end < services.len() {
+        body["next_page_token"] = json!(format!("after-{end}"));
+    }
+    reply(200, body)
+}
+
+/// What a workspace's AI Gateway lists under `system.ai` (`ucode`'s fixtures' shape), with
+/// models its serving endpoints do not have (a newer Sonnet, GPT and Gemini), one that says
+/// through which APIs it is served and one that does not, and an embeddings model.
+pub fn realistic_model_services() -> Vec<Value> {
+    let service = |name: &str, api_types: &[&str]| match api_types.is_empty() {
+        true => json!({ "name": format!("model-services/system.ai.{name}") }),
+        false => json!({ "name": format!("model-services/system.ai.{name}"), "supported_api_types": api_types }),
+    };
+    vec![
+        service("claude-sonnet-4-14", &["anthropic/v1/messages", "mlflow/v1/chat/completions"]),
+        service("claude-sonnet-4-13", &["anthropic/v1/messages", "mlflow/v1/chat/completions"]),
+        service("claude-opus-4-7", &[]),
+        service("claude-haiku-4-5", &["anthropic/v1/messages", "mlflow/v1/chat/completions"]),
+        service("gpt-5-3", &["openai/v1/responses", "mlflow/v1/chat/completions"]),
+        service("gemini-3-pro", &["gemini/v1/generateContent", "mlflow/v1/chat/completions"]),
+        service("gte-large-en", &["mlflow/v1/embeddings"]),
+    ]
 }
 
 /// The AI Gateway's answer to a model id that is not a model service's (`system.ai.*`).
@@ -1015,6 +1074,7 @@ fn gemini_answer(path: &str) -> Canned {
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
     let headers = req
         .headers()
         .iter()
@@ -1025,6 +1085,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         at: std::time::Instant::now(),
         method,
         path,
+        query,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
