@@ -528,28 +528,31 @@ impl Effects {
     }
 
     pub async fn list_serving_endpoints(&mut self) -> Result<Result<Vec<ServingEndpoint>, ApiError>, SandboxRefusal> {
-        if let Some(denied) = self.denied(Operation::ListServingEndpoints) {
-            return Ok(Err(denied));
-        }
-        let result = match self.prefetched.endpoints.take() {
-            Some(task) => joined(task).await,
-            None => {
-                self.spend_call()?;
-                self.workspace.list_serving_endpoints().await
-            }
-        };
-        Ok(result.map_err(|e| self.hand_out(e)))
+        let ahead = self.prefetched.endpoints.take();
+        self.read_ahead_or_ask(Operation::ListServingEndpoints, ahead, async |w| w.list_serving_endpoints().await).await
     }
 
     pub async fn list_model_services(&mut self) -> Result<Result<Vec<ModelService>, ApiError>, SandboxRefusal> {
-        if let Some(denied) = self.denied(Operation::ListModelServices) {
+        let ahead = self.prefetched.model_services.take();
+        self.read_ahead_or_ask(Operation::ListModelServices, ahead, async |w| w.list_model_services().await).await
+    }
+
+    /// A granted read-only call: the answer read ahead (see [`Prefetched`]; already counted),
+    /// else a call now, counted against the budget.
+    async fn read_ahead_or_ask<T>(
+        &mut self,
+        operation: Operation,
+        ahead: Option<tokio::task::JoinHandle<Result<T, ApiError>>>,
+        ask: impl AsyncFnOnce(&mut Workspace) -> Result<T, ApiError>,
+    ) -> Result<Result<T, ApiError>, SandboxRefusal> {
+        if let Some(denied) = self.denied(operation) {
             return Ok(Err(denied));
         }
-        let result = match self.prefetched.model_services.take() {
+        let result = match ahead {
             Some(task) => joined(task).await,
             None => {
                 self.spend_call()?;
-                self.workspace.list_model_services().await
+                ask(&mut self.workspace).await
             }
         };
         Ok(result.map_err(|e| self.hand_out(e)))
