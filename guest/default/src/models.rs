@@ -25,6 +25,10 @@ pub fn family(name: &str) -> Option<Family> {
         Some(Family::Claude)
     } else if name.contains("gemini") {
         Some(Family::Gemini)
+    } else if name.contains("gpt-oss") {
+        // Open-weight GPT models speak chat completions only, not the Responses API Codex
+        // needs (and their size, `120b`, would compare as a newer version than `gpt-5-2`).
+        None
     } else if name.contains("gpt") || name.contains("codex") {
         Some(Family::OpenAi)
     } else {
@@ -46,18 +50,24 @@ pub fn usable(endpoint: &ServingEndpoint) -> bool {
             || endpoint.entities.iter().any(|e| !e.foundation_model.is_empty()))
 }
 
-/// The APIs through which the AI Gateway serves a model to a chat assistant: Claude Code's,
-/// Codex's, Gemini CLI's, and the chat completions the CCR, OpenCode and Pi send.
-const CHAT_API_TYPES: [&str; 4] =
-    ["anthropic/v1/messages", "openai/v1/responses", "gemini/v1/generateContent", "mlflow/v1/chat/completions"];
+/// The API through which the AI Gateway must serve a family's models for the assistant that
+/// gets them: Claude Code's Anthropic messages, Codex's Responses, Gemini CLI's own.
+fn native_api(family: Family) -> &'static str {
+    match family {
+        Family::Claude => "anthropic/v1/messages",
+        Family::OpenAi => "openai/v1/responses",
+        Family::Gemini => "gemini/v1/generateContent",
+    }
+}
 
 /// A model the AI Gateway lists that an assistant can use: in `system.ai` (where Databricks
-/// hosts foundation models), of a family the assistants speak, and served through a chat API
-/// when the workspace says through which (older workspaces do not, as `ucode` notes).
+/// hosts foundation models), of a family the assistants speak, and served through that
+/// family's API when the workspace says through which (older workspaces do not, as `ucode`
+/// notes; then the name decides).
 pub fn usable_service(service: &ModelService) -> bool {
+    let Some(family) = family(&service.name) else { return false };
     service.name.starts_with("system.ai.")
-        && family(&service.name).is_some()
-        && (service.api_types.is_empty() || service.api_types.iter().any(|t| CHAT_API_TYPES.contains(&t.as_str())))
+        && (service.api_types.is_empty() || service.api_types.iter().any(|t| t == native_api(family)))
 }
 
 /// The models the assistants get, by role. Names are serving endpoints.

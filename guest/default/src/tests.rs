@@ -665,6 +665,10 @@ fn through_the_gateway_the_models_are_the_ones_it_lists() {
         ("system.ai.gemini-3-pro", &["gemini/v1/generateContent"]),
         ("system.ai.claude-sonnet-9-embed", &["mlflow/v1/embeddings"]),
         ("main.default.claude-sonnet-99", &["anthropic/v1/messages"]),
+        // Newer, but not served through the API their assistant speaks (or open-weight GPT).
+        ("system.ai.claude-sonnet-4-99", &["mlflow/v1/chat/completions"]),
+        ("system.ai.gpt-5-9", &["mlflow/v1/chat/completions"]),
+        ("system.ai.gpt-oss-120b", &[]),
     ]);
     provision(&mut host).unwrap();
     assert!(host.calls.contains(&Call::ListModelServices));

@@ -101,9 +101,14 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
 /// running: the app this `provision` precedes (`provision && app`) need not wait a round trip
 /// for the clean-up. It takes the home lock, which this process has released, so it never
 /// races a run in this home. Its report goes to stderr: stdout is left to this process, so a
-/// caller reading it (`$(devbox-auth provision)`) is not kept waiting. Should it not start,
-/// the revocations run here instead.
+/// caller reading only that (`$(devbox-auth provision)`) is not kept waiting (one capturing
+/// stderr through a pipe is, until the clean-up is done). As PID 1 of a container, whose end
+/// kills every process in it, or should it not start, the revocations run here instead.
 fn revoke_in_background(run: &RunArgs, due: usize) -> ExitCode {
+    if std::process::id() == 1 {
+        let _ = revoke::revoke_due(run, false);
+        return ExitCode::SUCCESS;
+    }
     let spawned = std::io::stderr().as_fd().try_clone_to_owned().and_then(|stderr| {
         std::process::Command::new(provision::host_binary())
             .arg("revoke-due")

@@ -352,13 +352,14 @@ impl WorkspaceClient {
         Ok(list.iter().filter_map(serving_endpoint).collect())
     }
 
-    /// The AI Gateway's models under `system.ai`, every page. `parent` keeps the listing to
-    /// that schema (without it the whole metastore is walked) and `page_size` must be given
-    /// (without it the service answers 499), as Databricks' own `ucode` asks.
-    pub async fn list_model_services(&self) -> Result<Vec<ModelService>, ApiError> {
+    /// The AI Gateway's models under `system.ai`, every page, and how many pages (requests)
+    /// that took, at most `max_pages`. `parent` keeps the listing to that schema (without it
+    /// the whole metastore is walked) and `page_size` must be given (without it the service
+    /// answers 499), as Databricks' own `ucode` asks.
+    pub async fn list_model_services(&self, max_pages: usize) -> Result<(Vec<ModelService>, usize), ApiError> {
         let mut services = Vec::new();
         let mut page_token = String::new();
-        for _ in 0..MODEL_SERVICE_PAGES {
+        for page in 1..=max_pages {
             let mut path = format!("{MODEL_SERVICES_PATH}?parent=schemas/system.ai&page_size=100");
             if !page_token.is_empty() {
                 path.push_str("&page_token=");
@@ -369,21 +370,22 @@ impl WorkspaceClient {
             services.extend(list.iter().filter_map(model_service));
             let next = answer.get("next_page_token").and_then(Value::as_str).unwrap_or_default();
             if next.is_empty() || next == page_token {
-                return Ok(services);
+                return Ok((services, page));
             }
             page_token = next.to_string();
         }
         Err(ApiError::new(
             200,
             codes::BAD_RESPONSE,
-            format!("GET {MODEL_SERVICES_PATH} had more than {MODEL_SERVICE_PAGES} pages; stopped listing"),
+            format!("GET {MODEL_SERVICES_PATH} had more than {max_pages} pages; stopped listing"),
         ))
     }
 }
 
 const MODEL_SERVICES_PATH: &str = "/api/2.1/unity-catalog/model-services";
-/// At most this many pages of 100 (a workspace's `system.ai` holds a few dozen models).
-const MODEL_SERVICE_PAGES: usize = 20;
+/// At most this many pages of 100 (a workspace's `system.ai` holds a few dozen models); fewer
+/// when the run's call budget has less left, each page being one call.
+pub const MODEL_SERVICE_PAGES: usize = 20;
 
 /// A query-string value, percent-encoded (a page token is opaque).
 fn url_encoded(value: &str) -> String {

@@ -127,6 +127,9 @@ pub enum TokenOrigin {
     Foreign,
 }
 
+/// The AI Gateway's model services and the pages (calls) the listing took.
+type Listing = (Vec<ModelService>, usize);
+
 /// Read-only calls the host started as soon as it had signed in, while the policy was being
 /// instantiated, so that their answers are there — or on the way — when the policy asks: the
 /// model list arrives alongside the mint instead of a round trip before it. Only calls the
@@ -135,7 +138,8 @@ pub enum TokenOrigin {
 pub struct Prefetched {
     pub endpoints: Option<tokio::task::JoinHandle<Result<Vec<ServingEndpoint>, ApiError>>>,
     pub tokens: Option<tokio::task::JoinHandle<Result<Vec<TokenInfo>, ApiError>>>,
-    pub model_services: Option<tokio::task::JoinHandle<Result<Vec<ModelService>, ApiError>>>,
+    /// The gateway's listing and the pages (calls) it took.
+    pub model_services: Option<tokio::task::JoinHandle<Result<Listing, ApiError>>>,
 }
 
 impl Prefetched {
@@ -165,7 +169,9 @@ impl Prefetched {
         });
         let model_services = (gateway && grants.contains(&Operation::ListModelServices)).then(|| {
             let client = client.clone();
-            tokio::spawn(async move { client.list_model_services().await })
+            tokio::spawn(
+                async move { client.list_model_services(crate::databricks::client::MODEL_SERVICE_PAGES).await },
+            )
         });
         Self { endpoints, tokens, model_services }
     }
@@ -532,9 +538,21 @@ impl Effects {
         self.read_ahead_or_ask(Operation::ListServingEndpoints, ahead, async |w| w.list_serving_endpoints().await).await
     }
 
+    /// Each page of the listing is a call: a live listing takes at most what the budget has
+    /// left, and the pages beyond the first are counted once it is in (the read-ahead's too).
     pub async fn list_model_services(&mut self) -> Result<Result<Vec<ModelService>, ApiError>, SandboxRefusal> {
         let ahead = self.prefetched.model_services.take();
-        self.read_ahead_or_ask(Operation::ListModelServices, ahead, async |w| w.list_model_services().await).await
+        let left = self.limits.workspace_calls.saturating_sub(self.usage.workspace_calls) as usize;
+        let max_pages = left.clamp(1, crate::databricks::client::MODEL_SERVICE_PAGES);
+        let listed = self
+            .read_ahead_or_ask(Operation::ListModelServices, ahead, async move |w| {
+                w.list_model_services(max_pages).await
+            })
+            .await?;
+        Ok(listed.map(|(services, pages)| {
+            self.usage.workspace_calls = self.usage.workspace_calls.saturating_add(pages.saturating_sub(1) as u32);
+            services
+        }))
     }
 
     /// A granted read-only call: the answer read ahead (see [`Prefetched`]; already counted),

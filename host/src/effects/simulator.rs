@@ -98,16 +98,18 @@ impl SimulatedWorkspace {
 
     /// The gateway's listing, as a workspace serving `endpoints` would give it: each as
     /// `system.ai.<name without databricks->`.
-    pub fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+    pub fn list_model_services(&mut self) -> Result<(Vec<ModelService>, usize), ApiError> {
         let request = "GET /api/2.1/unity-catalog/model-services?parent=schemas/system.ai&page_size=100".into();
         self.answer(Operation::ListModelServices, request, |sim| {
-            sim.endpoints
+            let services = sim
+                .endpoints
                 .iter()
                 .map(|e| ModelService {
                     name: format!("system.ai.{}", e.name.strip_prefix("databricks-").unwrap_or(&e.name)),
                     api_types: Vec::new(),
                 })
-                .collect()
+                .collect();
+            (services, 1)
         })
     }
 }

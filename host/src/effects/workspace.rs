@@ -53,9 +53,10 @@ impl Workspace {
         }
     }
 
-    pub async fn list_model_services(&mut self) -> Result<Vec<ModelService>, ApiError> {
+    /// The gateway's listing and the pages it took (at most `max_pages`).
+    pub async fn list_model_services(&mut self, max_pages: usize) -> Result<(Vec<ModelService>, usize), ApiError> {
         match self {
-            Workspace::Live(client) => client.list_model_services().await,
+            Workspace::Live(client) => client.list_model_services(max_pages).await,
             Workspace::Simulated(sim) => sim.list_model_services(),
         }
     }
