@@ -426,7 +426,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // instantiated and while it mints (see `effects::Prefetched`).
     let prefetched = match &target.workspace {
         Workspace::Live(client) => {
-            let gateway = opts.env.get("DATABRICKS_GATEWAY_HOST").is_some_and(|v| !v.trim().is_empty());
+            let gateway = opts.env.get(crate::effects::env::GATEWAY_VAR).is_some_and(|v| !v.trim().is_empty());
             let prefetched = Prefetched::start(client, &opts.operation_grants, gateway).await;
             // Let them send their requests before the policy's synchronous start-up.
             tokio::task::yield_now().await;

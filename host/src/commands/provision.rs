@@ -102,13 +102,9 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
 /// for the clean-up. It takes the home lock, which this process has released, so it never
 /// races a run in this home. Its report goes to stderr: stdout is left to this process, so a
 /// caller reading only that (`$(devbox-auth provision)`) is not kept waiting (one capturing
-/// stderr through a pipe is, until the clean-up is done). As PID 1 of a container, whose end
-/// kills every process in it, or should it not start, the revocations run here instead.
+/// stderr through a pipe is, until the clean-up is done). Should it not start, the
+/// revocations run here instead.
 fn revoke_in_background(run: &RunArgs, due: usize) -> ExitCode {
-    if std::process::id() == 1 {
-        let _ = revoke::revoke_due(run, false);
-        return ExitCode::SUCCESS;
-    }
     let spawned = std::io::stderr().as_fd().try_clone_to_owned().and_then(|stderr| {
         std::process::Command::new(provision::host_binary())
             .arg("revoke-due")
@@ -139,8 +135,10 @@ fn revoke_in_background(run: &RunArgs, due: usize) -> ExitCode {
 pub fn provision_command(args: ProvisionArgs) -> ExitCode {
     let trigger = if args.if_due { None } else { Some(Trigger::Start) };
     // What is due after the commit goes to a background run unless asked otherwise (`watch`
-    // defers it to a run of its own; a dry run revokes nothing).
-    let in_background = !args.dry_run && !args.defer_revocations && !args.wait_for_revocations;
+    // defers it to a run of its own; a dry run revokes nothing), or unless this is PID 1 of a
+    // container, whose end kills every process in it: then this run revokes before exiting.
+    let in_background =
+        !args.dry_run && !args.defer_revocations && !args.wait_for_revocations && std::process::id() != 1;
     let result = options(&args.run, trigger, args.dry_run)
         .map(|opts| ProvisionOptions { defer_revocations: args.defer_revocations || in_background, ..opts })
         .and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));

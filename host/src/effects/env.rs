@@ -40,6 +40,10 @@ impl PolicyEnv {
     }
 }
 
+/// The workspace's AI Gateway, when the deployment routes model traffic through it (the
+/// default policy reads it; the host reads the gateway's model listing ahead when it is set).
+pub const GATEWAY_VAR: &str = "DATABRICKS_GATEWAY_HOST";
+
 /// Plain variables passed to policies: the documented settings, the App's identity, and
 /// anything named `DEVBOX_*` (deployment-specific policy settings) except the host's own
 /// `DEVBOX_AUTH_*` and `DEVBOX_RELAY_*` (only the live relay sets those: one in the
@@ -50,7 +54,7 @@ pub fn is_passed_to_policy(name: &str) -> bool {
         "DATABRICKS_APP_NAME",
         "DATABRICKS_APP_PORT",
         "DATABRICKS_WORKSPACE_ID",
-        "DATABRICKS_GATEWAY_HOST",
+        GATEWAY_VAR,
     ];
     PASSED.contains(&name)
         || (name.starts_with("DEVBOX_") && !name.starts_with("DEVBOX_AUTH_") && !name.starts_with("DEVBOX_RELAY_"))
