@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+# What the Databricks Apps runtime sets in every app: the home then ends with the container,
+# and devbox-auth fsyncs nothing (sandbox::Durability).
+IN_AN_APP = {"DATABRICKS_APP_NAME": "devbox-bench"}
 CLIENT_ID = "emulated-sp-client-id"
 CLIENT_SECRET = "doseEMULATEDclientSECRETvalue0123"
 
@@ -101,7 +104,8 @@ class Bench:
             return lambda: ([bin_, *argv_tail], self.env(home, cache, **extra), home)
 
         out = {
-            "provision-cold": ("`provision`, cold: fresh home, empty cache (the Databricks App case)", cold(["provision"])),
+            "provision-cold": ("`provision`, cold: fresh home, empty cache (the Databricks App case: nothing fsynced)", cold(["provision"], **IN_AN_APP)),
+            "provision-cold-synced": ("`provision`, cold, outside a Databricks App: the files and the state fsynced", cold(["provision"])),
             "provision-warm": ("`provision`, warm: the same home again", warm(warm_home, warm_cache, ["provision"])),
             "custom-cold": ("custom policy (strict), cold: compiled at start", cold(["provision", "--policy", a.custom], **models)),
             "custom-default-cold": ("custom policy the size of the default (the default's own .wasm), cold: compiled at start", cold(["provision", "--policy", a.default_wasm])),
@@ -214,26 +218,28 @@ def network_floor(bench, args, latencies):
             return dict(bench.base_env, HOME=home, DEVBOX_AUTH_CACHE_DIR=bench.fresh("c"), DATABRICKS_HOST=emulator.url,
                         SSL_CERT_FILE=emulator.ca, REQUESTS_CA_BUNDLE=emulator.ca, **extra)
 
-        def cold(emulator, argv_tail):
+        def cold(emulator, argv_tail, **extra):
             home = bench.fresh("home")
-            return [args.bin, *argv_tail], env(emulator, home), home
+            return [args.bin, *argv_tail], env(emulator, home, **extra), home
 
         def rotation(emulator):
             home = bench.fresh("home")
-            run_once([args.bin, "provision"], env(emulator, home), home)
+            run_once([args.bin, "provision"], env(emulator, home, **IN_AN_APP), home)
             # Its background `revoke-due` saves the state when done: edit it after that.
             emulator.settled_requests()
             state_file = os.path.join(home, ".local/state/devbox-auth/state.json")
             state = json.load(open(state_file))
             state["refresh_at_ms"] = 0
             json.dump(state, open(state_file, "w"))
-            return [args.bin, "token"], env(emulator, home), home
+            return [args.bin, "token"], env(emulator, home, **IN_AN_APP), home
 
         scenarios = {
-            "cold": ("`provision`, cold (fresh home; the earlier start's token revoked after it exits, by the `revoke-due` run it leaves)",
-                     lambda e: cold(e, ["provision"])),
+            "cold": ("`provision`, cold, in a Databricks App (fresh home; the earlier start's token revoked after it exits, by the `revoke-due` run it leaves)",
+                     lambda e: cold(e, ["provision"], **IN_AN_APP)),
+            "cold-synced": ("the same outside a Databricks App: the files and the state fsynced",
+                            lambda e: cold(e, ["provision"])),
             "cold-watch": ("cold start as `watch` runs it: configs on disk, the clean-up left to the next run",
-                           lambda e: cold(e, ["provision", "--defer-revocations"])),
+                           lambda e: cold(e, ["provision", "--defer-revocations"], **IN_AN_APP)),
             "rotation": ("a rotation by `token` (the sign-in reused)", rotation),
         }
         if args.python:

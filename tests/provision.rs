@@ -155,6 +155,21 @@ fn bare_hostname_over_tls_with_a_corporate_ca_in_ssl_cert_file() {
     assert!(run.read(DATABRICKSCFG).contains(&format!("host = https://localhost:{}\n", emulator.port)));
 }
 
+/// The system's certificate store is read only when a handshake fails without it (it costs
+/// milliseconds of every start otherwise); a CA that only it holds is still trusted.
+#[test]
+fn a_ca_only_in_the_systems_certificate_store_is_trusted() {
+    let emulator = Emulator::start_tls();
+    let run = Run::app(&emulator).var("DATABRICKS_HOST", &format!("https://localhost:{}", emulator.port));
+    let store = run.path("system-store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("corporate-ca.pem"), emulator.ca_pem.as_ref().unwrap()).unwrap();
+    let run = run.var("SSL_CERT_DIR", store.to_str().unwrap());
+    run.provision(&[]).success().leaks_none_of(&emulator.secrets());
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 1, "minted once");
+    assert_eq!(emulator.live_tokens().len(), 1);
+}
+
 #[test]
 fn dry_run_needs_no_credentials_sends_nothing_and_writes_nothing() {
     let emulator = Emulator::start();

@@ -5,6 +5,7 @@
 //! Whole-process figures, against the workspace emulation and the Python original, are
 //! bench/run.sh's; see BENCHMARKS.md for both.
 
+use devbox_auth::databricks::http::{HttpSettings, Transport};
 use devbox_auth::runtime::precompiled::{DEFAULT_POLICY_CWASM, DEFAULT_POLICY_SHA256};
 use devbox_auth::runtime::{Compiler, DEFAULT_POLICY_WASM, PolicyRuntime};
 use devbox_auth::sandbox::{FileLimits, FileSandbox, PathGrants};
@@ -97,4 +98,14 @@ fn atomic_commit_of_three_files(bencher: divan::Bencher) {
         files.write(".databrickscfg", b"[DEFAULT]\nhost = h\n".to_vec(), 0o600).unwrap();
         files.commit(|b| b.to_vec()).unwrap()
     });
+}
+
+/// The HTTPS client a start sets up, with Mozilla's roots and `SSL_CERT_FILE` (what every
+/// start pays); and the same with the client that adds the system's certificate store (what
+/// every start paid before the store became the fallback of a failed handshake). The store is
+/// where `SSL_CERT_FILE`/`SSL_CERT_DIR` point, or else the platform's bundle.
+#[divan::bench(args = ["mozilla roots", "and the system store"])]
+fn https_client_setup(roots: &str) -> Option<reqwest::Client> {
+    let transport = Transport::new(HttpSettings::default(), true).unwrap();
+    (roots != "mozilla roots").then(|| transport.client_with_every_root())
 }

@@ -24,7 +24,7 @@ use crate::runtime::cache::{ComponentCache, PolicySource};
 use crate::runtime::limits::SandboxLimits;
 use crate::runtime::{Compiler, DEFAULT_POLICY_WASM, LoadedPolicy, Plan, PolicyRuntime, RunStats, Trigger};
 use crate::sandbox::lock::HomeLock;
-use crate::sandbox::{FileLimits, FileSandbox, PathGrants, StagedFile};
+use crate::sandbox::{Durability, FileLimits, FileSandbox, PathGrants, StagedFile};
 use crate::secrets::{Secret, SecretVault, redactor};
 use crate::state::journal;
 use crate::state::{self, IssuedValue, LastRun, MintedRecord, Served, State};
@@ -109,6 +109,8 @@ pub struct ProvisionOptions {
     /// Leave the revocations that are due for a `revoke-due` run right after (`watch`: the
     /// app starts as soon as its configs are on disk; the clean-up runs beside it).
     pub defer_revocations: bool,
+    /// Whether the files and the state are fsynced (not when the home ends with its container).
+    pub durability: Durability,
 }
 
 /// What the policy planned, for reports.
@@ -267,6 +269,38 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
 /// embedded one, or a deployment's pinned `policy compile` artifact) is loaded by a runtime
 /// without a compiler; if wasmtime refuses the artifact, it is compiled instead, with one
 /// warning line. Anything else is compiled, or taken from the cache.
+/// The policy being made ready for its run.
+///
+/// The embedded policy loads on a thread of its own while the sign-in travels: setting up its
+/// engine and code is about 3 ms of a start, and the build has already checked that it is
+/// usable. A policy from a file is loaded before anything else, so that an unusable one is
+/// refused before anything is sent.
+enum PolicyLoad {
+    Ready(Box<(PolicyRuntime, LoadedPolicy)>),
+    Loading(tokio::task::JoinHandle<Result<(PolicyRuntime, LoadedPolicy), Failure>>),
+}
+
+impl PolicyLoad {
+    fn start(opts: &ProvisionOptions) -> Result<Self, Failure> {
+        Ok(match opts.policy {
+            PolicyChoice::Embedded => {
+                let opts = opts.clone();
+                Self::Loading(tokio::task::spawn_blocking(move || load_policy(&opts)))
+            }
+            PolicyChoice::File(_) => Self::Ready(Box::new(load_policy(opts)?)),
+        })
+    }
+
+    async fn finish(self) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
+        match self {
+            Self::Ready(loaded) => Ok(*loaded),
+            Self::Loading(handle) => {
+                handle.await.map_err(|e| Failure::Other(format!("cannot start the policy sandbox: its loading {e}")))?
+            }
+        }
+    }
+}
+
 pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
@@ -350,7 +384,8 @@ fn report(file: &StagedFile, vault: &SecretVault, dry_run: bool) -> FileReport {
 
 /// A file sandbox rooted at home that keeps the policy away from the host's own files.
 fn file_sandbox(opts: &ProvisionOptions) -> Result<FileSandbox, Failure> {
-    let mut files = FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone())?;
+    let mut files = FileSandbox::new(&opts.home, opts.file_limits.clone(), opts.file_grants.clone())?
+        .with_durability(opts.durability);
     for own in [opts.cache_dir.clone(), opts.manifest.clone()].into_iter().flatten() {
         files.protect(&own);
     }
@@ -365,7 +400,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // One listener for the whole run: a signal during the policy run undoes it; one during
     // the revocations after the commit ends them early (they stay planned).
     let mut stop = std::pin::pin!(stop);
-    let (runtime, policy) = load_policy(&opts)?;
+    let loading = PolicyLoad::start(&opts)?;
     let files = file_sandbox(&opts)?;
     let home = files.home().to_path_buf();
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };
@@ -390,6 +425,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         && !state::run_due(&home, state, state::now_ms())
         && !still_serves_the_refused(state)
     {
+        let (_, policy) = loading.finish().await?;
         return Ok(Outcome::skipped(&policy, target));
     }
     let current = state.as_ref().and_then(|s| s.serve.clone()).filter(|s| s.meta.expiry_ms > state::now_ms());
@@ -420,7 +456,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
             record_failure(&opts, trigger, &home, state, &failure);
             return Err(failure);
         }
-        state = reconcile_interrupted_runs(&home, &deployment, state, client).await;
+        state = reconcile_interrupted_runs(&home, &deployment, state, client, opts.durability).await;
     }
     // The read-only calls the policy will make, started now: they travel while the policy is
     // instantiated and while it mints (see `effects::Prefetched`).
@@ -464,6 +500,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         prefetched,
         relay: relay_offered,
     };
+    let (runtime, policy) = loading.finish().await?;
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {
         record_failure(&opts, trigger, &home, state, &failure);
@@ -509,7 +546,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         state.manifest = opts.manifest.as_ref().map(|m| std::path::absolute(m).unwrap_or_else(|_| m.clone()));
         // Saved right after the commit, before any further network call: from here on the
         // state records every token this run minted, so the journal note can go.
-        state.save(&home).map_err(|e| {
+        state.save(&home, opts.durability).map_err(|e| {
             Failure::Other(format!(
                 "the config files were written, but the state file under ~/{} could not be ({e}); the next run in this home finds this run's token again",
                 state::STATE_DIR
@@ -534,7 +571,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         }
         revoked = done.lines;
         if done.changed
-            && let Err(e) = state.save(&home)
+            && let Err(e) = state.save(&home, opts.durability)
         {
             output::err(&format!(
                 "devbox-auth: warning: cannot save the state after revoking ({e}); the next run finds those tokens gone"
@@ -638,7 +675,7 @@ fn record_failure(opts: &ProvisionOptions, trigger: Trigger, home: &Path, state:
         at_ms: state::now_ms(),
         outcome: output::clean(failure.message()),
     });
-    let _ = state.save(home);
+    let _ = state.save(home, opts.durability);
 }
 
 /// Fold a successful run into the state: what it minted, what it serves, its schedule.
@@ -765,6 +802,7 @@ async fn reconcile_interrupted_runs(
     deployment: &str,
     state: Option<State>,
     client: &WorkspaceClient,
+    durability: Durability,
 ) -> Option<State> {
     let notes = journal::pending(home);
     if notes.is_empty() {
@@ -807,7 +845,7 @@ async fn reconcile_interrupted_runs(
             "devbox-auth: an interrupted run had minted token {} and did not record it; revoking it",
             ids.join(", ")
         ));
-        if let Err(e) = state.save(home) {
+        if let Err(e) = state.save(home, durability) {
             output::err(&format!("devbox-auth: warning: cannot record the interrupted run's tokens ({e})"));
             return existed.then_some(state);
         }

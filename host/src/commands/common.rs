@@ -128,6 +128,7 @@ pub fn options_with_env(
         manifest: args.manifest.clone(),
         dry_run,
         http: http_settings(args.timeout, &env),
+        durability: crate::sandbox::Durability::of_home(&env),
         env,
         cache_dir,
         limits: deployment.limits,

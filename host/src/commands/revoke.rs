@@ -45,7 +45,9 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
         state.sign_in = provision::kept_sign_in(client).await.or(state.sign_in.take());
     }
     if done.changed || serve {
-        state.save(&home).map_err(|e| Failure::Other(format!("cannot save the state file ({e})")))?;
+        state
+            .save(&home, crate::sandbox::Durability::of_home(&env))
+            .map_err(|e| Failure::Other(format!("cannot save the state file ({e})")))?;
     }
     Ok(done)
 }

@@ -1,7 +1,10 @@
 //! The HTTP transport every Databricks call goes through.
 //!
-//! - TLS is rustls with the Mozilla and system roots, plus the PEM bundle in `SSL_CERT_FILE`
-//!   (corporate TLS inspection). `HTTPS_PROXY`/`NO_PROXY` are honoured.
+//! - TLS is rustls with the Mozilla roots plus the PEM bundle in `SSL_CERT_FILE` (corporate
+//!   TLS inspection). The system's certificate store joins them only when a handshake fails
+//!   without it: reading and parsing it costs about 3 ms of every start, and a workspace's
+//!   certificate is publicly trusted. The roots trusted in the end are the same union as
+//!   before. `HTTPS_PROXY`/`NO_PROXY` are honoured.
 //! - Redirects are never followed: a redirect could carry a bearer token to another host.
 //! - Each attempt has its own timeout; the whole call, retries included, has a budget.
 //! - 429 and 503 are retried (honouring `Retry-After`, within the call's budget), as are
@@ -11,6 +14,7 @@
 //!   OAuth `{"error","error_description"}`, or the first line of whatever else came back.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, Url};
@@ -115,7 +119,12 @@ impl From<TransportError> for crate::failure::Failure {
 
 #[derive(Clone)]
 pub struct Transport {
+    /// Mozilla's roots and `SSL_CERT_FILE`; for plain http (loopback), no roots at all.
     client: reqwest::Client,
+    /// The same plus the system's store, built the first time a handshake fails without it,
+    /// then used for every later call (shared by the clones).
+    with_system_roots: Arc<OnceLock<reqwest::Client>>,
+    tls: bool,
     settings: HttpSettings,
 }
 
@@ -127,48 +136,40 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     /// The transport for `workspace`. A plain-http workspace (loopback only: a local emulator)
-    /// loads no TLS roots at all — reading and parsing the system's certificate store is the
-    /// largest fixed cost of a start otherwise.
+    /// loads no TLS roots at all.
     pub fn for_workspace(settings: HttpSettings, workspace: &super::WorkspaceUrl) -> Result<Self, TransportError> {
         Self::new(settings, workspace.as_str().starts_with("https://"))
     }
 
     pub fn new(settings: HttpSettings, tls: bool) -> Result<Self, TransportError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
-        if !tls {
-            builder = builder.tls_built_in_root_certs(false).https_only(false);
-            let client = builder.build().map_err(|source| TransportError::Client { tls, source })?;
-            return Ok(Self { client, settings });
-        }
-        if let Some(file) = &settings.extra_ca_file {
-            let pem = crate::named_file::read(
-                file,
-                crate::named_file::MAX_SETTINGS_BYTES,
-                crate::named_file::Symlinks::Follow,
-            )
-            .map_err(|source| TransportError::CaFileUnreadable { file: file.clone(), source })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|source| TransportError::CaFileNotPem { file: file.clone(), source })?;
-            if certs.is_empty() {
-                return Err(TransportError::CaFileEmpty { file: file.clone() });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(|source| TransportError::Client { tls, source })?;
-        Ok(Self { client, settings })
+        let client = build_client(&settings, tls, false)?;
+        Ok(Self { client, with_system_roots: Arc::default(), tls, settings })
     }
 
-    /// The HTTP client itself (its TLS roots and timeouts), for the credential relay's
-    /// forwarding, which has no retries of its own.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// The client the next request goes through.
+    fn active(&self) -> &reqwest::Client {
+        self.with_system_roots.get().unwrap_or(&self.client)
+    }
+
+    /// Switch to the client that also trusts the system's store, for a handshake that failed
+    /// without it. False when that cannot help: plain http, already switched, or the store
+    /// cannot be set up (the handshake's own error then stands).
+    fn add_system_roots(&self) -> bool {
+        if !self.tls || self.with_system_roots.get().is_some() {
+            return false;
+        }
+        match build_client(&self.settings, true, true) {
+            Ok(client) => self.with_system_roots.set(client).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// An HTTP client with every root this transport may trust (the system's store
+    /// included) and its timeouts, for the credential relay's forwarding, which runs for the
+    /// app's lifetime and has no retries of its own: it pays for the store once, up front.
+    pub fn client_with_every_root(&self) -> reqwest::Client {
+        self.add_system_roots();
+        self.active().clone()
     }
 
     pub fn retry_budget(&self) -> Duration {
@@ -191,6 +192,12 @@ impl Transport {
                     }
                     _ => None,
                 },
+                // A handshake that the system's store might have made: once more, at once, with it.
+                // The request never left (TLS fails before it is sent), so even a mint may repeat.
+                Err(e) if e.error_code == codes::TLS && self.add_system_roots() => {
+                    attempt -= 1;
+                    continue;
+                }
                 // TLS and DNS failures are configuration problems: retrying only delays the error.
                 Err(e)
                     if request.retry == Retry::Idempotent
@@ -224,7 +231,7 @@ impl Transport {
     }
 
     async fn attempt(&self, request: &Request<'_>) -> Result<Response, ApiError> {
-        let mut builder = self.client.request(request.method.clone(), request.url.clone());
+        let mut builder = self.active().request(request.method.clone(), request.url.clone());
         builder = match &request.auth {
             Auth::None => builder,
             Auth::Bearer(token) => builder.bearer_auth(token.expose()),
@@ -315,6 +322,37 @@ fn error_from_response(request: &Request<'_>, response: &Response) -> ApiError {
     }
     let reason = response.status.canonical_reason().unwrap_or("error");
     ApiError::new(status, "", format!("{what}: {reason} ({})", preview(body))).with_retry_after(response.retry_after)
+}
+
+/// A client with Mozilla's roots and `SSL_CERT_FILE` (plus, with `system_roots`, the system's
+/// store: `SSL_CERT_FILE`/`SSL_CERT_DIR` as OpenSSL reads them, or the platform's bundle); with
+/// `tls` false, one for plain http that loads no roots at all.
+fn build_client(settings: &HttpSettings, tls: bool, system_roots: bool) -> Result<reqwest::Client, TransportError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
+    if !tls {
+        builder = builder.tls_built_in_root_certs(false).https_only(false);
+        return builder.build().map_err(|source| TransportError::Client { tls, source });
+    }
+    builder = builder.tls_built_in_webpki_certs(true).tls_built_in_native_certs(system_roots);
+    if let Some(file) = &settings.extra_ca_file {
+        let pem =
+            crate::named_file::read(file, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Follow)
+                .map_err(|source| TransportError::CaFileUnreadable { file: file.clone(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|source| TransportError::CaFileNotPem { file: file.clone(), source })?;
+        if certs.is_empty() {
+            return Err(TransportError::CaFileEmpty { file: file.clone() });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|source| TransportError::Client { tls, source })
 }
 
 fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {

@@ -19,6 +19,39 @@ use std::path::{Path, PathBuf};
 
 pub use commit::CommitError;
 
+/// Whether a write under home must reach the disk before it counts as done. Either way it is
+/// atomic: a temp file renamed over the target, so no reader ever sees half a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each file, then each directory it was renamed in, is fsynced: the home outlives a crash
+    /// of the machine.
+    #[default]
+    Synced,
+    /// Nothing is fsynced: the home does not outlive the container. A Databricks App's local
+    /// files are gone after any restart, and the machine crashing is such a restart, so a sync
+    /// would protect nothing while it costs about 2 ms of every start.
+    UntilRestart,
+}
+
+impl Durability {
+    /// `UntilRestart` in a Databricks App (the runtime sets `DATABRICKS_APP_NAME` in every
+    /// app), `Synced` anywhere else.
+    pub fn of_home(env: &crate::databricks::config::Env) -> Self {
+        match env.get("DATABRICKS_APP_NAME").is_some_and(|name| !name.trim().is_empty()) {
+            true => Self::UntilRestart,
+            false => Self::Synced,
+        }
+    }
+
+    /// fsync `file` when writes must reach the disk.
+    pub fn sync(self, file: &fs::File) -> std::io::Result<()> {
+        match self {
+            Self::Synced => file.sync_all(),
+            Self::UntilRestart => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileErrorKind {
     InvalidPath,
@@ -161,6 +194,7 @@ pub struct FileSandbox {
     /// Absolute paths that belong to devbox-auth itself; nothing under them is granted.
     protected: Vec<PathBuf>,
     staged: Vec<StagedFile>,
+    durability: Durability,
     /// Test doubles: the home's files live in memory and nothing is ever committed to disk.
     in_memory: Option<BTreeMap<String, Vec<u8>>>,
 }
@@ -171,7 +205,21 @@ impl FileSandbox {
         if !home.is_dir() {
             return Err(HomeError::NotADirectory { home });
         }
-        Ok(Self { home, limits, grants, protected: Vec::new(), staged: Vec::new(), in_memory: None })
+        Ok(Self {
+            home,
+            limits,
+            grants,
+            protected: Vec::new(),
+            staged: Vec::new(),
+            durability: Durability::default(),
+            in_memory: None,
+        })
+    }
+
+    /// How [`FileSandbox::commit`] makes its writes last (synced unless told otherwise).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// A home that exists only in memory, for testing policies without a disk. Paths get the
@@ -183,6 +231,7 @@ impl FileSandbox {
             grants,
             protected: Vec::new(),
             staged: Vec::new(),
+            durability: Durability::default(),
             in_memory: Some(files),
         }
     }
@@ -324,7 +373,7 @@ impl FileSandbox {
                 mode: file.mode,
             });
         }
-        commit::apply(&plan, commit::Faults::none())?;
+        commit::apply(&plan, self.durability, commit::Faults::none())?;
         Ok(plan.into_iter().map(|p| p.path).collect())
     }
 }

@@ -263,14 +263,15 @@ impl State {
         Ok(Some(state))
     }
 
-    /// Write it atomically (temp file, fsync, rename), 0600 in a 0700 directory.
-    pub fn save(&self, home: &Path) -> std::io::Result<()> {
+    /// Write it atomically (temp file, fsync unless the home ends with its container, rename),
+    /// 0600 in a 0700 directory.
+    pub fn save(&self, home: &Path, durability: crate::sandbox::Durability) -> std::io::Result<()> {
         let dir = prepare_dir(home)?;
         let mut temp = tempfile::Builder::new().prefix(".state-").tempfile_in(&dir)?;
         temp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         temp.write_all(&json)?;
-        temp.as_file().sync_all()?;
+        durability.sync(temp.as_file())?;
         temp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
         Ok(())
     }
@@ -405,7 +406,7 @@ mod tests {
         });
         state.plan_revocation("old", 500, Some(300));
         state.plan_revocation("old", 900, Some(300));
-        state.save(home.path()).unwrap();
+        state.save(home.path(), crate::sandbox::Durability::Synced).unwrap();
         let file = state_dir(home.path()).join(STATE_FILE);
         assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(state_dir(home.path())).unwrap().permissions().mode() & 0o777, 0o700);

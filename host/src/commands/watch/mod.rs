@@ -195,7 +195,7 @@ impl Watcher {
         let settings = crate::relay::Settings {
             home: self.home.clone(),
             workspace: resolved.host.as_str().to_string(),
-            client: transport.client().clone(),
+            client: transport.client_with_every_root(),
             exe: self.exe.clone(),
             run_args: self.args.run.to_args(),
             port,
