@@ -573,6 +573,36 @@ fn workspace_calls_have_a_budget_per_run() {
     assert!(emulator.live_tokens().is_empty());
 }
 
+/// Each page of the AI Gateway's model listing is a call against `limits.workspace_calls`. Read
+/// ahead, the listing takes at most what the budget leaves after the other read-ahead calls
+/// (serving endpoints, tokens) and one for the mint; cut short, the policy falls back to the
+/// serving endpoints with a warning, and the run stays within its budget.
+#[test]
+fn a_gateway_listing_longer_than_the_call_budget_is_cut_short() {
+    let pages_asked = |workspace_calls: Option<u32>| {
+        let emulator = Emulator::start();
+        emulator.serve_endpoints(support::realistic_endpoints());
+        // Seven services, three to a page: three pages.
+        emulator.serve_model_services(support::realistic_model_services());
+        let run = Run::app(&emulator).var("DATABRICKS_GATEWAY_HOST", &format!("{}/ai-gateway", emulator.url));
+        let manifest = workspace_calls.map(|n| write_manifest(&run, &format!("[limits]\nworkspace_calls = {n}\n")));
+        let args: Vec<&str> = manifest.iter().flat_map(|m| ["--manifest", m.to_str().unwrap()]).collect();
+        let out = run.provision(&args);
+        out.success();
+        let claude: serde_json::Value = serde_json::from_str(&run.read(".claude/settings.json")).unwrap();
+        let model = claude["env"]["ANTHROPIC_MODEL"].as_str().unwrap().to_string();
+        (emulator.requests_to("GET", "/api/2.1/unity-catalog/model-services").len(), model, out.stderr)
+    };
+    let (pages, model, stderr) = pages_asked(None);
+    assert_eq!((pages, model.as_str()), (3, "system.ai.claude-sonnet-4-14"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // 5 calls: endpoints and tokens read ahead, one kept for the mint, two for the listing.
+    let (pages, model, stderr) = pages_asked(Some(5));
+    assert_eq!(pages, 2, "{stderr}");
+    assert!(stderr.contains("more than 2 pages"), "{stderr}");
+    assert_eq!(model, "system.ai.claude-sonnet-4-13", "the serving endpoints' model: {stderr}");
+}
+
 /// Advertise a credential relay in `run`'s home as `watch` does, alive for as long as this
 /// test process is; its key.
 fn advertise_relay(run: &support::Run) -> String {

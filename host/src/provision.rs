@@ -269,38 +269,6 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
 /// embedded one, or a deployment's pinned `policy compile` artifact) is loaded by a runtime
 /// without a compiler; if wasmtime refuses the artifact, it is compiled instead, with one
 /// warning line. Anything else is compiled, or taken from the cache.
-/// The policy being made ready for its run.
-///
-/// The embedded policy loads on a thread of its own while the sign-in travels: setting up its
-/// engine and code is about 3 ms of a start, and the build has already checked that it is
-/// usable. A policy from a file is loaded before anything else, so that an unusable one is
-/// refused before anything is sent.
-enum PolicyLoad {
-    Ready(Box<(PolicyRuntime, LoadedPolicy)>),
-    Loading(tokio::task::JoinHandle<Result<(PolicyRuntime, LoadedPolicy), Failure>>),
-}
-
-impl PolicyLoad {
-    fn start(opts: &ProvisionOptions) -> Result<Self, Failure> {
-        Ok(match opts.policy {
-            PolicyChoice::Embedded => {
-                let opts = opts.clone();
-                Self::Loading(tokio::task::spawn_blocking(move || load_policy(&opts)))
-            }
-            PolicyChoice::File(_) => Self::Ready(Box::new(load_policy(opts)?)),
-        })
-    }
-
-    async fn finish(self) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
-        match self {
-            Self::Ready(loaded) => Ok(*loaded),
-            Self::Loading(handle) => {
-                handle.await.map_err(|e| Failure::Other(format!("cannot start the policy sandbox: its loading {e}")))?
-            }
-        }
-    }
-}
-
 pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
     use crate::runtime::cache::sha256_hex;
     use crate::runtime::precompiled;
@@ -400,7 +368,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // One listener for the whole run: a signal during the policy run undoes it; one during
     // the revocations after the commit ends them early (they stay planned).
     let mut stop = std::pin::pin!(stop);
-    let loading = PolicyLoad::start(&opts)?;
+    let (runtime, policy) = load_policy(&opts)?;
     let files = file_sandbox(&opts)?;
     let home = files.home().to_path_buf();
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };
@@ -425,7 +393,6 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         && !state::run_due(&home, state, state::now_ms())
         && !still_serves_the_refused(state)
     {
-        let (_, policy) = loading.finish().await?;
         return Ok(Outcome::skipped(&policy, target));
     }
     let current = state.as_ref().and_then(|s| s.serve.clone()).filter(|s| s.meta.expiry_ms > state::now_ms());
@@ -463,7 +430,8 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     let prefetched = match &target.workspace {
         Workspace::Live(client) => {
             let gateway = opts.env.get(crate::effects::env::GATEWAY_VAR).is_some_and(|v| !v.trim().is_empty());
-            let prefetched = Prefetched::start(client, &opts.operation_grants, gateway).await;
+            let prefetched =
+                Prefetched::start(client, &opts.operation_grants, gateway, opts.limits.workspace_calls).await;
             // Let them send their requests before the policy's synchronous start-up.
             tokio::task::yield_now().await;
             prefetched
@@ -500,7 +468,6 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         prefetched,
         relay: relay_offered,
     };
-    let (runtime, policy) = loading.finish().await?;
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {
         record_failure(&opts, trigger, &home, state, &failure);

@@ -43,6 +43,14 @@ pub struct ModelService {
     pub api_types: Vec<String>,
 }
 
+/// The gateway's model services, or why they could not be listed, and the pages (calls) the
+/// listing took either way: each page counts against the run's call budget.
+#[derive(Debug)]
+pub struct ModelServiceListing {
+    pub services: Result<Vec<ModelService>, ApiError>,
+    pub pages: usize,
+}
+
 /// One of `config.served_entities`, with the fields that identify a model (which the SDK's
 /// types drop, so they are read from the raw JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,7 +364,7 @@ impl WorkspaceClient {
     /// that took, at most `max_pages`. `parent` keeps the listing to that schema (without it
     /// the whole metastore is walked) and `page_size` must be given (without it the service
     /// answers 499), as Databricks' own `ucode` asks.
-    pub async fn list_model_services(&self, max_pages: usize) -> Result<(Vec<ModelService>, usize), ApiError> {
+    pub async fn list_model_services(&self, max_pages: usize) -> ModelServiceListing {
         let mut services = Vec::new();
         let mut page_token = String::new();
         for page in 1..=max_pages {
@@ -365,20 +373,24 @@ impl WorkspaceClient {
                 path.push_str("&page_token=");
                 path.push_str(&url_encoded(&page_token));
             }
-            let answer = self.call(Method::GET, &path, None, Retry::Idempotent).await?;
+            let answer = match self.call(Method::GET, &path, None, Retry::Idempotent).await {
+                Ok(answer) => answer,
+                Err(e) => return ModelServiceListing { services: Err(e), pages: page },
+            };
             let list = answer.get("model_services").and_then(Value::as_array).cloned().unwrap_or_default();
             services.extend(list.iter().filter_map(model_service));
             let next = answer.get("next_page_token").and_then(Value::as_str).unwrap_or_default();
             if next.is_empty() || next == page_token {
-                return Ok((services, page));
+                return ModelServiceListing { services: Ok(services), pages: page };
             }
             page_token = next.to_string();
         }
-        Err(ApiError::new(
+        let cut = ApiError::new(
             200,
             codes::BAD_RESPONSE,
             format!("GET {MODEL_SERVICES_PATH} had more than {max_pages} pages; stopped listing"),
-        ))
+        );
+        ModelServiceListing { services: Err(cut), pages: max_pages }
     }
 }
 

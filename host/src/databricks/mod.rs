@@ -8,7 +8,9 @@ pub mod http;
 pub mod oauth;
 pub mod workspace_url;
 
-pub use client::{MintedToken, ModelService, ServedEntity, ServingEndpoint, TokenInfo, WorkspaceClient};
+pub use client::{
+    MintedToken, ModelService, ModelServiceListing, ServedEntity, ServingEndpoint, TokenInfo, WorkspaceClient,
+};
 pub use config::{AuthType, Credentials, ResolvedConfig};
 pub use error::ApiError;
 pub use workspace_url::WorkspaceUrl;

@@ -24,7 +24,7 @@ pub use self::log::{LogBudget, LogLevel, PolicyLog};
 pub use self::simulator::SimulatedWorkspace;
 pub use self::workspace::Workspace;
 use crate::databricks::error::codes;
-use crate::databricks::{ApiError, ModelService, ServingEndpoint, TokenInfo};
+use crate::databricks::{ApiError, ModelService, ModelServiceListing, ServingEndpoint, TokenInfo};
 use crate::output;
 use crate::runtime::limits::{SandboxLimits, SandboxRefusal};
 use crate::sandbox::{FileError, FileErrorKind, FileSandbox};
@@ -127,9 +127,6 @@ pub enum TokenOrigin {
     Foreign,
 }
 
-/// The AI Gateway's model services and the pages (calls) the listing took.
-type Listing = (Vec<ModelService>, usize);
-
 /// Read-only calls the host started as soon as it had signed in, while the policy was being
 /// instantiated, so that their answers are there — or on the way — when the policy asks: the
 /// model list arrives alongside the mint instead of a round trip before it. Only calls the
@@ -138,8 +135,9 @@ type Listing = (Vec<ModelService>, usize);
 pub struct Prefetched {
     pub endpoints: Option<tokio::task::JoinHandle<Result<Vec<ServingEndpoint>, ApiError>>>,
     pub tokens: Option<tokio::task::JoinHandle<Result<Vec<TokenInfo>, ApiError>>>,
-    /// The gateway's listing and the pages (calls) it took.
-    pub model_services: Option<tokio::task::JoinHandle<Result<Listing, ApiError>>>,
+    /// The gateway's listing and the pages (calls) it took; the listing carries its own
+    /// error, so the task's is only that it died.
+    pub model_services: Option<tokio::task::JoinHandle<Result<ModelServiceListing, ApiError>>>,
 }
 
 impl Prefetched {
@@ -148,10 +146,15 @@ impl Prefetched {
     /// connection exists and the others share it instead of each opening one. The gateway's
     /// model listing is fetched only for a deployment that routes through the gateway
     /// (`gateway`: `DATABRICKS_GATEWAY_HOST` is set); elsewhere no policy would read it.
+    ///
+    /// Each page of the listing is a call against the run's budget (`workspace_calls`): it
+    /// reads at most what the budget leaves after the other read-ahead calls and one for the
+    /// mint, and at most [`MODEL_SERVICE_PAGES`](crate::databricks::client::MODEL_SERVICE_PAGES).
     pub async fn start(
         client: &std::sync::Arc<crate::databricks::WorkspaceClient>,
         grants: &BTreeSet<Operation>,
         gateway: bool,
+        workspace_calls: u32,
     ) -> Self {
         let mut endpoints = grants.contains(&Operation::ListServingEndpoints).then(|| {
             let client = client.clone();
@@ -167,11 +170,12 @@ impl Prefetched {
             let client = client.clone();
             tokio::spawn(async move { client.list_tokens().await })
         });
+        let others = u32::from(endpoints.is_some()) + u32::from(tokens.is_some());
+        let max_pages = workspace_calls.saturating_sub(others + 1) as usize;
+        let max_pages = max_pages.clamp(1, crate::databricks::client::MODEL_SERVICE_PAGES);
         let model_services = (gateway && grants.contains(&Operation::ListModelServices)).then(|| {
             let client = client.clone();
-            tokio::spawn(
-                async move { client.list_model_services(crate::databricks::client::MODEL_SERVICE_PAGES).await },
-            )
+            tokio::spawn(async move { Ok(client.list_model_services(max_pages).await) })
         });
         Self { endpoints, tokens, model_services }
     }
@@ -544,15 +548,21 @@ impl Effects {
         let ahead = self.prefetched.model_services.take();
         let left = self.limits.workspace_calls.saturating_sub(self.usage.workspace_calls) as usize;
         let max_pages = left.clamp(1, crate::databricks::client::MODEL_SERVICE_PAGES);
-        let listed = self
+        let listing = self
             .read_ahead_or_ask(Operation::ListModelServices, ahead, async move |w| {
-                w.list_model_services(max_pages).await
+                Ok(w.list_model_services(max_pages).await)
             })
             .await?;
-        Ok(listed.map(|(services, pages)| {
-            self.usage.workspace_calls = self.usage.workspace_calls.saturating_add(pages.saturating_sub(1) as u32);
-            services
-        }))
+        Ok(match listing {
+            Ok(ModelServiceListing { services, pages }) => {
+                // Its first page was counted as one call (read ahead, or asked now).
+                let more = u32::try_from(pages.saturating_sub(1)).unwrap_or(u32::MAX);
+                self.usage.workspace_calls = self.usage.workspace_calls.saturating_add(more);
+                services.map_err(|e| self.hand_out(e))
+            }
+            // Not granted, or the read-ahead task died.
+            Err(e) => Err(e),
+        })
     }
 
     /// A granted read-only call: the answer read ahead (see [`Prefetched`]; already counted),

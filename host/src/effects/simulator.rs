@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Operation;
 use crate::databricks::error::codes;
 use crate::databricks::oauth::AccessToken;
-use crate::databricks::{ApiError, MintedToken, ModelService, ServingEndpoint, TokenInfo};
+use crate::databricks::{ApiError, MintedToken, ModelService, ModelServiceListing, ServingEndpoint, TokenInfo};
 use crate::secrets::Secret;
 
 #[derive(Debug, Default)]
@@ -98,18 +98,17 @@ impl SimulatedWorkspace {
 
     /// The gateway's listing, as a workspace serving `endpoints` would give it: each as
     /// `system.ai.<name without databricks->`.
-    pub fn list_model_services(&mut self) -> Result<(Vec<ModelService>, usize), ApiError> {
+    pub fn list_model_services(&mut self) -> ModelServiceListing {
         let request = "GET /api/2.1/unity-catalog/model-services?parent=schemas/system.ai&page_size=100".into();
-        self.answer(Operation::ListModelServices, request, |sim| {
-            let services = sim
-                .endpoints
+        let services = self.answer(Operation::ListModelServices, request, |sim| {
+            sim.endpoints
                 .iter()
                 .map(|e| ModelService {
                     name: format!("system.ai.{}", e.name.strip_prefix("databricks-").unwrap_or(&e.name)),
                     api_types: Vec::new(),
                 })
-                .collect();
-            (services, 1)
-        })
+                .collect()
+        });
+        ModelServiceListing { services, pages: 1 }
     }
 }

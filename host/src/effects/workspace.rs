@@ -2,7 +2,7 @@
 
 use super::simulator::SimulatedWorkspace;
 use crate::databricks::oauth::AccessToken;
-use crate::databricks::{ApiError, MintedToken, ModelService, ServingEndpoint, TokenInfo, WorkspaceClient};
+use crate::databricks::{ApiError, MintedToken, ModelServiceListing, ServingEndpoint, TokenInfo, WorkspaceClient};
 
 pub enum Workspace {
     /// Shared: the host's read-ahead calls use the same client (one connection pool) while
@@ -54,7 +54,7 @@ impl Workspace {
     }
 
     /// The gateway's listing and the pages it took (at most `max_pages`).
-    pub async fn list_model_services(&mut self, max_pages: usize) -> Result<(Vec<ModelService>, usize), ApiError> {
+    pub async fn list_model_services(&mut self, max_pages: usize) -> ModelServiceListing {
         match self {
             Workspace::Live(client) => client.list_model_services(max_pages).await,
             Workspace::Simulated(sim) => sim.list_model_services(),
