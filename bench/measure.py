@@ -124,7 +124,7 @@ class Bench:
                     home = self.fresh("home")
                     return [a.compare, *argv_tail], self.env(home, self.fresh("cache"), **extra), home
                 return setup
-            out["compare-provision-cold"] = (f"the same, built as `{a.compare}`", other(["provision"]))
+            out["compare-provision-cold"] = (f"the same, built as `{a.compare}`", other(["provision"], **IN_AN_APP))
             out["compare-custom-cold"] = ("custom policy (strict), cold, with that build", other(["provision", "--policy", a.custom], **models))
             out["compare-token"] = ("`token`, nothing due, with that build", lambda: ([a.compare, "token"], self.env(token_home, self.fresh("c")), token_home))
         if a.python:

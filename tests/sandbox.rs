@@ -575,8 +575,9 @@ fn workspace_calls_have_a_budget_per_run() {
 
 /// Each page of the AI Gateway's model listing is a call against `limits.workspace_calls`. Read
 /// ahead, the listing takes at most what the budget leaves after the other read-ahead calls
-/// (serving endpoints, tokens) and one for the mint; cut short, the policy falls back to the
-/// serving endpoints with a warning, and the run stays within its budget.
+/// (serving endpoints, tokens) and two for the mint (a PAT, or the OAuth token where PATs are
+/// refused); cut short, the policy falls back to the serving endpoints with a warning, and the
+/// run stays within its budget.
 #[test]
 fn a_gateway_listing_longer_than_the_call_budget_is_cut_short() {
     let pages_asked = |workspace_calls: Option<u32>| {
@@ -596,8 +597,8 @@ fn a_gateway_listing_longer_than_the_call_budget_is_cut_short() {
     let (pages, model, stderr) = pages_asked(None);
     assert_eq!((pages, model.as_str()), (3, "system.ai.claude-sonnet-4-14"), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
-    // 5 calls: endpoints and tokens read ahead, one kept for the mint, two for the listing.
-    let (pages, model, stderr) = pages_asked(Some(5));
+    // 6 calls: endpoints and tokens read ahead, two kept for the mint, two for the listing.
+    let (pages, model, stderr) = pages_asked(Some(6));
     assert_eq!(pages, 2, "{stderr}");
     assert!(stderr.contains("more than 2 pages"), "{stderr}");
     assert_eq!(model, "system.ai.claude-sonnet-4-13", "the serving endpoints' model: {stderr}");

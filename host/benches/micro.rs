@@ -102,8 +102,9 @@ fn atomic_commit_of_three_files(bencher: divan::Bencher) {
 
 /// The HTTPS client a start sets up, with Mozilla's roots and `SSL_CERT_FILE` (what every
 /// start pays); and the same with the client that adds the system's certificate store (what
-/// every start paid before the store became the fallback of a failed handshake). The store is
-/// where `SSL_CERT_FILE`/`SSL_CERT_DIR` point, or else the platform's bundle.
+/// every start paid before the store became the fallback of a failed handshake; the first
+/// client, built in both, costs microseconds). The store is where `SSL_CERT_FILE`/`SSL_CERT_DIR`
+/// point, or else the platform's bundle.
 #[divan::bench(args = ["mozilla roots", "and the system store"])]
 fn https_client_setup(roots: &str) -> Option<reqwest::Client> {
     let transport = Transport::new(HttpSettings::default(), true).unwrap();

@@ -380,8 +380,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     if let Some(secret) = &target.client_secret {
         redactor().register(secret);
     }
-    let deployment =
-        deployment_id(&target.host_url, &target.principal, opts.env.get("DATABRICKS_APP_NAME").map(String::as_str));
+    let deployment = deployment_id(&target.host_url, &target.principal, config::app_name(&opts.env));
     let mut state = load_state(&home, &deployment);
     let still_serves_the_refused = |state: &State| {
         opts.replace_refused
@@ -821,4 +820,40 @@ async fn reconcile_interrupted_runs(
         journal::resolve(home, note);
     }
     (existed || !orphans.is_empty()).then_some(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::common::{RunArgs, options_with_env};
+
+    /// In a Databricks App the home ends with the container: its commits are not fsynced.
+    /// Anywhere else (or with a blank app name, or `DEVBOX_AUTH_FSYNC=always`) they are.
+    #[test]
+    fn the_homes_durability_follows_databricks_app_name_into_the_file_sandbox() {
+        let home = tempfile::tempdir().unwrap();
+        let args = RunArgs {
+            home: Some(home.path().to_path_buf()),
+            policy: None,
+            manifest: None,
+            timeout: 60,
+            cache_dir: Some("off".into()),
+            verbose: false,
+        };
+        let cases = [
+            (Some("devbox"), None, Durability::UntilRestart),
+            (Some("devbox"), Some("always"), Durability::Synced),
+            (Some(" "), None, Durability::Synced),
+            (None, None, Durability::Synced),
+        ];
+        for (app_name, fsync, expected) in cases {
+            let env: Env = [("DATABRICKS_APP_NAME", app_name), ("DEVBOX_AUTH_FSYNC", fsync)]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
+                .collect();
+            let opts = options_with_env(&args, env, Some(Trigger::Start), false).unwrap();
+            assert_eq!(opts.durability, expected, "{app_name:?} {fsync:?}");
+            assert_eq!(file_sandbox(&opts).unwrap().durability(), expected, "{app_name:?} {fsync:?}");
+        }
+    }
 }

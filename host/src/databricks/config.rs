@@ -15,6 +15,12 @@ use crate::secrets::Secret;
 
 pub type Env = BTreeMap<String, String>;
 
+/// The app's name when running as a Databricks App: `DATABRICKS_APP_NAME`, which the Apps
+/// runtime sets in every app (a blank value counts as unset).
+pub fn app_name(env: &Env) -> Option<&str> {
+    env.get("DATABRICKS_APP_NAME").map(String::as_str).filter(|name| !name.trim().is_empty())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthType {
     Pat,

@@ -1,8 +1,9 @@
 //! The HTTP transport every Databricks call goes through.
 //!
 //! - TLS is rustls with the Mozilla roots plus the PEM bundle in `SSL_CERT_FILE` (corporate
-//!   TLS inspection). The system's certificate store joins them only when a handshake fails
-//!   without it: reading and parsing it costs about 3 ms of every start, and a workspace's
+//!   TLS inspection). The system's certificate store joins them only when a server's
+//!   certificate cannot be verified without it (the request, not yet sent, then goes once more
+//!   at once): reading and parsing the store costs 2–3 ms of every start, and a workspace's
 //!   certificate is publicly trusted. The roots trusted in the end are the same union as
 //!   before. `HTTPS_PROXY`/`NO_PROXY` are honoured.
 //! - Redirects are never followed: a redirect could carry a bearer token to another host.
@@ -121,9 +122,10 @@ impl From<TransportError> for crate::failure::Failure {
 pub struct Transport {
     /// Mozilla's roots and `SSL_CERT_FILE`; for plain http (loopback), no roots at all.
     client: reqwest::Client,
-    /// The same plus the system's store, built the first time a handshake fails without it,
-    /// then used for every later call (shared by the clones).
-    with_system_roots: Arc<OnceLock<reqwest::Client>>,
+    /// The same plus the system's store (or why it could not be read), built the first time a
+    /// certificate cannot be verified without it, then used for every later call (shared by
+    /// the clones).
+    with_system_roots: Arc<OnceLock<Result<reqwest::Client, String>>>,
     tls: bool,
     settings: HttpSettings,
 }
@@ -148,28 +150,29 @@ impl Transport {
 
     /// The client the next request goes through.
     fn active(&self) -> &reqwest::Client {
-        self.with_system_roots.get().unwrap_or(&self.client)
+        match self.with_system_roots.get() {
+            Some(Ok(client)) => client,
+            _ => &self.client,
+        }
     }
 
-    /// Switch to the client that also trusts the system's store, for a handshake that failed
-    /// without it. False when that cannot help: plain http, already switched, or the store
-    /// cannot be set up (the handshake's own error then stands).
-    fn add_system_roots(&self) -> bool {
-        if !self.tls || self.with_system_roots.get().is_some() {
-            return false;
+    /// The client that also trusts the system's store, built on first use; for plain http,
+    /// the only client there is.
+    fn with_system_roots(&self) -> Result<&reqwest::Client, &str> {
+        if !self.tls {
+            return Ok(&self.client);
         }
-        match build_client(&self.settings, true, true) {
-            Ok(client) => self.with_system_roots.set(client).is_ok(),
-            Err(_) => false,
-        }
+        let built = self
+            .with_system_roots
+            .get_or_init(|| build_client(&self.settings, true, true).map_err(|e| one_line(&e.to_string())));
+        built.as_ref().map_err(String::as_str)
     }
 
     /// An HTTP client with every root this transport may trust (the system's store
     /// included) and its timeouts, for the credential relay's forwarding, which runs for the
     /// app's lifetime and has no retries of its own: it pays for the store once, up front.
     pub fn client_with_every_root(&self) -> reqwest::Client {
-        self.add_system_roots();
-        self.active().clone()
+        self.with_system_roots().unwrap_or(&self.client).clone()
     }
 
     pub fn retry_budget(&self) -> Duration {
@@ -192,12 +195,6 @@ impl Transport {
                     }
                     _ => None,
                 },
-                // A handshake that the system's store might have made: once more, at once, with it.
-                // The request never left (TLS fails before it is sent), so even a mint may repeat.
-                Err(e) if e.error_code == codes::TLS && self.add_system_roots() => {
-                    attempt -= 1;
-                    continue;
-                }
                 // TLS and DNS failures are configuration problems: retrying only delays the error.
                 Err(e)
                     if request.retry == Retry::Idempotent
@@ -231,18 +228,29 @@ impl Transport {
     }
 
     async fn attempt(&self, request: &Request<'_>) -> Result<Response, ApiError> {
-        let mut builder = self.active().request(request.method.clone(), request.url.clone());
-        builder = match &request.auth {
-            Auth::None => builder,
-            Auth::Bearer(token) => builder.bearer_auth(token.expose()),
-            Auth::Basic { user, password } => builder.basic_auth(user, Some(password.expose())),
+        let client = self.active();
+        let sent = match send_with(client, request).await {
+            // A certificate the roots in use could not verify, found while connecting: nothing
+            // was sent, so even a mint may go once more, at once, with the system's store added.
+            Err(e) if untrusted_while_connecting(&e) && std::ptr::eq(client, &self.client) && self.tls => {
+                let first = transport_error(&request.url, &e);
+                match self.with_system_roots() {
+                    Ok(client) => send_with(client, request).await.map_err(|e| {
+                        let mut error = transport_error(&request.url, &e);
+                        if untrusted_while_connecting(&e) {
+                            error.message.push_str(" (also with the system's certificate store)");
+                        }
+                        error
+                    }),
+                    Err(why) => Err(ApiError {
+                        message: format!("{} (the system's certificate store could not be read: {why})", first.message),
+                        ..first
+                    }),
+                }
+            }
+            other => other.map_err(|e| transport_error(&request.url, &e)),
         };
-        builder = match &request.body {
-            Body::Empty => builder,
-            Body::Json(value) => builder.json(value),
-            Body::Form(fields) => builder.form(fields),
-        };
-        let mut response = builder.send().await.map_err(|e| transport_error(&request.url, &e))?;
+        let mut response = sent?;
         let status = response.status();
         if status.is_redirection() {
             let target = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
@@ -324,6 +332,42 @@ fn error_from_response(request: &Request<'_>, response: &Response) -> ApiError {
     ApiError::new(status, "", format!("{what}: {reason} ({})", preview(body))).with_retry_after(response.retry_after)
 }
 
+/// Send `request` once through `client`.
+async fn send_with(client: &reqwest::Client, request: &Request<'_>) -> reqwest::Result<reqwest::Response> {
+    let mut builder = client.request(request.method.clone(), request.url.clone());
+    builder = match &request.auth {
+        Auth::None => builder,
+        Auth::Bearer(token) => builder.bearer_auth(token.expose()),
+        Auth::Basic { user, password } => builder.basic_auth(user, Some(password.expose())),
+    };
+    builder = match &request.body {
+        Body::Empty => builder,
+        Body::Json(value) => builder.json(value),
+        Body::Form(fields) => builder.form(fields),
+    };
+    builder.send().await
+}
+
+/// Whether the connection failed because the server's certificate could not be verified
+/// (rustls: "invalid peer certificate"), before any of the request was sent.
+fn untrusted_while_connecting(error: &reqwest::Error) -> bool {
+    error.is_connect() && error_chain(error).iter().any(|e| e.contains("invalid peer certificate"))
+}
+
+/// An error and its sources, each as text, without the request's URL (whose host or path
+/// could contain any word).
+fn error_chain(error: &reqwest::Error) -> Vec<String> {
+    let url = error.url().map(|u| u.as_str().to_string()).unwrap_or_default();
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        chain.push(if url.is_empty() { text } else { text.replace(&url, "") });
+        source = e.source();
+    }
+    chain
+}
+
 /// A client with Mozilla's roots and `SSL_CERT_FILE` (plus, with `system_roots`, the system's
 /// store: `SSL_CERT_FILE`/`SSL_CERT_DIR` as OpenSSL reads them, or the platform's bundle); with
 /// `tls` false, one for plain http that loads no roots at all.
@@ -356,12 +400,7 @@ fn build_client(settings: &HttpSettings, tls: bool, system_roots: bool) -> Resul
 }
 
 fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {
-    let mut chain = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = source {
-        chain.push(e.to_string());
-        source = e.source();
-    }
+    let chain = error_chain(error);
     let root = chain.last().cloned().unwrap_or_default();
     let all = chain.join(": ").to_ascii_lowercase();
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -369,7 +408,9 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> ApiError {
     if error.is_timeout() {
         return ApiError::local(codes::TIMEOUT, format!("{target} did not answer in time"));
     }
-    if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
+    // Only while connecting: TLS words later on (a peer that closed without `close_notify`
+    // mid-answer) are a dropped connection, after which a request may have been carried out.
+    if error.is_connect() && (all.contains("certificate") || all.contains("tls") || all.contains("handshake")) {
         return ApiError::local(codes::TLS, format!("TLS with {target} failed: {}", one_line(&root)));
     }
     if all.contains("dns") || all.contains("failed to lookup") || all.contains("name or service not known") {

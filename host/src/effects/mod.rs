@@ -138,7 +138,14 @@ pub struct Prefetched {
     /// The gateway's listing and the pages (calls) it took; the listing carries its own
     /// error, so the task's is only that it died.
     pub model_services: Option<tokio::task::JoinHandle<Result<ModelServiceListing, ApiError>>>,
+    /// The pages the listing may take, all counted against the budget from the start; what
+    /// it did not take is given back when the policy takes the listing.
+    pub listing_pages: u32,
 }
+
+/// Calls the listing's read-ahead leaves in the budget for the mint: `token/create`, and the
+/// OAuth token where the workspace refuses PATs.
+const CALLS_KEPT_FOR_THE_MINT: u32 = 2;
 
 impl Prefetched {
     /// Start the granted read-only calls on `client` in the background. On a client that has
@@ -148,8 +155,10 @@ impl Prefetched {
     /// (`gateway`: `DATABRICKS_GATEWAY_HOST` is set); elsewhere no policy would read it.
     ///
     /// Each page of the listing is a call against the run's budget (`workspace_calls`): it
-    /// reads at most what the budget leaves after the other read-ahead calls and one for the
-    /// mint, and at most [`MODEL_SERVICE_PAGES`](crate::databricks::client::MODEL_SERVICE_PAGES).
+    /// reads at most what the budget leaves after the other read-ahead calls and
+    /// [`CALLS_KEPT_FOR_THE_MINT`], and at most
+    /// [`MODEL_SERVICE_PAGES`](crate::databricks::client::MODEL_SERVICE_PAGES); with nothing
+    /// left, the listing is not read ahead (the policy's own call then meets the budget).
     pub async fn start(
         client: &std::sync::Arc<crate::databricks::WorkspaceClient>,
         grants: &BTreeSet<Operation>,
@@ -171,19 +180,19 @@ impl Prefetched {
             tokio::spawn(async move { client.list_tokens().await })
         });
         let others = u32::from(endpoints.is_some()) + u32::from(tokens.is_some());
-        let max_pages = workspace_calls.saturating_sub(others + 1) as usize;
-        let max_pages = max_pages.clamp(1, crate::databricks::client::MODEL_SERVICE_PAGES);
-        let model_services = (gateway && grants.contains(&Operation::ListModelServices)).then(|| {
-            let client = client.clone();
-            tokio::spawn(async move { Ok(client.list_model_services(max_pages).await) })
-        });
-        Self { endpoints, tokens, model_services }
+        let room = workspace_calls.saturating_sub(others + CALLS_KEPT_FOR_THE_MINT);
+        let listing_pages = room.min(crate::databricks::client::MODEL_SERVICE_PAGES as u32);
+        let model_services =
+            (gateway && grants.contains(&Operation::ListModelServices) && listing_pages > 0).then(|| {
+                let client = client.clone();
+                tokio::spawn(async move { Ok(client.list_model_services(listing_pages as usize).await) })
+            });
+        let listing_pages = if model_services.is_some() { listing_pages } else { 0 };
+        Self { endpoints, tokens, model_services, listing_pages }
     }
 
     fn count(&self) -> u32 {
-        u32::from(self.endpoints.is_some())
-            + u32::from(self.tokens.is_some())
-            + u32::from(self.model_services.is_some())
+        u32::from(self.endpoints.is_some()) + u32::from(self.tokens.is_some()) + self.listing_pages
     }
 }
 
@@ -546,6 +555,11 @@ impl Effects {
     /// left, and the pages beyond the first are counted once it is in (the read-ahead's too).
     pub async fn list_model_services(&mut self) -> Result<Result<Vec<ModelService>, ApiError>, SandboxRefusal> {
         let ahead = self.prefetched.model_services.take();
+        // Counted already: every page the read-ahead could take; asked now: its first page.
+        let counted = match ahead {
+            Some(_) => std::mem::take(&mut self.prefetched.listing_pages),
+            None => 1,
+        };
         let left = self.limits.workspace_calls.saturating_sub(self.usage.workspace_calls) as usize;
         let max_pages = left.clamp(1, crate::databricks::client::MODEL_SERVICE_PAGES);
         let listing = self
@@ -555,12 +569,11 @@ impl Effects {
             .await?;
         Ok(match listing {
             Ok(ModelServiceListing { services, pages }) => {
-                // Its first page was counted as one call (read ahead, or asked now).
-                let more = u32::try_from(pages.saturating_sub(1)).unwrap_or(u32::MAX);
-                self.usage.workspace_calls = self.usage.workspace_calls.saturating_add(more);
+                let pages = u32::try_from(pages).unwrap_or(u32::MAX);
+                self.usage.workspace_calls = self.usage.workspace_calls.saturating_sub(counted).saturating_add(pages);
                 services.map_err(|e| self.hand_out(e))
             }
-            // Not granted, or the read-ahead task died.
+            // Not granted, or the read-ahead task died (its pages stay counted).
             Err(e) => Err(e),
         })
     }

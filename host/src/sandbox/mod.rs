@@ -35,11 +35,13 @@ pub enum Durability {
 
 impl Durability {
     /// `UntilRestart` in a Databricks App (the runtime sets `DATABRICKS_APP_NAME` in every
-    /// app), `Synced` anywhere else.
+    /// app), `Synced` anywhere else, and wherever `DEVBOX_AUTH_FSYNC=always` asks for it (an
+    /// app name set by hand on a machine whose home persists).
     pub fn of_home(env: &crate::databricks::config::Env) -> Self {
-        match env.get("DATABRICKS_APP_NAME").is_some_and(|name| !name.trim().is_empty()) {
-            true => Self::UntilRestart,
-            false => Self::Synced,
+        let always = env.get("DEVBOX_AUTH_FSYNC").is_some_and(|v| v.trim() == "always");
+        match crate::databricks::config::app_name(env) {
+            Some(_) if !always => Self::UntilRestart,
+            _ => Self::Synced,
         }
     }
 
@@ -220,6 +222,10 @@ impl FileSandbox {
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// A home that exists only in memory, for testing policies without a disk. Paths get the
