@@ -170,6 +170,28 @@ fn a_ca_only_in_the_systems_certificate_store_is_trusted() {
     assert_eq!(emulator.live_tokens().len(), 1);
 }
 
+/// When the first request of a run is the mint (PAT auth, nothing read ahead), the handshake
+/// that fails without the system's store fails before anything is sent: the mint goes once
+/// more with the store, and the workspace sees one `token/create`.
+#[test]
+fn a_mint_whose_handshake_needed_the_systems_store_is_sent_once() {
+    let emulator = Emulator::start_tls();
+    let run = Run::new()
+        .watching(&emulator)
+        .var("DATABRICKS_HOST", &format!("https://localhost:{}", emulator.port))
+        .var("DATABRICKS_TOKEN", USER_PAT);
+    let store = run.path("system-store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("corporate-ca.pem"), emulator.ca_pem.as_ref().unwrap()).unwrap();
+    let manifest = support::write_manifest(&run, "[grants]\nfiles = [\"**\"]\nworkspace = [\"create-token\"]\n");
+    let run = run.var("SSL_CERT_DIR", store.to_str().unwrap());
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).success().leaks_none_of(&emulator.secrets());
+    let requests = emulator.requests();
+    assert_eq!(requests.first().map(|r| r.path.as_str()), Some("/api/2.0/token/create"), "the mint came first");
+    assert_eq!(emulator.requests_to("POST", "/api/2.0/token/create").len(), 1, "sent once");
+    assert_eq!(emulator.live_tokens().len(), 1);
+}
+
 #[test]
 fn dry_run_needs_no_credentials_sends_nothing_and_writes_nothing() {
     let emulator = Emulator::start();
