@@ -3,7 +3,7 @@
 //! - TLS is rustls with the Mozilla roots plus the PEM bundle in `SSL_CERT_FILE` (corporate
 //!   TLS inspection). The system's certificate store joins them only when a server's
 //!   certificate cannot be verified without it (the request, not yet sent, then goes once more
-//!   at once): reading and parsing the store costs 2–3 ms of every start, and a workspace's
+//!   at once): reading and parsing the store costs about 2 ms of every start, and a workspace's
 //!   certificate is publicly trusted. The roots trusted in the end are the same union as
 //!   before. `HTTPS_PROXY`/`NO_PROXY` are honoured.
 //! - Redirects are never followed: a redirect could carry a bearer token to another host.

@@ -29,7 +29,7 @@ pub enum Durability {
     Synced,
     /// Nothing is fsynced: the home does not outlive the container. A Databricks App's local
     /// files are gone after any restart, and the machine crashing is such a restart, so a sync
-    /// would protect nothing while it costs about 2 ms of every start.
+    /// would protect nothing while it costs about 1.5 ms of every start.
     UntilRestart,
 }
 
