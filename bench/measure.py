@@ -218,9 +218,9 @@ def network_floor(bench, args, latencies):
             return dict(bench.base_env, HOME=home, DEVBOX_AUTH_CACHE_DIR=bench.fresh("c"), DATABRICKS_HOST=emulator.url,
                         SSL_CERT_FILE=emulator.ca, REQUESTS_CA_BUNDLE=emulator.ca, **extra)
 
-        def cold(emulator, argv_tail, **extra):
+        def cold(emulator, argv_tail, binary=args.bin, **extra):
             home = bench.fresh("home")
-            return [args.bin, *argv_tail], env(emulator, home, **extra), home
+            return [binary, *argv_tail], env(emulator, home, **extra), home
 
         def rotation(emulator):
             home = bench.fresh("home")
@@ -242,6 +242,9 @@ def network_floor(bench, args, latencies):
                            lambda e: cold(e, ["provision", "--defer-revocations"], **IN_AN_APP)),
             "rotation": ("a rotation by `token` (the sign-in reused)", rotation),
         }
+        if args.compare:
+            scenarios["compare-cold"] = (f"the cold start in an app, built as `{args.compare}`",
+                                         lambda e: cold(e, ["provision"], binary=args.compare, **IN_AN_APP))
         if args.python:
             scenarios["original"] = ("Python original (databricks-sdk), fresh home",
                                      lambda e: ([args.python, args.original], env(e, bench.fresh("py-home")),

@@ -445,7 +445,7 @@ fn the_embedded_policy_starts_precompiled_without_the_compiler_or_cache() {
     let out = run.provision(&["--dry-run"]);
     out.success();
     assert!(out.stdout.contains("default (embedded) (devbox:auth@0.2.1)"), "{}", out.stdout);
-    assert!(out.stdout.contains(", precompiled, loaded in "), "{}", out.stdout);
+    assert!(out.stdout.contains(", precompiled, run in place, loaded in "), "{}", out.stdout);
     assert!(!cache.path().join("c").exists(), "nothing was compiled, so nothing was cached");
 }
 

@@ -265,6 +265,39 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
     format!("{:x}", Sha256::digest(key.as_bytes()))[..12].to_string()
 }
 
+/// The policy being made ready for its run.
+///
+/// The embedded policy loads on a thread of its own while the sign-in travels, which hides
+/// setting up its engine and code behind the round trip; the build has already checked that it
+/// is usable. (This once raised the peak RSS, while the load held the artifact twice, as the
+/// binary's pages and as wasmtime's copy; its code now runs in place.) A policy from a file is
+/// loaded before anything else, so that an unusable one is refused before anything is sent.
+enum PolicyLoad {
+    Ready(Box<(PolicyRuntime, LoadedPolicy)>),
+    Loading(tokio::task::JoinHandle<Result<(PolicyRuntime, LoadedPolicy), Failure>>),
+}
+
+impl PolicyLoad {
+    fn start(opts: &ProvisionOptions) -> Result<Self, Failure> {
+        Ok(match opts.policy {
+            PolicyChoice::Embedded => {
+                let opts = opts.clone();
+                Self::Loading(tokio::task::spawn_blocking(move || load_policy(&opts)))
+            }
+            PolicyChoice::File(_) => Self::Ready(Box::new(load_policy(opts)?)),
+        })
+    }
+
+    async fn finish(self) -> Result<(PolicyRuntime, LoadedPolicy), Failure> {
+        match self {
+            Self::Ready(loaded) => Ok(*loaded),
+            Self::Loading(handle) => {
+                handle.await.map_err(|e| Failure::Other(format!("cannot start the policy sandbox: its loading {e}")))?
+            }
+        }
+    }
+}
+
 /// The policy, ready to run, and the runtime that loaded it. A precompiled policy (the
 /// embedded one, or a deployment's pinned `policy compile` artifact) is loaded by a runtime
 /// without a compiler; if wasmtime refuses the artifact, it is compiled instead, with one
@@ -323,13 +356,12 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
             PolicyChoice::File(_) => Compiler::Winch,
         };
         let runtime = PolicyRuntime::deserializer(compiler).map_err(sandbox)?;
-        match runtime.load_precompiled(&name, &sha256, artifact) {
-            Ok(policy) => {
-                if matches!(opts.policy, PolicyChoice::Embedded) {
-                    precompiled::release_embedded_artifact();
-                }
-                return Ok((runtime, policy));
-            }
+        let loaded = match opts.policy {
+            PolicyChoice::Embedded => runtime.load_embedded(&name),
+            PolicyChoice::File(_) => runtime.load_precompiled(&name, &sha256, artifact),
+        };
+        match loaded {
+            Ok(policy) => return Ok((runtime, policy)),
             Err(e) => output::err(&format!("devbox-auth: warning: policy {name} {e}; compiling it instead")),
         }
     }
@@ -368,7 +400,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     // One listener for the whole run: a signal during the policy run undoes it; one during
     // the revocations after the commit ends them early (they stay planned).
     let mut stop = std::pin::pin!(stop);
-    let (runtime, policy) = load_policy(&opts)?;
+    let loading = PolicyLoad::start(&opts)?;
     let files = file_sandbox(&opts)?;
     let home = files.home().to_path_buf();
     let target = if opts.dry_run { simulated_target(&opts)? } else { live_target(&opts)? };
@@ -392,6 +424,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         && !state::run_due(&home, state, state::now_ms())
         && !still_serves_the_refused(state)
     {
+        let (_, policy) = loading.finish().await?;
         return Ok(Outcome::skipped(&policy, target));
     }
     let current = state.as_ref().and_then(|s| s.serve.clone()).filter(|s| s.meta.expiry_ms > state::now_ms());
@@ -467,6 +500,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         prefetched,
         relay: relay_offered,
     };
+    let (runtime, policy) = loading.finish().await?;
     let mut ran = pipeline::run(&runtime, &policy, inputs, stop.as_mut()).await;
     if let Some((failure, _)) = ran.failure {
         record_failure(&opts, trigger, &home, state, &failure);

@@ -40,6 +40,7 @@ fn print_outcome(outcome: &Outcome, dry_run: bool) {
             &outcome.policy_sha256[..12],
             match outcome.source {
                 PolicySource::Precompiled => "precompiled, loaded",
+                PolicySource::InPlace => "precompiled, run in place, loaded",
                 PolicySource::Cache => "from the compile cache, loaded",
                 PolicySource::Compiled => "compiled",
             },

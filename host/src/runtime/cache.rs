@@ -33,6 +33,8 @@ pub enum PolicySource {
     /// Compiled when devbox-auth was built (the embedded policies), or by `policy compile`
     /// (a deployment's artifact): only deserialized at start.
     Precompiled,
+    /// The embedded policy, precompiled and run where the binary holds it (not copied).
+    InPlace,
     /// From the on-disk cache of an earlier start.
     Cache,
     /// Compiled at this start (and stored in the cache, when there is one).
@@ -42,7 +44,7 @@ pub enum PolicySource {
 impl std::fmt::Display for PolicySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PolicySource::Precompiled => "precompiled",
+            PolicySource::Precompiled | PolicySource::InPlace => "precompiled",
             PolicySource::Cache => "cache",
             PolicySource::Compiled => "compiled",
         })

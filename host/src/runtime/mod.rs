@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod code_in_place;
 pub mod engine_config;
 
 pub use engine_config::Compiler;
@@ -20,6 +21,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use self::bindings::{PolicyError, PolicyPre};
 use self::cache::{ComponentCache, PolicySource, sha256_hex};
+use self::code_in_place::CodeInPlace;
 use self::imports::PolicyState;
 use self::limits::SandboxLimits;
 use crate::effects::{Effects, LogLevel};
@@ -223,6 +225,7 @@ impl PolicyRuntime {
     fn build(compiler: Compiler, compiles: bool) -> wasmtime::Result<Self> {
         let mut config = engine_config::config(TARGET, compiler);
         config.enable_compiler(compiles);
+        config.with_custom_code_memory(Some(Arc::new(CodeInPlace::new(precompiled::DEFAULT_POLICY_CWASM))));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -274,6 +277,22 @@ impl PolicyRuntime {
         let component = unsafe { Component::deserialize(&self.engine, artifact) }
             .map_err(|e| LoadError::ArtifactRefused(first_line(&e)))?;
         self.finish(name, sha256.to_string(), component, PolicySource::Precompiled, started)
+    }
+
+    /// Load the embedded default policy, whose code runs where the binary holds it (see
+    /// [`code_in_place`]); copied as by [`Self::load_precompiled`] where it cannot be.
+    pub fn load_embedded(&self, name: &str) -> Result<LoadedPolicy, LoadError> {
+        let artifact = precompiled::DEFAULT_POLICY_CWASM;
+        let sha256 = precompiled::DEFAULT_POLICY_SHA256;
+        if !CodeInPlace::claim(artifact) {
+            return self.load_precompiled(name, sha256, artifact);
+        }
+        let started = Instant::now();
+        // SAFETY: as in `load_precompiled` (built with this binary), and the memory lent is a
+        // static: it lives as long as the process and nothing writes to it.
+        let component = unsafe { Component::deserialize_raw(&self.engine, std::ptr::NonNull::from(artifact)) }
+            .map_err(|e| LoadError::ArtifactRefused(first_line(&e)))?;
+        self.finish(name, sha256.to_string(), component, PolicySource::InPlace, started)
     }
 
     fn finish(
@@ -518,6 +537,37 @@ mod tests {
         // What the caller falls back to.
         let policy = PolicyRuntime::new().unwrap().load("default", DEFAULT_POLICY_WASM, None).unwrap();
         assert_eq!(policy.source, PolicySource::Compiled);
+    }
+
+    /// The embedded policy's code is the binary's own bytes, not a copy, for one load per
+    /// process; loads beside it (or after it) get a copy, and all of them run. The bytes are
+    /// unchanged at the end. (Other tests in this process may load it first: then every load
+    /// here is a copy.)
+    #[test]
+    fn the_embedded_policy_runs_where_the_binary_holds_it_once_per_process() {
+        let embedded = precompiled::DEFAULT_POLICY_CWASM;
+        let digest = sha256_hex(embedded);
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let runtime = PolicyRuntime::deserializer(Compiler::Cranelift).unwrap();
+                    let policy = runtime.load_embedded("default").unwrap();
+                    let component = match &policy.pre {
+                        Pre::Current(pre) => pre.instance_pre().component(),
+                        Pre::V0_1_0(pre) => pre.instance_pre().component(),
+                    };
+                    let image = component.image_range();
+                    let in_place = image == embedded.as_ptr_range();
+                    assert_eq!(in_place, policy.source == PolicySource::InPlace);
+                    assert!(in_place || image.end <= embedded.as_ptr() || image.start >= embedded.as_ptr_range().end);
+                    (runtime, policy, in_place)
+                })
+            })
+            .collect();
+        let loaded: Vec<_> = loads.into_iter().map(|load| load.join().unwrap()).collect();
+        assert!(loaded.iter().filter(|(_, _, in_place)| *in_place).count() <= 1);
+        drop(loaded);
+        assert_eq!(sha256_hex(embedded), digest);
     }
 
     #[test]

@@ -10,36 +10,19 @@
 
 use sha2::{Digest, Sha256};
 
-/// The embedded default policy as machine code, compiled when devbox-auth was built.
-pub static DEFAULT_POLICY_CWASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.cwasm"));
+use super::code_in_place::PageAligned;
+
+/// The embedded default policy as machine code, compiled when devbox-auth was built. Page-aligned,
+/// so that its code runs where it lies (see [`super::code_in_place`]).
+pub static DEFAULT_POLICY_CWASM: &[u8] = &EMBEDDED.0;
+
+static EMBEDDED: &PageAligned<[u8]> = &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.cwasm")));
 
 /// The embedded component's SHA-256, computed by the build (a start need not read the
 /// component at all).
 pub const DEFAULT_POLICY_SHA256: &str = env!("DEVBOX_AUTH_DEFAULT_POLICY_SHA256");
 
 const MAGIC: &[u8; 8] = b"DBXPOLC1";
-
-/// Hands the embedded artifact's pages back to the kernel once it has been deserialized:
-/// wasmtime copies it into its own executable memory, so the 1.8 MB read from the binary would
-/// otherwise stay resident twice for the rest of the run (a cold start's peak RSS).
-///
-/// Safe because the bytes live in a read-only, file-backed mapping of the executable: dropped
-/// pages are read again from the file if anything touches them later, with the same contents.
-pub fn release_embedded_artifact() {
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        size if size > 0 => size as usize,
-        _ => return,
-    };
-    let start = DEFAULT_POLICY_CWASM.as_ptr() as usize;
-    let end = start + DEFAULT_POLICY_CWASM.len();
-    // Only whole pages inside the artifact: its neighbours in .rodata may be in use.
-    let first = start.div_ceil(page) * page;
-    let last = end / page * page;
-    if last > first {
-        // SAFETY: [first, last) lies inside a static, read-only, file-backed mapping (see above).
-        unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED) };
-    }
-}
 
 /// An artifact file for the component whose SHA-256 is `wasm_sha256`.
 pub fn wrap(wasm: &[u8], compiled: &[u8]) -> Vec<u8> {
