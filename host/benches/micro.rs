@@ -16,7 +16,9 @@ fn main() {
     divan::main();
 }
 
-/// Load the embedded default policy from its precompiled form: deserialize, type-check, link.
+/// Load the embedded default policy from its precompiled form: deserialize (a copy), type-check,
+/// link. (A start's one load runs the code in place instead, which only the first load in a
+/// process may: a loop measures the copy, what any later load in the same process does.)
 #[divan::bench]
 fn policy_load_precompiled(bencher: divan::Bencher) {
     let runtime = PolicyRuntime::deserializer(Compiler::Cranelift).unwrap();
@@ -36,6 +38,12 @@ fn policy_load_compiled(bencher: divan::Bencher, compiler: Compiler) {
 #[divan::bench]
 fn runtime_new_deserializer() -> PolicyRuntime {
     PolicyRuntime::deserializer(Compiler::Cranelift).unwrap()
+}
+
+/// The default file grants' glob patterns compiled into one matcher (every run's settings).
+#[divan::bench]
+fn default_file_grants() -> PathGrants {
+    devbox_auth::provision::default_file_grants()
 }
 
 /// The same with a compiler set up (custom policies).
