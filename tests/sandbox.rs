@@ -211,6 +211,31 @@ fn a_manifest_pins_the_policy_hash() {
     run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
 }
 
+/// A pin on the embedded policy (no `file`), as after an upgrade changed it: refused before
+/// anything is sent or written, although that policy loads beside the sign-in.
+#[test]
+fn a_manifest_pin_on_the_embedded_policy_is_checked_before_the_sign_in() {
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    let wrong = "0".repeat(64);
+    let manifest = write_manifest(&run, &format!("[policy]\nsha256 = \"{wrong}\"\n"));
+    let before = run.snapshot();
+    let out = run.provision(&["--manifest", manifest.to_str().unwrap()]);
+    out.failure(
+        2,
+        &format!("default (embedded) has sha256 {}", devbox_auth::runtime::precompiled::DEFAULT_POLICY_SHA256),
+    );
+    assert!(out.stderr.contains(&format!("pins {wrong}")), "{}", out.stderr);
+    assert_eq!(run.snapshot(), before);
+    assert!(emulator.requests().is_empty(), "{:?}", emulator.requests());
+
+    let manifest = write_manifest(
+        &run,
+        &format!("[policy]\nsha256 = \"{}\"\n", devbox_auth::runtime::precompiled::DEFAULT_POLICY_SHA256),
+    );
+    run.provision(&["--manifest", manifest.to_str().unwrap()]).success();
+}
+
 /// The README's strict deployment, copied as a user would: its manifest verbatim (with the
 /// real hash), next to the strict policy, and the model list the strict policy requires.
 #[test]

@@ -265,13 +265,19 @@ pub fn deployment_id(host_url: &str, principal: &str, app_name: Option<&str>) ->
     format!("{:x}", Sha256::digest(key.as_bytes()))[..12].to_string()
 }
 
+/// How runs name the embedded policy.
+const EMBEDDED_NAME: &str = "default (embedded)";
+
 /// The policy being made ready for its run.
 ///
 /// The embedded policy loads on a thread of its own while the sign-in travels, which hides
-/// setting up its engine and code behind the round trip; the build has already checked that it
-/// is usable. (This once raised the peak RSS, while the load held the artifact twice, as the
-/// binary's pages and as wasmtime's copy; its code now runs in place.) A policy from a file is
-/// loaded before anything else, so that an unusable one is refused before anything is sent.
+/// setting up its engine and code behind the round trip. The manifest's pin is checked before
+/// that; the build has already checked that the policy is usable, so what is left to fail is
+/// wasmtime refusing the artifact (then it is compiled, with a warning, and any error from
+/// that comes after the sign-in). (This once raised the peak RSS, while the load held the
+/// artifact twice, as the binary's pages and as wasmtime's copy; its code now runs in place.)
+/// A policy from a file is loaded before anything else, so that an unusable one is refused
+/// before anything is sent.
 enum PolicyLoad {
     Ready(Box<(PolicyRuntime, LoadedPolicy)>),
     Loading(tokio::task::JoinHandle<Result<(PolicyRuntime, LoadedPolicy), Failure>>),
@@ -281,6 +287,8 @@ impl PolicyLoad {
     fn start(opts: &ProvisionOptions) -> Result<Self, Failure> {
         Ok(match opts.policy {
             PolicyChoice::Embedded => {
+                // What can refuse it for this deployment is checked here, before anything is sent.
+                check_pin(opts, EMBEDDED_NAME, crate::runtime::precompiled::DEFAULT_POLICY_SHA256)?;
                 let opts = opts.clone();
                 Self::Loading(tokio::task::spawn_blocking(move || load_policy(&opts)))
             }
@@ -295,6 +303,17 @@ impl PolicyLoad {
                 handle.await.map_err(|e| Failure::Other(format!("cannot start the policy sandbox: its loading {e}")))?
             }
         }
+    }
+}
+
+/// The manifest's pin on the policy's SHA-256: a policy it does not name is refused before
+/// anything else happens.
+fn check_pin(opts: &ProvisionOptions, name: &str, sha256: &str) -> Result<(), Failure> {
+    match opts.pinned_sha256.as_ref().filter(|pinned| *pinned != sha256) {
+        Some(pinned) => Err(Failure::Usage(format!(
+            "policy {name} has sha256 {sha256}, but the deployment manifest pins {pinned}; refusing to run it"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -316,22 +335,16 @@ pub fn load_policy(opts: &ProvisionOptions) -> Result<(PolicyRuntime, LoadedPoli
     let sandbox = |e: wasmtime::Error| Failure::Other(format!("cannot start the policy sandbox: {e}"));
     // Borrowed when embedded: no copies, and the component is not even read.
     let (name, wasm, sha256): (String, std::borrow::Cow<[u8]>, String) = match &opts.policy {
-        PolicyChoice::Embedded => (
-            "default (embedded)".to_string(),
-            DEFAULT_POLICY_WASM.into(),
-            precompiled::DEFAULT_POLICY_SHA256.to_string(),
-        ),
+        PolicyChoice::Embedded => {
+            (EMBEDDED_NAME.to_string(), DEFAULT_POLICY_WASM.into(), precompiled::DEFAULT_POLICY_SHA256.to_string())
+        }
         PolicyChoice::File(path) => {
             let wasm = read(path, "policy")?;
             let sha256 = sha256_hex(&wasm);
             (path.display().to_string(), wasm.into(), sha256)
         }
     };
-    if let Some(pinned) = opts.pinned_sha256.as_ref().filter(|pinned| **pinned != sha256) {
-        return Err(Failure::Usage(format!(
-            "policy {name} has sha256 {sha256}, but the deployment manifest pins {pinned}; refusing to run it"
-        )));
-    }
+    check_pin(opts, &name, &sha256)?;
     let artifact: Option<std::borrow::Cow<[u8]>> = match (&opts.policy, &opts.precompiled) {
         (PolicyChoice::Embedded, _) => Some(precompiled::DEFAULT_POLICY_CWASM.into()),
         (PolicyChoice::File(_), Some((path, pinned))) => {

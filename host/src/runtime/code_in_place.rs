@@ -7,8 +7,10 @@
 //! code memory, which makes its `.text` executable with `mprotect`. Only the pages a run touches
 //! are read, they stay shared with the page cache, and nothing is copied.
 //!
-//! The same hooks serve wasmtime's own (copied or compiled) code memory, which it has already
-//! made read-only: there they do what wasmtime does itself on Linux.
+//! Only the engine that loads the embedded policy has this code memory, and only on x86-64
+//! Linux (what ships), where making code executable needs no cache maintenance. There it also
+//! serves a copied artifact (a later load in the same process), which wasmtime has already made
+//! read-only: `mprotect` to R|X, as wasmtime does itself on x86-64.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,12 +25,16 @@ pub struct PageAligned<Bytes: ?Sized>(pub Bytes);
 /// The page protections behind [`CustomCodeMemory`], aware of which range is the binary's.
 pub struct CodeInPlace {
     page_size: usize,
-    /// The embedded artifact: put back to read-only when unpublished (it is the binary's
-    /// read-only data), where wasmtime's own memory goes back to read-write.
+    /// The embedded artifact: left as it is when unpublished (the binary's read-only data,
+    /// which nothing writes to), where wasmtime's own memory goes back to read-write.
     embedded: Range<usize>,
 }
 
 impl CodeInPlace {
+    /// Where running code in place is done: x86-64 needs no instruction-cache maintenance
+    /// after `mprotect`, and has no branch-target protection for wasmtime to set.
+    pub const SUPPORTED: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+
     pub fn new(embedded: &'static [u8]) -> Self {
         let start = embedded.as_ptr() as usize;
         Self { page_size: page_size(), embedded: start..start + embedded.len() }
@@ -39,8 +45,8 @@ impl CodeInPlace {
     /// memories over the same bytes would register the same unwind tables twice, and the C
     /// runtime's unwinder (libgcc 13 and later) aborts when the second is deregistered; and
     /// one dropped would make the code others still run non-executable. A run loads its
-    /// policy once; only tests and embedders load it again. Also not on a system with pages
-    /// larger than [`PageAligned`]'s 4 KiB, where `.text` would not start on one.
+    /// policy once; only tests and embedders load it again. Also not when the artifact does not
+    /// start on a page (pages larger than [`PageAligned`]'s 4 KiB); the claim is then kept.
     pub fn claim(artifact: &[u8]) -> bool {
         static CLAIMED: AtomicBool = AtomicBool::new(false);
         (artifact.as_ptr() as usize).is_multiple_of(page_size()) && !CLAIMED.swap(true, Ordering::SeqCst)
@@ -70,8 +76,13 @@ impl CustomCodeMemory for CodeInPlace {
     }
 
     fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
-        let writable = if self.embedded.contains(&(ptr as usize)) { 0 } else { libc::PROT_WRITE };
-        self.protect(ptr, len, libc::PROT_READ | writable)
+        // Nothing to undo for the binary's bytes: they stay readable (and executable, which is
+        // what they are for), and a failed protection change here would be a panic in
+        // wasmtime's drop, also after a publish that failed.
+        if self.embedded.contains(&(ptr as usize)) {
+            return Ok(());
+        }
+        self.protect(ptr, len, libc::PROT_READ | libc::PROT_WRITE)
     }
 }
 

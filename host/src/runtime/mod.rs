@@ -195,6 +195,8 @@ pub struct PolicyRuntime {
     engine: Engine,
     linker: Linker<PolicyState>,
     ticker_stop: Arc<AtomicBool>,
+    /// Whether the engine has the code memory that runs the embedded policy in place.
+    in_place: bool,
 }
 
 impl Drop for PolicyRuntime {
@@ -225,7 +227,12 @@ impl PolicyRuntime {
     fn build(compiler: Compiler, compiles: bool) -> wasmtime::Result<Self> {
         let mut config = engine_config::config(TARGET, compiler);
         config.enable_compiler(compiles);
-        config.with_custom_code_memory(Some(Arc::new(CodeInPlace::new(precompiled::DEFAULT_POLICY_CWASM))));
+        // Only the engine that loads the embedded policy (Cranelift code, no compiler): every
+        // other one keeps wasmtime's own code memory.
+        let in_place = compiler == Compiler::Cranelift && !compiles && CodeInPlace::SUPPORTED;
+        if in_place {
+            config.with_custom_code_memory(Some(Arc::new(CodeInPlace::new(precompiled::DEFAULT_POLICY_CWASM))));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -245,7 +252,7 @@ impl PolicyRuntime {
                 }
             }
         })?;
-        Ok(Self { engine, linker, ticker_stop })
+        Ok(Self { engine, linker, ticker_stop, in_place })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -280,19 +287,22 @@ impl PolicyRuntime {
     }
 
     /// Load the embedded default policy, whose code runs where the binary holds it (see
-    /// [`code_in_place`]); copied as by [`Self::load_precompiled`] where it cannot be.
+    /// [`code_in_place`]); copied as by [`Self::load_precompiled`] where it cannot run in place
+    /// (another engine, a later load in this process, or wasmtime refusing it there).
     pub fn load_embedded(&self, name: &str) -> Result<LoadedPolicy, LoadError> {
         let artifact = precompiled::DEFAULT_POLICY_CWASM;
         let sha256 = precompiled::DEFAULT_POLICY_SHA256;
-        if !CodeInPlace::claim(artifact) {
+        if !self.in_place || !CodeInPlace::claim(artifact) {
             return self.load_precompiled(name, sha256, artifact);
         }
         let started = Instant::now();
         // SAFETY: as in `load_precompiled` (built with this binary), and the memory lent is a
         // static: it lives as long as the process and nothing writes to it.
-        let component = unsafe { Component::deserialize_raw(&self.engine, std::ptr::NonNull::from(artifact)) }
-            .map_err(|e| LoadError::ArtifactRefused(first_line(&e)))?;
-        self.finish(name, sha256.to_string(), component, PolicySource::InPlace, started)
+        match unsafe { Component::deserialize_raw(&self.engine, std::ptr::NonNull::from(artifact)) } {
+            Ok(component) => self.finish(name, sha256.to_string(), component, PolicySource::InPlace, started),
+            // Say the protection change was refused: the copy is what wasmtime does by default.
+            Err(_) => self.load_precompiled(name, sha256, artifact),
+        }
     }
 
     fn finish(
