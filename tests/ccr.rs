@@ -185,6 +185,38 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     assert_eq!(invocations.last().unwrap().header("authorization"), Some(format!("Bearer {served}").as_str()));
 }
 
+/// Without `watch`, the served token revoked behind devbox-auth's back: the plugin runs
+/// `devbox-auth token --rejected` once (which rotates, since the workspace refuses the served
+/// token too) and CCR's request goes again with the new token; its client sees one good answer.
+/// CCR runs with only PATH and HOME, as the other tests start it: the rotation finds the
+/// deployment's credentials in what `provision` wrote.
+#[test]
+fn real_ccr_without_watch_heals_a_revoked_token_within_one_request() {
+    let Some(package) = ccr_package() else { return };
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let (port, config) = listen_on_a_free_port(&run);
+    let first = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
+    let _ccr = start_ccr(&package, &run, port);
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "{body}");
+
+    emulator.revoke(&first);
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    let ccr_log = std::fs::read_to_string(run.path("ccr.log")).unwrap_or_default();
+    assert_eq!(status, 200, "CCR answered {status} after the revocation: {body}\nCCR log:\n{ccr_log}");
+    let second = support::api_key(&run);
+    assert_ne!(second, first);
+    assert!(emulator.accepts(&second));
+    let model_requests: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();
+    let bearers: Vec<_> =
+        model_requests.iter().rev().take(3).map(|r| r.header("authorization").unwrap().to_string()).collect();
+    let (first, second) = (format!("Bearer {first}"), format!("Bearer {second}"));
+    assert_eq!(bearers, [second, first.clone(), first], "answered, refused once, then sent again");
+}
+
 #[test]
 fn real_ccr_forwards_with_the_apps_oauth_token_where_pats_are_refused() {
     let Some(package) = ccr_package() else { return };

@@ -2,7 +2,7 @@
 //! with our settings, keeps every other provider, and serializes to JSON that parses back.
 #![no_main]
 
-use devbox_policy_default::ccr::{DatabricksProvider, merge};
+use devbox_policy_default::ccr::{DatabricksProvider, default_route, merge, token_rejected_command};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -14,7 +14,14 @@ fuzz_target!(|data: &[u8]| {
         .map(|list| list.iter().filter(|p| p.get("name").and_then(Value::as_str) != Some("databricks")).cloned().collect())
         .unwrap_or_default();
     let models = ["m".to_string()];
-    let ours = DatabricksProvider { api_base_url: "https://w/serving-endpoints/m/invocations".into(), models: &models, api_key: "{{ref}}", plugin_path: "/h/p.js" };
+    let ours = DatabricksProvider {
+        api_base_url: "https://w/serving-endpoints/m/invocations".into(),
+        models: &models,
+        api_key: "{{ref}}",
+        plugin_path: "/h/p.js",
+        token_rejected: token_rejected_command("/b/devbox-auth", "/h"),
+        routes: default_route(&models),
+    };
     let merged = merge(existing, &ours);
     let providers = merged["Providers"].as_array().expect("Providers is an array");
     let mine: Vec<&Value> = providers.iter().filter(|p| p.get("name").and_then(Value::as_str) == Some("databricks")).collect();

@@ -76,6 +76,7 @@ fn ccr_merge() -> serde_json::Value {
         models: &models,
         api_key: "{{devbox-secret:0123}}",
         plugin_path: "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js",
+        token_rejected: devbox_policy_default::ccr::token_rejected_command("/usr/bin/devbox-auth", "/home/app"),
         routes: devbox_policy_default::ccr::default_route(&models),
     };
     devbox_policy_default::ccr::merge(divan::black_box(existing), &provider)

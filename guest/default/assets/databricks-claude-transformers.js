@@ -9,13 +9,23 @@
 // from config.json (rewritten atomically on every rotation) and sets them on the live provider
 // object, from which CCR builds the request's URL and `Authorization: Bearer ...` after all
 // transformers ran. If the file cannot be read, what CCR already has is kept.
+// A token revoked behind devbox-auth's back heals within one request: with options.tokenCommand
+// (devbox-auth's `token --rejected`), a request that carried the key config.json holds and was
+// refused with 401 or 403 runs that command once (it rotates when the workspace refuses the
+// served token too, and rewrites config.json), and is sent once more with the key config.json
+// holds then. CCR gives transformers no say over a refused answer, so this wraps the process's
+// fetch (which CCR sends with) for those requests only: ones whose bearer is the key of a
+// provider that uses this plugin. Any other request passes untouched.
 // With options.debug it appends a line per request to ~/.claude-code-router/plugin.log
 // (model and message count only: never headers, keys or bodies).
 "use strict";
 
+const childProcess = require("child_process");
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
+
+const RETRIED = Symbol.for("devbox-auth.ccr.retried-fetch");
 
 class DatabricksCustomTransformer {
   constructor(options) {
@@ -23,6 +33,59 @@ class DatabricksCustomTransformer {
     this.options = options || {};
     this.configPath = this.options.configPath || path.join(os.homedir(), ".claude-code-router", "config.json");
     this.cached = { stamp: "", providers: new Map() };
+    this.renewing = null;
+    const command = this.options.tokenCommand;
+    const usable = Array.isArray(command) && command.length > 0 && command.every((a) => typeof a === "string");
+    if (usable && typeof globalThis.fetch === "function" && !globalThis.fetch[RETRIED]) {
+      const send = globalThis.fetch;
+      const retried = (input, init) => this.sendRetryingOnce(send, command, input, init);
+      retried[RETRIED] = true;
+      globalThis.fetch = retried;
+    }
+  }
+
+  // The provider whose key config.json holds is the bearer this request carries, if any.
+  providerOf(init) {
+    try {
+      const match = /^Bearer (.+)$/.exec(new Headers((init && init.headers) || {}).get("authorization") || "");
+      if (!match) return null;
+      this.current("");
+      for (const [name, { key, ours }] of this.cached.providers) if (ours && key === match[1]) return { name, key };
+    } catch (_) {
+      // Not ours to judge.
+    }
+    return null;
+  }
+
+  // One `token --rejected` at a time, however many requests were refused together.
+  renew(command) {
+    if (!this.renewing) {
+      this.renewing = new Promise((resolve) => {
+        childProcess.execFile(command[0], command.slice(1), { timeout: 15000 }, () => resolve());
+      }).finally(() => {
+        this.renewing = null;
+      });
+    }
+    return this.renewing;
+  }
+
+  async sendRetryingOnce(send, command, input, init) {
+    const answer = await send(input, init);
+    if (answer.status !== 401 && answer.status !== 403) return answer;
+    const ours = this.providerOf(init);
+    if (!ours) return answer;
+    await this.renew(command);
+    const fresh = this.current(ours.name).key;
+    if (!fresh || fresh === ours.key) return answer;
+    this.log("refused with 401/403; sent once more with the renewed key");
+    try {
+      if (answer.body) await answer.body.cancel();
+    } catch (_) {
+      // The first answer is dropped either way.
+    }
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${fresh}`);
+    return send(input, { ...init, headers });
   }
 
   log(message) {
@@ -62,6 +125,8 @@ class DatabricksCustomTransformer {
             // CCR expands $VAR at start; a key that is a variable reference stays as CCR set it.
             key: key && !key.startsWith("$") ? key : null,
             url: this.httpUrl(url),
+            // A provider this plugin transforms (devbox-auth's): the only ones it renews keys for.
+            ours: JSON.stringify(p.transformer || {}).includes('"databricks-custom"'),
           });
         }
         this.cached = { stamp, providers };

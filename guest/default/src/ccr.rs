@@ -24,8 +24,16 @@ pub struct DatabricksProvider<'a> {
     pub api_key: &'a str,
     /// Absolute path of the transformer plugin.
     pub plugin_path: &'a str,
+    /// What the plugin runs when a request with our key is refused (401/403): `devbox-auth
+    /// token --rejected` for this home, as an argument list (no shell).
+    pub token_rejected: Vec<String>,
     /// Router entries (`default`, `background`, ...) and the model each routes to.
     pub routes: Vec<(&'static str, String)>,
+}
+
+/// `devbox-auth token --rejected` for `home`, as the plugin runs it (an argument list, no shell).
+pub fn token_rejected_command(binary: &str, home: &str) -> Vec<String> {
+    [binary, "token", "--rejected", "--home", home].map(String::from).to_vec()
 }
 
 /// One endpoint's own URL, as the original app wrote it (`base_url`: the workspace, or the
@@ -107,7 +115,8 @@ pub fn merge(mut config: Map<String, Value>, ours: &DatabricksProvider) -> Value
         config.entry(key).or_insert(value);
     }
 
-    let plugin = json!({ "path": ours.plugin_path, "options": { "debug": false } });
+    let plugin =
+        json!({ "path": ours.plugin_path, "options": { "debug": false, "tokenCommand": ours.token_rejected } });
     let transformers = array_entry(&mut config, "transformers");
     let is_ours = |t: &Value| {
         t.get("path")
@@ -116,8 +125,13 @@ pub fn merge(mut config: Map<String, Value>, ours: &DatabricksProvider) -> Value
     };
     match transformers.iter().position(is_ours) {
         Some(i) => {
-            // Keep the user's plugin options (e.g. debug: true); own only the path.
-            let options = transformers[i].get("options").cloned().unwrap_or(json!({ "debug": false }));
+            // Keep the user's plugin options (e.g. debug: true); own only the path and the
+            // command the plugin runs.
+            let mut options = match transformers[i].get("options") {
+                Some(Value::Object(options)) => options.clone(),
+                _ => Map::from_iter([("debug".to_string(), json!(false))]),
+            };
+            options.insert("tokenCommand".into(), json!(ours.token_rejected));
             transformers[i] = json!({ "path": ours.plugin_path, "options": options });
         }
         None => transformers.push(plugin),

@@ -293,8 +293,14 @@ impl Rendering<'_> {
                 _ => ccr::chat_completions_url(base_url, self.surface),
             };
             let plugin_path = plugin_path(&self.home);
-            let provider =
-                ccr::DatabricksProvider { api_base_url, models: &models, api_key, plugin_path: &plugin_path, routes };
+            let provider = ccr::DatabricksProvider {
+                api_base_url,
+                models: &models,
+                api_key,
+                plugin_path: &plugin_path,
+                token_rejected: ccr::token_rejected_command(&self.binary, &self.home),
+                routes,
+            };
             write_ccr(host, existing.ccr, &provider)?;
         }
         let profile = render_databrickscfg(host, existing.databrickscfg, self.workspace_url)?;

@@ -1,7 +1,7 @@
 //! Native unit tests of the default policy against the SDK's MockHost.
 
 use super::*;
-use devbox_policy_sdk::mock::{Call, MOCK_OAUTH_REF, MOCK_TOKEN_REF, MockHost};
+use devbox_policy_sdk::mock::{Call, MOCK_HOST_BINARY, MOCK_OAUTH_REF, MOCK_TOKEN_REF, MockHost};
 use devbox_policy_sdk::{CredentialKind, RunContext, TokenInfo, TokenOrigin};
 use serde_json::json;
 
@@ -35,7 +35,10 @@ fn fresh_home_gets_the_original_apps_files_with_private_modes() {
         "API_TIMEOUT_MS": "600000",
         "PROXY_URL": "",
         "transformers": [
-            { "path": "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js", "options": { "debug": false } }
+            {
+                "path": "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js",
+                "options": { "debug": false, "tokenCommand": [MOCK_HOST_BINARY, "token", "--rejected", "--home", "/home/app"] }
+            }
         ],
         "Providers": [{
             "name": "databricks",
@@ -265,6 +268,7 @@ fn users_own_ccr_edits_survive() {
     assert_eq!(transformers.len(), 2);
     assert_eq!(transformers[0]["path"], "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js");
     assert_eq!(transformers[0]["options"]["debug"], true);
+    assert_eq!(transformers[0]["options"]["tokenCommand"][2], "--rejected", "ours, beside the user's options");
     assert_eq!(transformers[1]["path"], "/home/app/mine.js");
 }
 

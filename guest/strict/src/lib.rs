@@ -33,6 +33,7 @@ impl Policy for StrictPolicy {
             models: &models,
             api_key: &token.secret_ref,
             plugin_path: &plugin_path(&host.home_dir()),
+            token_rejected: ccr::token_rejected_command(&host.host_binary(), &host.home_dir()),
             routes: ccr::default_route(&models),
         };
         write_ccr(host, existing, &provider)?;
