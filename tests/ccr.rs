@@ -104,6 +104,26 @@ fn start_ccr(package: &std::path::Path, run: &Run, port: u16) -> KillOnDrop {
     ccr
 }
 
+/// A provisioned home (an app's, without `watch`) and a real CCR answering on its port: the home,
+/// the port, the token in CCR's config, and the CCR process, after one good answer through it.
+fn provisioned_ccr(emulator: &Emulator, package: &std::path::Path) -> (Run, u16, String, KillOnDrop) {
+    let run = Run::app(emulator);
+    run.provision(&[]).success();
+    let (port, config) = listen_on_a_free_port(&run);
+    let key = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
+    let ccr = start_ccr(package, &run, port);
+    let (status, body) = post_json(port, "/v1/messages", &hello());
+    assert_eq!(status, 200, "{body}");
+    (run, port, key, ccr)
+}
+
+/// The `Authorization` of the newest `n` model requests the workspace saw, refused ones included.
+fn newest_model_bearers(emulator: &Emulator, n: usize) -> Vec<String> {
+    let requests = emulator.requests();
+    let models = requests.iter().rev().filter(|r| r.path.starts_with("/serving-endpoints/"));
+    models.take(n).map(|r| r.header("authorization").unwrap().to_string()).collect()
+}
+
 fn hello() -> Value {
     json!({ "model": "claude-sonnet-4-20250514", "max_tokens": 64, "messages": [{ "role": "user", "content": "Say hello" }] })
 }
@@ -158,10 +178,7 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     let third = support::api_key(&run);
     assert_ne!(third, second);
     // Every model request the workspace saw, refused or not.
-    let model_requests: Vec<_> =
-        emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();
-    let bearers: Vec<_> =
-        model_requests.iter().rev().take(2).map(|r| r.header("authorization").unwrap().to_string()).collect();
+    let bearers = newest_model_bearers(&emulator, 2);
     assert_eq!(bearers, [format!("Bearer {third}"), format!("Bearer {second}")], "refused once, then sent again");
     assert!(emulator.accepts(&third));
 
@@ -194,13 +211,7 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
 fn real_ccr_without_watch_heals_a_revoked_token_within_one_request() {
     let Some(package) = ccr_package() else { return };
     let emulator = Emulator::start();
-    let run = Run::app(&emulator);
-    run.provision(&[]).success();
-    let (port, config) = listen_on_a_free_port(&run);
-    let first = config["Providers"][0]["api_key"].as_str().unwrap().to_string();
-    let _ccr = start_ccr(&package, &run, port);
-    let (status, body) = post_json(port, "/v1/messages", &hello());
-    assert_eq!(status, 200, "{body}");
+    let (run, port, first, _ccr) = provisioned_ccr(&emulator, &package);
 
     emulator.revoke(&first);
     let (status, body) = post_json(port, "/v1/messages", &hello());
@@ -209,12 +220,12 @@ fn real_ccr_without_watch_heals_a_revoked_token_within_one_request() {
     let second = support::api_key(&run);
     assert_ne!(second, first);
     assert!(emulator.accepts(&second));
-    let model_requests: Vec<_> =
-        emulator.requests().into_iter().filter(|r| r.path.starts_with("/serving-endpoints/")).collect();
-    let bearers: Vec<_> =
-        model_requests.iter().rev().take(3).map(|r| r.header("authorization").unwrap().to_string()).collect();
     let (first, second) = (format!("Bearer {first}"), format!("Bearer {second}"));
-    assert_eq!(bearers, [second, first.clone(), first], "answered, refused once, then sent again");
+    assert_eq!(
+        newest_model_bearers(&emulator, 3),
+        [second, first.clone(), first],
+        "answered, refused once, then sent again"
+    );
 }
 
 #[test]
