@@ -61,7 +61,12 @@ class DatabricksCustomTransformer {
   renew(command) {
     if (!this.renewing) {
       this.renewing = new Promise((resolve) => {
-        childProcess.execFile(command[0], command.slice(1), { timeout: 15000 }, () => resolve());
+        try {
+          childProcess.execFile(command[0], command.slice(1), { timeout: 15000 }, () => resolve());
+        } catch (_) {
+          // An argument node refuses (a NUL byte, say): the refused answer stands.
+          resolve();
+        }
       }).finally(() => {
         this.renewing = null;
       });
