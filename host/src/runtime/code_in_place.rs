@@ -43,8 +43,7 @@ impl CodeInPlace {
     /// Whether `artifact` may run in place now. The first load in a process that asks gets
     /// it, and keeps it: every later one is copied, as wasmtime does by default. Two code
     /// memories over the same bytes would register the same unwind tables twice, and the C
-    /// runtime's unwinder (libgcc 13 and later) aborts when the second is deregistered; and
-    /// one dropped would make the code others still run non-executable. A run loads its
+    /// runtime's unwinder (libgcc 13 and later) aborts when the second is deregistered. A run loads its
     /// policy once; only tests and embedders load it again. Also not when the artifact does not
     /// start on a page (pages larger than [`PageAligned`]'s 4 KiB); the claim is then kept.
     pub fn claim(artifact: &[u8]) -> bool {
