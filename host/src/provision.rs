@@ -60,7 +60,7 @@ pub fn default_file_grants() -> PathGrants {
         .iter()
         .flat_map(|file| [file.to_string(), format!("{file}{backup}")])
         .chain([".claude-code-router/**".to_string(), ".config/opencode/plugin/devbox-auth.js".to_string()]);
-    PathGrants::deferred(patterns).expect("the built-in grants are valid patterns")
+    PathGrants::new(patterns).expect("the built-in grants are valid patterns")
 }
 
 /// What the shipped policies call. Deleting is limited to this deployment's own tokens;
@@ -271,8 +271,7 @@ const EMBEDDED_NAME: &str = "default (embedded)";
 /// The policy being made ready for its run.
 ///
 /// The embedded policy loads on a thread of its own while the sign-in travels, which hides
-/// setting up its engine and code behind the round trip; the file grants' matcher is compiled
-/// there too, before the policy's first file call needs it. The manifest's pin is checked before
+/// setting up its engine and code behind the round trip. The manifest's pin is checked before
 /// that; the build has already checked that the policy is usable, so what is left to fail is
 /// wasmtime refusing the artifact (then it is compiled, with a warning, and any error from
 /// that comes after the sign-in). (This once raised the peak RSS, while the load held the
@@ -291,10 +290,7 @@ impl PolicyLoad {
                 // What can refuse it for this deployment is checked here, before anything is sent.
                 check_pin(opts, EMBEDDED_NAME, crate::runtime::precompiled::DEFAULT_POLICY_SHA256)?;
                 let opts = opts.clone();
-                Self::Loading(tokio::task::spawn_blocking(move || {
-                    opts.file_grants.prepare();
-                    load_policy(&opts)
-                }))
+                Self::Loading(tokio::task::spawn_blocking(move || load_policy(&opts)))
             }
             PolicyChoice::File(_) => Self::Ready(Box::new(load_policy(opts)?)),
         })

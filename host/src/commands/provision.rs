@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 use std::process::{ExitCode, Stdio};
 
-use super::common::{RunArgs, block_on, fail, options, stop_signal, when};
+use super::common::{RunArgs, fail, options, runtime, stop_signal, when};
 use super::revoke;
 use crate::output::{self, policy_text};
 use crate::provision::{self, Outcome, ProvisionOptions};
@@ -142,7 +142,7 @@ pub fn provision_command(args: ProvisionArgs) -> ExitCode {
         !args.dry_run && !args.defer_revocations && !args.wait_for_revocations && std::process::id() != 1;
     let result = options(&args.run, trigger, args.dry_run)
         .map(|opts| ProvisionOptions { defer_revocations: args.defer_revocations || in_background, ..opts })
-        .and_then(|opts| block_on(provision::provision(opts, stop_signal())));
+        .and_then(|opts| runtime()?.block_on(provision::provision(opts, stop_signal())));
     match result {
         Ok(outcome) => {
             if args.run.verbose && !args.dry_run {

@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{RunArgs, block_on, env_snapshot, fail, home_of, http_settings};
+use super::common::{RunArgs, env_snapshot, fail, home_of, http_settings, runtime};
 use crate::databricks::WorkspaceClient;
 use crate::databricks::config;
 use crate::databricks::http::Transport;
@@ -53,7 +53,7 @@ async fn run(args: &RunArgs, serve: bool) -> Result<Revocations, Failure> {
 }
 
 pub fn revoke_due(args: &RunArgs, serve: bool) -> ExitCode {
-    let done = match block_on(run(args, serve)) {
+    let done = match runtime().and_then(|rt| rt.block_on(run(args, serve))) {
         Ok(done) => done,
         Err(failure) => return fail(&failure),
     };

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::common::{block_on, env_snapshot, fail, home_of, http_settings, when};
+use super::common::{env_snapshot, fail, home_of, http_settings, runtime, when};
 use crate::databricks::WorkspaceClient;
 use crate::databricks::config;
 use crate::databricks::error::{ErrorClass, codes};
@@ -280,7 +280,7 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         && unhealthy.is_none()
         && let Some(state) = &state
     {
-        let result = block_on(check_served(state, &home, args.timeout, env_snapshot()));
+        let result = runtime().and_then(|rt| rt.block_on(check_served(state, &home, args.timeout, env_snapshot())));
         checked = Some(result.is_ok());
         unhealthy = result.err();
     }

@@ -19,7 +19,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::common::{RunArgs, block_on, env_snapshot, fail, home_of, options_with_env, stop_signal};
+use super::common::{RunArgs, env_snapshot, fail, home_of, options_with_env, runtime, stop_signal};
 use super::status::check_served;
 use crate::databricks::config::Env;
 use crate::effects::env::is_passed_to_policy;
@@ -119,7 +119,7 @@ const REJECTED_CHECK_SECONDS: u64 = 3;
 fn refused_credential(state: &State, home: &std::path::Path) -> Option<String> {
     let served = state.serve.as_ref()?;
     let env = deployment_env(env_snapshot(), Some(state));
-    let checked = block_on(check_served(state, home, REJECTED_CHECK_SECONDS, env));
+    let checked = runtime().and_then(|rt| rt.block_on(check_served(state, home, REJECTED_CHECK_SECONDS, env)));
     match checked {
         Err(Failure::Auth(_)) => {
             output::err("devbox-auth: warning: the workspace refuses the served token (revoked?); rotating now");
@@ -160,7 +160,7 @@ pub fn token(args: &TokenArgs) -> ExitCode {
     let env = deployment_env(env_snapshot(), before.as_ref());
     let rotated = options_with_env(&args, env, None, false).and_then(|mut opts| {
         opts.replace_refused = refused.clone();
-        block_on(async {
+        runtime()?.block_on(async {
             match tokio::time::timeout(budget, provision::provision(opts, stop_signal())).await {
                 Ok(result) => result,
                 Err(_) => Err(Failure::Transient(format!(

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use super::early_lookup::EarlyLookup;
 use super::error::{ApiError, codes, one_line};
 use crate::secrets::Secret;
 
@@ -129,8 +128,6 @@ pub struct Transport {
     with_system_roots: Arc<OnceLock<Result<reqwest::Client, String>>>,
     tls: bool,
     settings: HttpSettings,
-    /// The workspace's name, looked up since the transport was made (both clients use it).
-    resolver: Option<Arc<EarlyLookup>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -142,23 +139,13 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// The transport for `workspace`. A plain-http workspace (loopback only: a local emulator)
     /// loads no TLS roots at all.
-    /// Its name is looked up from now on (see [`EarlyLookup`]).
     pub fn for_workspace(settings: HttpSettings, workspace: &super::WorkspaceUrl) -> Result<Self, TransportError> {
-        let resolver = Arc::new(EarlyLookup::start(workspace.host()));
-        Self::with_resolver(settings, workspace.as_str().starts_with("https://"), Some(resolver))
+        Self::new(settings, workspace.as_str().starts_with("https://"))
     }
 
     pub fn new(settings: HttpSettings, tls: bool) -> Result<Self, TransportError> {
-        Self::with_resolver(settings, tls, None)
-    }
-
-    fn with_resolver(
-        settings: HttpSettings,
-        tls: bool,
-        resolver: Option<Arc<EarlyLookup>>,
-    ) -> Result<Self, TransportError> {
-        let client = build_client(&settings, tls, false, resolver.as_ref())?;
-        Ok(Self { client, with_system_roots: Arc::default(), tls, settings, resolver })
+        let client = build_client(&settings, tls, false)?;
+        Ok(Self { client, with_system_roots: Arc::default(), tls, settings })
     }
 
     /// The client the next request goes through.
@@ -175,9 +162,9 @@ impl Transport {
         if !self.tls {
             return Ok(&self.client);
         }
-        let built = self.with_system_roots.get_or_init(|| {
-            build_client(&self.settings, true, true, self.resolver.as_ref()).map_err(|e| one_line(&e.to_string()))
-        });
+        let built = self
+            .with_system_roots
+            .get_or_init(|| build_client(&self.settings, true, true).map_err(|e| one_line(&e.to_string())));
         built.as_ref().map_err(String::as_str)
     }
 
@@ -384,21 +371,13 @@ fn error_chain(error: &reqwest::Error) -> Vec<String> {
 /// A client with Mozilla's roots and `SSL_CERT_FILE` (plus, with `system_roots`, the system's
 /// store: `SSL_CERT_FILE`/`SSL_CERT_DIR` as OpenSSL reads them, or the platform's bundle); with
 /// `tls` false, one for plain http that loads no roots at all.
-fn build_client(
-    settings: &HttpSettings,
-    tls: bool,
-    system_roots: bool,
-    resolver: Option<&Arc<EarlyLookup>>,
-) -> Result<reqwest::Client, TransportError> {
+fn build_client(settings: &HttpSettings, tls: bool, system_roots: bool) -> Result<reqwest::Client, TransportError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
         .user_agent(concat!("devbox-auth/", env!("CARGO_PKG_VERSION")));
-    if let Some(resolver) = resolver {
-        builder = builder.dns_resolver(resolver.clone());
-    }
     if !tls {
         builder = builder.tls_built_in_root_certs(false).https_only(false);
         return builder.build().map_err(|source| TransportError::Client { tls, source });

@@ -3,7 +3,6 @@
 
 pub mod client;
 pub mod config;
-pub mod early_lookup;
 pub mod error;
 pub mod http;
 pub mod oauth;

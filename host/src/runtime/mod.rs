@@ -315,10 +315,6 @@ impl PolicyRuntime {
     ) -> Result<LoadedPolicy, LoadError> {
         let (imports, exports) = self.interface(&component);
         let (contract, pre) = self.validate(&component, &imports, &exports)?;
-        // The linear memory's initial image (a memfd holding the data segments) is otherwise
-        // built at the first instantiation, which is on a start's critical path; here it is
-        // built where the policy loads (for the embedded one, beside the sign-in).
-        component.initialize_copy_on_write_image().map_err(|e| LoadError::Invalid(first_line(&e)))?;
         Ok(LoadedPolicy {
             contract,
             name: name.to_string(),

@@ -16,7 +16,6 @@ pub mod paths;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 pub use commit::CommitError;
 
@@ -149,62 +148,29 @@ impl From<HomeError> for crate::failure::Failure {
 #[derive(Debug, Clone)]
 pub struct PathGrants {
     patterns: Vec<String>,
-    /// Each pattern checked and parsed; the matcher is compiled from them.
-    globs: Vec<globset::Glob>,
-    /// The compiled matcher, shared by the clones: built by [`Self::new`], or on first use (or
-    /// [`Self::prepare`]) for [`Self::deferred`] ones.
-    set: Arc<OnceLock<globset::GlobSet>>,
+    set: globset::GlobSet,
 }
 
 impl PathGrants {
     pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, GrantError> {
-        let grants = Self::deferred(patterns)?;
+        let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in &patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| GrantError { pattern: pattern.clone(), kind: e.kind().clone() })?;
+            builder.add(glob);
+        }
         // Every glob was built above; building the set can only fail on a regex size limit,
         // which the per-pattern check already reports against the first pattern.
-        let set =
-            grants.build().map_err(|e| GrantError { pattern: grants.patterns.join(", "), kind: e.kind().clone() })?;
-        let _ = grants.set.set(set);
-        Ok(grants)
-    }
-
-    /// The patterns checked now, the matcher compiled when first needed. For patterns known to
-    /// compile (the built-in grants): compiling them costs about 0.2 ms, which a start can
-    /// spend on a thread of its own while it signs in ([`Self::prepare`]).
-    pub fn deferred(patterns: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, GrantError> {
-        let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
-        let globs = patterns
-            .iter()
-            .map(|pattern| {
-                globset::GlobBuilder::new(pattern)
-                    .literal_separator(true)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|e| GrantError { pattern: pattern.clone(), kind: e.kind().clone() })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { patterns, globs, set: Arc::default() })
-    }
-
-    fn build(&self) -> Result<globset::GlobSet, globset::Error> {
-        let mut builder = globset::GlobSetBuilder::new();
-        for glob in &self.globs {
-            builder.add(glob.clone());
-        }
-        builder.build()
-    }
-
-    /// Compile the matcher now, if it is not yet (a no-op for grants made with [`Self::new`]).
-    pub fn prepare(&self) {
-        self.matcher();
-    }
-
-    fn matcher(&self) -> &globset::GlobSet {
-        // Only `deferred` grants are compiled here, and only the built-in ones are made so.
-        self.set.get_or_init(|| self.build().expect("deferred grants are patterns known to compile"))
+        let set = builder.build().map_err(|e| GrantError { pattern: patterns.join(", "), kind: e.kind().clone() })?;
+        Ok(Self { patterns, set })
     }
 
     pub fn allows(&self, rel: &str) -> bool {
-        self.matcher().is_match(rel)
+        self.set.is_match(rel)
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -453,27 +419,6 @@ mod tests {
         assert!(g.allows("a/b/c/z") && g.allows("a/z"), "`**` in the middle spans any depth");
         assert!(!PathGrants::new(Vec::<String>::new()).unwrap().allows("a"));
         assert!(PathGrants::new(["a/[b"]).is_err());
-    }
-
-    #[test]
-    fn deferred_grants_match_as_compiled_ones_and_compile_once_for_every_clone() {
-        let patterns = [".claude-code-router/**", ".databrickscfg", ".databrickscfg.bak-[0-9]*"];
-        let compiled = PathGrants::new(patterns).unwrap();
-        let deferred = PathGrants::deferred(patterns).unwrap();
-        assert!(deferred.set.get().is_none(), "nothing compiled yet");
-        let clone = deferred.clone();
-        clone.prepare();
-        assert!(deferred.set.get().is_some(), "a clone's compile serves the original");
-        for path in [
-            ".claude-code-router/config.json",
-            ".databrickscfg",
-            ".databrickscfg.bak-1",
-            ".bashrc",
-            ".databrickscfg.bak-x",
-        ] {
-            assert_eq!(deferred.allows(path), compiled.allows(path), "{path}");
-        }
-        assert!(PathGrants::deferred(["a/[b"]).is_err(), "a bad pattern is refused at once");
     }
 
     #[test]
