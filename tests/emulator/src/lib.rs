@@ -519,6 +519,25 @@ fn bearer(req: &Recorded) -> Option<&str> {
     req.header("authorization")?.strip_prefix("Bearer ")
 }
 
+/// Delays up to this long are held to within about 0.1 ms; longer ones (canned stalls) on
+/// tokio's timer.
+const PRECISE_DELAY_UP_TO: Duration = Duration::from_secs(1);
+
+/// Hold an answer for `delay`, and no longer: tokio's timer rounds every sleep up to its next
+/// 1 ms tick, which held each answer 1–2 ms longer than asked (a zero-length sleep included),
+/// so the benchmark's per-request latency was not what it said. A thread's sleep is late by
+/// about 0.1 ms.
+async fn hold(delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    if delay <= PRECISE_DELAY_UP_TO {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+    } else {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// The workspace's clock, ms since the epoch.
 fn workspace_now_ms(state: &State) -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -1101,7 +1120,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         let date = std::time::UNIX_EPOCH + Duration::from_millis(workspace_now_ms(&state).max(0) as u64);
         (canned, state.latency, httpdate::fmt_http_date(date))
     };
-    tokio::time::sleep(latency + canned.delay).await;
+    hold(latency + canned.delay).await;
     let mut response = Response::builder().status(canned.status).header("date", date);
     if !canned.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
         response = response.header("content-type", "application/json");
