@@ -74,6 +74,7 @@ fn wait_for_port(port: u16, ccr: &mut Child, log: &std::path::Path) {
 
 /// The real CCR, in the foreground, serving `run`'s home on the config's port.
 use support::CCR_CONFIG;
+const CCR_PLUGIN: &str = ".claude-code-router/plugins/databricks-claude-transformers.js";
 
 /// Points the rendered CCR config at a free loopback port: (the port, the config as written).
 fn listen_on_a_free_port(run: &Run) -> (u16, Value) {
@@ -226,6 +227,76 @@ fn real_ccr_without_watch_heals_a_revoked_token_within_one_request() {
         [second, first.clone(), first],
         "answered, refused once, then sent again"
     );
+}
+
+/// What the rendered plugin's retry does with a refused request, run in Node with CCR's fetch
+/// stubbed (the first answer 403, then 200) and a `tokenCommand` that renews the key in
+/// config.json: (the answer's status, each request sent as (URL, bearer)). `moves` also points
+/// the provider at another URL, as a `watch` stopping (its relay gone) does; `body` is the
+/// request body as a JavaScript expression.
+fn plugin_retry(run: &Run, moves: bool, body: &str) -> (u64, Vec<(String, String)>) {
+    const SCRIPT: &str = r#"
+const [plugin, configPath, moves, body] = process.argv.slice(1);
+const Plugin = require(plugin);
+const fs = require("fs");
+const provider = JSON.parse(fs.readFileSync(configPath, "utf8")).Providers[0];
+const sent = [];
+globalThis.fetch = async (input, init) => {
+  sent.push([String(input), new Headers(init.headers).get("authorization")]);
+  return new Response("{}", { status: sent.length === 1 ? 403 : 200 });
+};
+const renew = `const fs = require("fs"); const path = ${JSON.stringify(configPath)};
+  const config = JSON.parse(fs.readFileSync(path, "utf8"));
+  for (const p of config.Providers) { p.api_key = "renewed-key"; if (${moves === "true"}) p.api_base_url = "http://127.0.0.1:9/elsewhere"; }
+  fs.writeFileSync(path + ".new", JSON.stringify(config)); fs.renameSync(path + ".new", path);`;
+new Plugin({ configPath, tokenCommand: [process.execPath, "-e", renew] });
+fetch(provider.api_base_url, { method: "POST", headers: { authorization: `Bearer ${provider.api_key}` }, body: eval(body) })
+  .then((answer) => console.log(JSON.stringify({ status: answer.status, sent })));
+"#;
+    let out = Command::new("node")
+        .arg("-e")
+        .arg(SCRIPT)
+        .arg(run.path(CCR_PLUGIN))
+        .arg(run.path(CCR_CONFIG))
+        .arg(moves.to_string())
+        .arg(body)
+        .output()
+        .expect("run node");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = report["sent"].as_array().unwrap().iter();
+    let sent = sent.map(|s| (s[0].as_str().unwrap().to_string(), s[1].as_str().unwrap().to_string())).collect();
+    (report["status"].as_u64().unwrap(), sent)
+}
+
+/// The renewed key goes only where the refused request went, and only while config.json still
+/// sends the provider there: after `watch` stops, its relay's old port is anyone's, and a key
+/// sent there could be kept. A body that cannot be sent twice (a stream) is not sent again.
+#[test]
+fn the_plugin_sends_a_renewed_key_only_to_the_url_config_json_still_names() {
+    let Some(_) = ccr_package() else { return };
+    let emulator = Emulator::start();
+    let run = Run::app(&emulator);
+    run.provision(&[]).success();
+    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
+    let (url, key) = (config["Providers"][0]["api_base_url"].as_str().unwrap(), support::api_key(&run));
+    let first = (url.to_string(), format!("Bearer {key}"));
+
+    let (status, sent) = plugin_retry(&run, false, "'{}'");
+    assert_eq!((status, sent), (200, vec![first.clone(), (url.to_string(), "Bearer renewed-key".to_string())]));
+
+    run.provision(&[]).success();
+    let key = support::api_key(&run);
+    let first = (url.to_string(), format!("Bearer {key}"));
+    let (status, sent) = plugin_retry(&run, true, "'{}'");
+    assert_eq!((status, sent), (403, vec![first.clone()]), "the renewed key went to the old URL");
+
+    run.provision(&[]).success();
+    let key = support::api_key(&run);
+    let first = (url.to_string(), format!("Bearer {key}"));
+    let (status, sent) = plugin_retry(&run, false, "new ReadableStream({ start(c) { c.enqueue(new Uint8Array([123, 125])); c.close(); } })");
+    assert_eq!((status, sent), (403, vec![first]), "a streamed body was sent again");
+    assert_eq!(support::api_key(&run), key, "nothing was renewed for a request that cannot go again");
 }
 
 #[test]

@@ -13,7 +13,7 @@
 // (devbox-auth's `token --rejected`), a request that carried the key config.json holds and was
 // refused with 401 or 403 runs that command once (it rotates when the workspace refuses the
 // served token too, and rewrites config.json), and is sent once more with the key config.json
-// holds then. CCR gives transformers no say over a refused answer, so this wraps the process's
+// holds then, to the same URL, and only if config.json still names that URL for the provider. CCR gives transformers no say over a refused answer, so this wraps the process's
 // fetch (which CCR sends with) for those requests only: ones whose bearer is the key of a
 // provider that uses this plugin. Any other request passes untouched.
 // With options.debug it appends a line per request to ~/.claude-code-router/plugin.log
@@ -50,11 +50,22 @@ class DatabricksCustomTransformer {
       const match = /^Bearer (.+)$/.exec(new Headers((init && init.headers) || {}).get("authorization") || "");
       if (!match) return null;
       this.current("");
-      for (const [name, { key, ours }] of this.cached.providers) if (ours && key === match[1]) return { name, key };
+      for (const [name, { key, url, ours }] of this.cached.providers) {
+        if (ours && key === match[1]) return { name, key, url };
+      }
     } catch (_) {
       // Not ours to judge.
     }
     return null;
+  }
+
+  // Whether a request to `url` went to the provider's `base` (CCR posts to it as it is).
+  sentTo(url, base) {
+    try {
+      return typeof base === "string" && new URL(url).href === new URL(base).href;
+    } catch (_) {
+      return false;
+    }
   }
 
   // One `token --rejected` at a time, however many requests were refused together.
@@ -77,11 +88,18 @@ class DatabricksCustomTransformer {
   async sendRetryingOnce(send, command, input, init) {
     const answer = await send(input, init);
     if (answer.status !== 401 && answer.status !== 403) return answer;
+    // Only a request given as a URL with a body that can be sent twice (CCR's JSON string).
+    const url = typeof input === "string" ? input : input instanceof URL ? input.href : null;
+    const body = init && init.body;
+    if (!url || (body != null && typeof body !== "string")) return answer;
     const ours = this.providerOf(init);
-    if (!ours) return answer;
+    if (!ours || !this.sentTo(url, ours.url)) return answer;
     await this.renew(command);
-    const fresh = this.current(ours.name).key;
+    const { key: fresh, url: freshUrl } = this.current(ours.name);
     if (!fresh || fresh === ours.key) return answer;
+    // The new key goes only where the refused request went, and only if config.json still sends
+    // that provider there (after `watch` stopped, say, a relay's old port is anyone's).
+    if (!this.sentTo(url, freshUrl)) return answer;
     this.log("refused with 401/403; sent once more with the renewed key");
     try {
       if (answer.body) await answer.body.cancel();
