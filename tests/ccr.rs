@@ -277,24 +277,26 @@ fn the_plugin_sends_a_renewed_key_only_to_the_url_config_json_still_names() {
     let Some(_) = ccr_package() else { return };
     let emulator = Emulator::start();
     let run = Run::app(&emulator);
-    run.provision(&[]).success();
-    let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
-    let (url, key) = (config["Providers"][0]["api_base_url"].as_str().unwrap(), support::api_key(&run));
-    let first = (url.to_string(), format!("Bearer {key}"));
+    // Provisions again (a new key, the provider's URL as rendered): the first request, as sent.
+    let provisioned = || {
+        run.provision(&[]).success();
+        let config: Value = serde_json::from_str(&run.read(CCR_CONFIG)).unwrap();
+        let url = config["Providers"][0]["api_base_url"].as_str().unwrap().to_string();
+        (url, format!("Bearer {}", support::api_key(&run)))
+    };
 
+    let first = provisioned();
     let (status, sent) = plugin_retry(&run, false, "'{}'");
-    assert_eq!((status, sent), (200, vec![first.clone(), (url.to_string(), "Bearer renewed-key".to_string())]));
+    assert_eq!((status, sent), (200, vec![first.clone(), (first.0, "Bearer renewed-key".to_string())]));
 
-    run.provision(&[]).success();
-    let key = support::api_key(&run);
-    let first = (url.to_string(), format!("Bearer {key}"));
+    let first = provisioned();
     let (status, sent) = plugin_retry(&run, true, "'{}'");
-    assert_eq!((status, sent), (403, vec![first.clone()]), "the renewed key went to the old URL");
+    assert_eq!((status, sent), (403, vec![first]), "the renewed key went to the old URL");
 
-    run.provision(&[]).success();
+    let first = provisioned();
     let key = support::api_key(&run);
-    let first = (url.to_string(), format!("Bearer {key}"));
-    let (status, sent) = plugin_retry(&run, false, "new ReadableStream({ start(c) { c.enqueue(new Uint8Array([123, 125])); c.close(); } })");
+    let stream = "new ReadableStream({ start(c) { c.enqueue(new Uint8Array([123, 125])); c.close(); } })";
+    let (status, sent) = plugin_retry(&run, false, stream);
     assert_eq!((status, sent), (403, vec![first]), "a streamed body was sent again");
     assert_eq!(support::api_key(&run), key, "nothing was renewed for a request that cannot go again");
 }
