@@ -605,7 +605,7 @@ fn token_rejected_rotates_only_when_the_workspace_refuses_the_served_token() {
 /// `provision && app` starts the app without waiting for the deletion; with
 /// `--wait-for-revocations` it deletes before it exits.
 #[test]
-fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked_to_wait() {
+fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked_to_wait_or_pid_1() {
     let emulator = Emulator::start();
     let run = Run::app(&emulator);
     let pending = |run: &Run| -> Vec<String> {
@@ -660,6 +660,36 @@ fn provision_revokes_the_earlier_containers_token_in_the_background_unless_asked
     out.success();
     assert!(out.stdout.contains(&format!("revoked token {earlier}")), "{}", out.stdout);
     assert!(!out.stdout.contains("in the background"), "{}", out.stdout);
+    assert!(pending(&run).is_empty(), "deleted before it exited");
+    assert_eq!(emulator.live_marked_tokens().len(), 1);
+
+    // As PID 1 of a container, whose end kills every process in it, it deletes before exiting
+    // too (a PID namespace of its own, as a container's entrypoint has).
+    let earlier = new_container(&run);
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_devbox-auth"))
+        .arg("provision")
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(run.home.path())
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = match out {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).starts_with("unshare:") => out,
+        other => {
+            let message = format!(
+                "SKIPPED the PID 1 case: cannot start a PID namespace here (needs root and unshare): {other:?}"
+            );
+            assert!(!support::must_not_skip(), "{message}; in CI this is a failure");
+            eprintln!("{message}");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("revoked token {earlier}")), "{stdout}");
+    assert!(!stdout.contains("in the background"), "{stdout}");
     assert!(pending(&run).is_empty(), "deleted before it exited");
     assert_eq!(emulator.live_marked_tokens().len(), 1);
 }
