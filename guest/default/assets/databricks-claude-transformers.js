@@ -11,13 +11,19 @@
 // transformers ran. If the file cannot be read, what CCR already has is kept.
 // A token revoked behind devbox-auth's back heals within one request: with options.tokenCommand
 // (devbox-auth's `token --rejected`), a request that carried the key config.json holds and was
-// refused with 401 or 403 runs that command once (it rotates when the workspace refuses the
-// served token too, and rewrites config.json), and is sent once more with the key config.json
-// holds then, to the same URL, and only if config.json still names that URL for the provider. CCR gives transformers no say over a refused answer, so this wraps the process's
-// fetch (which CCR sends with) for those requests only: ones whose bearer is the key of a
-// provider that uses this plugin. Any other request passes untouched.
+// refused with 401 or 403 runs that command (it rotates when the workspace refuses the served
+// token too, and rewrites config.json), and is sent once more with the key config.json holds
+// then, to the same URL, and only if config.json still names that URL for the provider. The
+// command runs once for requests refused together, at most once in 30 s (a 403 that is a
+// missing permission comes back on every request), and is killed after 20 s, however it
+// treats SIGTERM. A request that carried a key config.json has replaced since (refused while
+// a rotation was being written) is sent once more with the current key, with no command run.
+// CCR gives transformers no say over a refused answer, so this wraps the process's fetch
+// (which CCR sends with) for those requests only: ones whose bearer is a key of a provider that
+// uses this plugin. Any other request passes untouched.
 // With options.debug it appends a line per request to ~/.claude-code-router/plugin.log
-// (model and message count only: never headers, keys or bodies).
+// (model and message count, and how the command ended: never headers, keys, bodies or the
+// command's output).
 "use strict";
 
 const childProcess = require("child_process");
@@ -26,6 +32,16 @@ const os = require("os");
 const path = require("path");
 
 const RETRIED = Symbol.for("devbox-auth.ccr.retried-fetch");
+// The command's own budget (`--timeout 12` and a 3 s check) ends well before this.
+const COMMAND_TIMEOUT_MS = 20000;
+const COMMAND_COOLDOWN_MS = 30000;
+// Keys config.json held before, remembered to recognise a request that raced a rotation.
+const REPLACED_KEYS_KEPT = 8;
+
+// A duration option: a number of milliseconds from 0 to an hour, or else the default.
+function milliseconds(value, fallback) {
+  return Number.isFinite(value) && value >= 0 && value <= 3600000 ? value : fallback;
+}
 
 class DatabricksCustomTransformer {
   constructor(options) {
@@ -34,6 +50,10 @@ class DatabricksCustomTransformer {
     this.configPath = this.options.configPath || path.join(os.homedir(), ".claude-code-router", "config.json");
     this.cached = { stamp: "", providers: new Map() };
     this.renewing = null;
+    this.lastRenewal = -Infinity;
+    this.replaced = new Map(); // a key config.json held before -> its provider's name
+    this.commandTimeoutMs = milliseconds(this.options.tokenCommandTimeoutMs, COMMAND_TIMEOUT_MS);
+    this.commandCooldownMs = milliseconds(this.options.tokenCommandCooldownMs, COMMAND_COOLDOWN_MS);
     const command = this.options.tokenCommand;
     const usable = Array.isArray(command) && command.length > 0 && command.every((a) => typeof a === "string");
     if (usable && typeof globalThis.fetch === "function" && !globalThis.fetch[RETRIED]) {
@@ -44,15 +64,18 @@ class DatabricksCustomTransformer {
     }
   }
 
-  // The provider whose key config.json holds is the bearer this request carries, if any.
+  // The provider whose key (now, or `replaced` since) this request carries as its bearer, if any.
   providerOf(init) {
     try {
       const match = /^Bearer (.+)$/.exec(new Headers((init && init.headers) || {}).get("authorization") || "");
       if (!match) return null;
       this.current("");
       for (const [name, { key, url, ours }] of this.cached.providers) {
-        if (ours && key === match[1]) return { name, key, url };
+        if (ours && key === match[1]) return { name, key, url, replaced: false };
       }
+      const name = this.replaced.get(match[1]);
+      const provider = name !== undefined && this.cached.providers.get(name);
+      if (provider && provider.ours) return { name, key: match[1], url: provider.url, replaced: true };
     } catch (_) {
       // Not ours to judge.
     }
@@ -68,20 +91,48 @@ class DatabricksCustomTransformer {
     }
   }
 
-  // One `token --rejected` at a time, however many requests were refused together.
+  // One `token --rejected` at a time, however many requests were refused together, and none
+  // within the cooldown after the last. Settles when the command exits or is killed: its output
+  // (the token) is never read, so nothing waits on pipes a process it left behind holds open.
   renew(command) {
-    if (!this.renewing) {
-      this.renewing = new Promise((resolve) => {
-        try {
-          childProcess.execFile(command[0], command.slice(1), { timeout: 15000 }, () => resolve());
-        } catch (_) {
-          // An argument node refuses (a NUL byte, say): the refused answer stands.
-          resolve();
-        }
-      }).finally(() => {
-        this.renewing = null;
-      });
+    if (this.renewing) return this.renewing;
+    if (Date.now() - this.lastRenewal < this.commandCooldownMs) {
+      this.log("refused again soon after the last renewal: the command is not run again yet");
+      return Promise.resolve();
     }
+    this.renewing = new Promise((resolve) => {
+      let timer;
+      let settled = false;
+      const settle = (how) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.log(`token command ${how}`);
+        resolve();
+      };
+      let child;
+      try {
+        child = childProcess.spawn(command[0], command.slice(1), { stdio: "ignore" });
+      } catch (e) {
+        // An argument node refuses (a NUL byte, say): the refused answer stands.
+        settle(`could not start (${e.code || e.name})`);
+        return;
+      }
+      timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch (_) {
+          // Gone already.
+        }
+        settle(`killed after ${this.commandTimeoutMs} ms`);
+      }, this.commandTimeoutMs);
+      if (timer.unref) timer.unref();
+      child.once("error", (e) => settle(`could not start (${e.code || e.name})`));
+      child.once("exit", (code, signal) => settle(signal ? `ended by ${signal}` : `exited with status ${code}`));
+    }).finally(() => {
+      this.renewing = null;
+      this.lastRenewal = Date.now();
+    });
     return this.renewing;
   }
 
@@ -94,7 +145,8 @@ class DatabricksCustomTransformer {
     if (!url || (body != null && typeof body !== "string")) return answer;
     const ours = this.providerOf(init);
     if (!ours || !this.sentTo(url, ours.url)) return answer;
-    await this.renew(command);
+    // A key replaced since: the current one is new already, no need to ask for another.
+    if (!ours.replaced) await this.renew(command);
     const { key: fresh, url: freshUrl } = this.current(ours.name);
     if (!fresh || fresh === ours.key) return answer;
     // The new key goes only where the refused request went, and only if config.json still sends
@@ -152,6 +204,11 @@ class DatabricksCustomTransformer {
             ours: JSON.stringify(p.transformer || {}).includes('"databricks-custom"'),
           });
         }
+        for (const [name, before] of this.cached.providers) {
+          const now = providers.get(name);
+          if (before.key && (!now || now.key !== before.key)) this.replaced.set(before.key, name);
+        }
+        while (this.replaced.size > REPLACED_KEYS_KEPT) this.replaced.delete(this.replaced.keys().next().value);
         this.cached = { stamp, providers };
       }
       return this.cached.providers.get(providerName) || { key: null, url: null };

@@ -32,8 +32,10 @@ pub struct DatabricksProvider<'a> {
 }
 
 /// `devbox-auth token --rejected` for `home`, as the plugin runs it (an argument list, no shell).
+/// `--timeout 12` keeps a rotation (and the 3 s check before it) inside the 20 s after which
+/// the plugin kills the command, so a rotation is not cut off halfway.
 pub fn token_rejected_command(binary: &str, home: &str) -> Vec<String> {
-    [binary, "token", "--rejected", "--home", home].map(String::from).to_vec()
+    [binary, "token", "--rejected", "--timeout", "12", "--home", home].map(String::from).to_vec()
 }
 
 /// One endpoint's own URL, as the original app wrote it (`base_url`: the workspace, or the

@@ -37,7 +37,7 @@ fn fresh_home_gets_the_original_apps_files_with_private_modes() {
         "transformers": [
             {
                 "path": "/home/app/.claude-code-router/plugins/databricks-claude-transformers.js",
-                "options": { "debug": false, "tokenCommand": [MOCK_HOST_BINARY, "token", "--rejected", "--home", "/home/app"] }
+                "options": { "debug": false, "tokenCommand": [MOCK_HOST_BINARY, "token", "--rejected", "--timeout", "12", "--home", "/home/app"] }
             }
         ],
         "Providers": [{
