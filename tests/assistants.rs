@@ -266,12 +266,12 @@ fn status_says_how_each_assistant_gets_its_credential() {
     run.provision(&[]).success();
     let status = support::devbox_auth(&run, &["status"]).stdout;
     for line in [
-        "  Claude Code Router: ~/.claude-code-router/config.json — the token in its config.json, which its transformer plugin re-reads before each request (a refused one is not retried: run under `devbox-auth watch` for the relay)",
+        "  Claude Code Router: ~/.claude-code-router/config.json — the token in its config.json, which its transformer plugin re-reads before each request (on 401/403 it runs `devbox-auth token --rejected` and sends once more)",
         "  Claude Code: ~/.claude/settings.json, ~/.claude.json — its apiKeyHelper runs `devbox-auth token`",
         "  Codex: ~/.codex/config.toml — its provider's auth command runs `devbox-auth token`",
         "  Gemini CLI: ~/.gemini/.env, ~/.gemini/settings.json, ~/.gemini/trustedFolders.json — the token itself in ~/.gemini/.env (a running gemini keeps it until restarted)",
         "  OpenCode: ~/.config/opencode/opencode.json, ~/.config/opencode/plugin/devbox-auth.js, ~/.local/share/opencode/auth.json — its devbox-auth plugin runs `devbox-auth token` per request (`--rejected` on 401/403)",
-        "  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — its apiKey command runs `devbox-auth token` per request (a refused one is not retried: run under `devbox-auth watch` for the relay)",
+        "  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json, ~/.pi/agent/extensions/devbox-auth.ts — its apiKey command runs `devbox-auth token` per request (its devbox-auth extension runs `--rejected` on 401/403 and sends once more)",
         "  Databricks CLI and SDKs: ~/.databrickscfg — the token in its profile",
     ] {
         assert!(status.contains(line), "{line}\nnot in:\n{status}");
@@ -317,6 +317,39 @@ fn opencode_heals_a_token_revoked_behind_our_back_within_one_request() {
     assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
 }
 
+/// Without `watch`, Pi runs `devbox-auth token` for its key but does not send a refused request
+/// again; our extension (~/.pi/agent/extensions/devbox-auth.ts) does: the real `pi -p` answers
+/// although the served token was revoked behind our back, the request refused once and sent
+/// again with the token `token --rejected` rotated to.
+#[test]
+fn pi_heals_a_token_revoked_behind_our_back_without_watch_through_its_extension() {
+    let Some(bin) = clients() else { return };
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "pi");
+    run.provision(&[]).success();
+    let status = support::devbox_auth(&run, &["status"]).stdout;
+    assert!(status.contains("its devbox-auth extension runs `--rejected` on 401/403 and sends once more"), "{status}");
+    let first = live(&emulator);
+    assert_eq!(first.len(), 1);
+
+    emulator.revoke(&first[0]);
+    let out = pi(&bin, &run);
+    answered(&out, "pi -p after its token was revoked");
+    let second = live(&emulator);
+    assert_eq!(second.len(), 1, "one rotation");
+    assert_ne!(second, first);
+    let chats: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/serving-endpoints/chat/completions").collect();
+    let bearers: Vec<_> = chats.iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
+    assert_eq!(
+        bearers,
+        [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
+        "refused once, then sent again"
+    );
+    out.leaks_none_of(&emulator.secrets());
+}
+
 /// Pi does not send a refused request again; under `watch` it goes through the credential relay,
 /// which does: the real `pi -p` answers although the served token was revoked behind our back,
 /// healed within its request (one rotation), and the token is never in its files.
@@ -333,7 +366,7 @@ fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
     assert_eq!(ours["apiKey"], advert["key"], "the relay's key, not the token");
     assert_eq!(ours["baseUrl"], format!("{}/serving-endpoints", advert["url"].as_str().unwrap()));
     let status = support::devbox_auth(&run, &["status"]).stdout;
-    assert!(status.contains("  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json — through the credential relay at http://127.0.0.1:"), "{status}");
+    assert!(status.contains("  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json, ~/.pi/agent/extensions/devbox-auth.ts — through the credential relay at http://127.0.0.1:"), "{status}");
 
     emulator.revoke(&first[0]);
     let out = pi(&bin, &run);

@@ -56,10 +56,10 @@ const MERGED_FILES: &[&str] = &[
 pub fn default_file_grants() -> PathGrants {
     // Unix seconds: ten digits until 2286, and nothing else of that name.
     let backup = ".bak-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
-    let patterns = MERGED_FILES
-        .iter()
-        .flat_map(|file| [file.to_string(), format!("{file}{backup}")])
-        .chain([".claude-code-router/**".to_string(), ".config/opencode/plugin/devbox-auth.js".to_string()]);
+    let patterns = MERGED_FILES.iter().flat_map(|file| [file.to_string(), format!("{file}{backup}")]).chain(
+        [".claude-code-router/**", ".config/opencode/plugin/devbox-auth.js", ".pi/agent/extensions/devbox-auth.ts"]
+            .map(String::from),
+    );
     PathGrants::new(patterns).expect("the built-in grants are valid patterns")
 }
 

@@ -23,6 +23,7 @@ pub const OPENCODE_CONFIG: &str = ".config/opencode/opencode.json";
 pub const OPENCODE_PLUGIN: &str = ".config/opencode/plugin/devbox-auth.js";
 pub const OPENCODE_AUTH: &str = ".local/share/opencode/auth.json";
 pub const PI_MODELS: &str = ".pi/agent/models.json";
+pub const PI_EXTENSION: &str = ".pi/agent/extensions/devbox-auth.ts";
 pub const PI_SETTINGS: &str = ".pi/agent/settings.json";
 
 pub const ASSISTANTS_VAR: &str = "DEVBOX_ASSISTANTS";
@@ -330,12 +331,25 @@ pub fn opencode_serves(models: &[String]) -> bool {
     models.iter().any(|m| !responses_only(m))
 }
 
-/// The plugin that hands OpenCode the current token per request, for this binary and home.
-pub fn opencode_plugin(binary: &str, home: &str) -> String {
+/// `asset` with this binary and home (and `~/.pi/agent/models.json`) filled in as JavaScript
+/// string literals.
+fn script(asset: &str, binary: &str, home: &str) -> String {
     let literal = |text: &str| serde_json::to_string(text).expect("a string always serializes");
-    include_str!("../assets/opencode-devbox-auth.js")
+    asset
         .replace("__DEVBOX_AUTH_BINARY__", &literal(binary))
         .replace("__DEVBOX_AUTH_HOME__", &literal(home))
+        .replace("__DEVBOX_AUTH_PI_MODELS__", &literal(&format!("{}/{PI_MODELS}", home.trim_end_matches('/'))))
+}
+
+/// The plugin that hands OpenCode the current token per request, for this binary and home.
+pub fn opencode_plugin(binary: &str, home: &str) -> String {
+    script(include_str!("../assets/opencode-devbox-auth.js"), binary, home)
+}
+
+/// The extension that sends a request Pi's token command was refused for once more, with a
+/// renewed token (Pi itself does not).
+pub fn pi_extension(binary: &str, home: &str) -> String {
+    script(include_str!("../assets/pi-devbox-auth.ts"), binary, home)
 }
 
 /// The key in OpenCode's auth entry, never sent. Like every value under a `key`, the host takes
@@ -367,7 +381,8 @@ pub struct PiSettings<'a> {
 /// that starts with `!` by running it through the shell on every request, so it always sends the
 /// token `devbox-auth token` hands out now; but it does not send a refused request again. So
 /// under `watch` it goes through the credential relay (which heals a refused token within the
-/// request) with the relay's key, and runs the command only without it. Every model goes through Databricks'
+/// request) with the relay's key, and runs the command only without it, when our extension
+/// (`pi_extension`) sends a refused request once more. Every model goes through Databricks'
 /// OpenAI-compatible chat route, which serves all foundation models, except Codex-tuned ones,
 /// which Databricks serves only through the Responses API.
 pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {

@@ -430,6 +430,8 @@ impl Rendering<'_> {
                     relay: self.relay.as_ref().map(|relay| (relay.url.as_str(), relay.key_ref.as_str())),
                 };
                 let models = assistants::pi_models(existing.pi_models.unwrap_or_default(), &settings);
+                let extension = assistants::pi_extension(&self.binary, &self.home);
+                host.write_file(assistants::PI_EXTENSION, extension.as_bytes(), PUBLIC_MODE)?;
                 host.write_file(assistants::PI_MODELS, &pretty_json(&models), SECRET_MODE)?;
                 let settings = assistants::pi_settings(existing.pi_settings.unwrap_or_default(), default_model);
                 host.write_file(assistants::PI_SETTINGS, &pretty_json(&settings), SECRET_MODE)?;

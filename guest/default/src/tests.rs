@@ -425,6 +425,11 @@ fn pi_gets_every_model_and_runs_the_token_command_per_request() {
     assert!(ours["models"][0].get("api").is_none());
     assert!(!host.file(assistants::PI_MODELS).contains(MOCK_TOKEN_REF), "no literal token");
     assert_eq!(host.mode(assistants::PI_MODELS), 0o600);
+    let extension = host.file(assistants::PI_EXTENSION);
+    assert!(extension.contains(r#"const BINARY = "/opt/devbox-auth/bin/devbox-auth""#), "{extension}");
+    assert!(extension.contains(r#"const MODELS = "/home/app/.pi/agent/models.json""#), "{extension}");
+    assert!(!extension.contains("__DEVBOX_AUTH"), "every placeholder filled in");
+    assert_eq!(host.mode(assistants::PI_EXTENSION), 0o644);
     let settings: Value = serde_json::from_str(host.file(assistants::PI_SETTINGS)).unwrap();
     assert_eq!(
         settings,

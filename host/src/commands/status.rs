@@ -114,7 +114,7 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                 ".local/share/opencode/auth.json",
             ],
         ),
-        ("Pi", &[".pi/agent/models.json", ".pi/agent/settings.json"]),
+        ("Pi", &[".pi/agent/models.json", ".pi/agent/settings.json", ".pi/agent/extensions/devbox-auth.ts"]),
         ("Databricks CLI and SDKs", &[".databrickscfg"]),
     ];
     let read = |file: &str| {
@@ -144,7 +144,14 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                         .cloned()
                         .unwrap_or_default();
                     let (key, url) = (ours["api_key"].as_str().unwrap_or_default(), ours["api_base_url"].as_str());
+                    // Whether the plugin is given `token --rejected` to run on a refusal.
+                    let heals = config["transformers"].as_array().is_some_and(|all| {
+                        all.iter().any(|t| {
+                            t["options"]["tokenCommand"].as_array().is_some_and(|c| c.iter().any(|a| a == "--rejected"))
+                        })
+                    });
                     match KeyHolder::of(state, home, key, url.unwrap_or_default()) {
+                        KeyHolder::Token if heals => "the token in its config.json, which its transformer plugin re-reads before each request (on 401/403 it runs `devbox-auth token --rejected` and sends once more)".into(),
                         KeyHolder::Token => "the token in its config.json, which its transformer plugin re-reads before each request (a refused one is not retried: run under `devbox-auth watch` for the relay)".into(),
                         other => other.describe("~/.claude-code-router/config.json"),
                     }
@@ -177,7 +184,10 @@ fn assistants(state: &State, home: &std::path::Path) -> Vec<Assistant> {
                     let key = ours["apiKey"].as_str().unwrap_or_default();
                     match KeyHolder::of(state, home, key, ours["baseUrl"].as_str().unwrap_or_default()) {
                         _ if key.starts_with('!') && key.contains(" token --home") => {
-                            "its apiKey command runs `devbox-auth token` per request (a refused one is not retried: run under `devbox-auth watch` for the relay)".into()
+                            match read(".pi/agent/extensions/devbox-auth.ts").contains("--rejected") {
+                                true => "its apiKey command runs `devbox-auth token` per request (its devbox-auth extension runs `--rejected` on 401/403 and sends once more)".into(),
+                                false => "its apiKey command runs `devbox-auth token` per request (a refused one is not retried: run under `devbox-auth watch` for the relay)".into(),
+                            }
                         }
                         other => other.describe("~/.pi/agent/models.json"),
                     }
