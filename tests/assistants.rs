@@ -317,6 +317,28 @@ fn opencode_heals_a_token_revoked_behind_our_back_within_one_request() {
     assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
 }
 
+/// The real `pi -p` once the only live token was revoked behind our back: it answers, after one
+/// rotation, its request refused once and sent again with the new token.
+fn pi_after_its_token_is_revoked(bin: &std::path::Path, run: &Run, emulator: &Emulator) -> support::Outcome {
+    let first = live(emulator);
+    assert_eq!(first.len(), 1);
+    emulator.revoke(&first[0]);
+    let out = pi(bin, run);
+    answered(&out, "pi -p after its token was revoked");
+    let second = live(emulator);
+    assert_eq!(second.len(), 1, "one rotation");
+    assert_ne!(second, first);
+    let chats: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/serving-endpoints/chat/completions").collect();
+    let bearers: Vec<_> = chats.iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
+    assert_eq!(
+        bearers,
+        [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
+        "refused once, then sent again"
+    );
+    out
+}
+
 /// Without `watch`, Pi runs `devbox-auth token` for its key but does not send a refused request
 /// again; our extension (~/.pi/agent/extensions/devbox-auth.ts) does: the real `pi -p` answers
 /// although the served token was revoked behind our back, the request refused once and sent
@@ -330,23 +352,8 @@ fn pi_heals_a_token_revoked_behind_our_back_without_watch_through_its_extension(
     run.provision(&[]).success();
     let status = support::devbox_auth(&run, &["status"]).stdout;
     assert!(status.contains("its devbox-auth extension runs `--rejected` on 401/403 and sends once more"), "{status}");
-    let first = live(&emulator);
-    assert_eq!(first.len(), 1);
 
-    emulator.revoke(&first[0]);
-    let out = pi(&bin, &run);
-    answered(&out, "pi -p after its token was revoked");
-    let second = live(&emulator);
-    assert_eq!(second.len(), 1, "one rotation");
-    assert_ne!(second, first);
-    let chats: Vec<_> =
-        emulator.requests().into_iter().filter(|r| r.path == "/serving-endpoints/chat/completions").collect();
-    let bearers: Vec<_> = chats.iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
-    assert_eq!(
-        bearers,
-        [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
-        "refused once, then sent again"
-    );
+    let out = pi_after_its_token_is_revoked(&bin, &run, &emulator);
     out.leaks_none_of(&emulator.secrets());
 }
 
@@ -360,7 +367,6 @@ fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
     emulator.serve_endpoints(realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "pi");
     let (watch, advert) = watch_until_written(&run, &emulator, ".pi/agent/models.json");
-    let first = live(&emulator);
     let models: Value = serde_json::from_str(&run.read(".pi/agent/models.json")).unwrap();
     let ours = &models["providers"]["databricks"];
     assert_eq!(ours["apiKey"], advert["key"], "the relay's key, not the token");
@@ -368,20 +374,7 @@ fn pi_heals_a_token_revoked_behind_our_back_through_the_relay() {
     let status = support::devbox_auth(&run, &["status"]).stdout;
     assert!(status.contains("  Pi: ~/.pi/agent/models.json, ~/.pi/agent/settings.json, ~/.pi/agent/extensions/devbox-auth.ts — through the credential relay at http://127.0.0.1:"), "{status}");
 
-    emulator.revoke(&first[0]);
-    let out = pi(&bin, &run);
-    answered(&out, "pi -p after its token was revoked");
-    let second = live(&emulator);
-    assert_eq!(second.len(), 1, "one rotation");
-    assert_ne!(second, first);
-    let chats: Vec<_> =
-        emulator.requests().into_iter().filter(|r| r.path == "/serving-endpoints/chat/completions").collect();
-    let bearers: Vec<_> = chats.iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
-    assert_eq!(
-        bearers,
-        [format!("Bearer {}", first[0]), format!("Bearer {}", second[0])],
-        "refused once, then sent again"
-    );
+    let out = pi_after_its_token_is_revoked(&bin, &run, &emulator);
     stop_watch(watch, &emulator);
     out.leaks_none_of(&emulator.secrets());
 }
