@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Emulator, MCP_REPLY, MCP_TOOL, REPLY, Run, realistic_endpoints};
 
 fn clients() -> Option<PathBuf> {
@@ -315,6 +315,100 @@ fn opencode_heals_a_token_revoked_behind_our_back_within_one_request() {
     assert_eq!(second.len(), 1, "one rotation");
     assert_ne!(second, first);
     assert_eq!(bearer(&emulator, "/serving-endpoints/chat/completions"), Some(format!("Bearer {}", second[0])));
+}
+
+/// One scenario of tests/support/agent_plugin_scenarios.mjs for the rendered OpenCode plugin or
+/// Pi extension (`kind`), with a stand-in token command and workspace: the statuses, the
+/// bearers the workspace got, the flags of each token-command run, and whether one outlived it.
+fn agent_plugin_scenario(run: &Run, kind: &str, scenario: &str) -> (Vec<Value>, Vec<String>, Vec<Vec<String>>, bool) {
+    let file = match kind {
+        "opencode" => run.path(".config/opencode/plugin/devbox-auth.js"),
+        _ => run.path(".pi/agent/extensions/devbox-auth.ts"),
+    };
+    let script = include_str!("support/agent_plugin_scenarios.mjs");
+    let args = [
+        std::ffi::OsStr::new("--input-type=module"),
+        "-e".as_ref(),
+        script.as_ref(),
+        kind.as_ref(),
+        file.as_os_str(),
+        scenario.as_ref(),
+    ];
+    let report = support::node_report(&args, &format!("{kind} {scenario}"));
+    let strings = |v: &Value| v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let bearers = report["got"].as_array().unwrap().iter().map(|g| g[1].as_str().unwrap().to_string()).collect();
+    let runs = report["runs"].as_array().unwrap().iter().map(strings).collect();
+    (report["statuses"].as_array().unwrap().clone(), bearers, runs, report["alive"].as_bool().unwrap())
+}
+
+/// The OpenCode plugin's and the Pi extension's retry, each guard on its own (Node, a stand-in
+/// workspace that takes only renewed tokens, a stand-in `devbox-auth token` whose `--rejected`
+/// renews): a refused request goes once more with the renewed token; requests refused together
+/// share one `--rejected` run; a 403 that comes back whatever the token (a missing permission)
+/// costs one `--rejected` run in 30 s and no resend of an unchanged token; a command that fails,
+/// hangs ignoring SIGTERM (killed; the kill shortened to 1 s) or prints something that is not
+/// a token leaves the workspace's answer standing, and the printed text is in no error; a
+/// streamed body is not sent twice. Pi's alone: another provider at the same base URL, a key
+/// that is not our command (the relay's) or a URL outside the base URL is left alone, and a
+/// request that raced a rotation is sent again with the current token without a check.
+#[test]
+fn the_opencode_plugin_and_pi_extension_retry_once_share_one_check_and_never_wedge() {
+    if !support::node_available("the OpenCode plugin and Pi extension tests") {
+        return;
+    }
+    let emulator = Emulator::start();
+    emulator.serve_endpoints(realistic_endpoints());
+    let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "opencode,pi");
+    run.provision(&[]).success();
+    let (old, good) = ("Bearer old".to_string(), "Bearer good".to_string());
+    let rejected = vec!["--rejected".to_string()];
+    let plain: Vec<String> = vec![];
+    for kind in ["opencode", "pi"] {
+        // Before the request, the plugin asks for the token itself; Pi's key command is Pi's.
+        let ask: Vec<Vec<String>> = if kind == "opencode" { vec![plain.clone()] } else { vec![] };
+        let (statuses, bearers, runs, alive) = agent_plugin_scenario(&run, kind, "heals");
+        assert_eq!(
+            (statuses, bearers, runs, alive),
+            (vec![json!(200)], vec![old.clone(), good.clone()], [ask.clone(), vec![rejected.clone()]].concat(), false),
+            "{kind}"
+        );
+
+        let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, kind, "together");
+        assert_eq!(statuses, vec![json!(200); 3], "{kind}");
+        assert_eq!(bearers, [vec![old.clone(); 3], vec![good.clone(); 3]].concat(), "{kind}");
+        assert_eq!(
+            runs.iter().filter(|r| **r == rejected).count(),
+            1,
+            "{kind}: one check for three refusals: {runs:?}"
+        );
+
+        let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, kind, "permission");
+        assert_eq!(statuses, vec![json!(403); 3], "{kind}");
+        assert_eq!(
+            bearers,
+            [old.clone(), good.clone(), good.clone(), good.clone()],
+            "{kind}: an unchanged token is not sent again"
+        );
+        assert_eq!(runs.iter().filter(|r| **r == rejected).count(), 1, "{kind}: one check in 30 s: {runs:?}");
+
+        for scenario in ["fails", "hangs", "stream"] {
+            let (statuses, bearers, _, alive) = agent_plugin_scenario(&run, kind, scenario);
+            assert_eq!((statuses, bearers, alive), (vec![json!(403)], vec![old.clone()], false), "{kind} {scenario}");
+        }
+        let (statuses, _, _, _) = agent_plugin_scenario(&run, kind, "garbage");
+        let status = statuses[0].to_string();
+        assert!(!status.contains("SECRET"), "{kind}: the command's output in an error: {status}");
+        let expected = if kind == "opencode" { "threw: devbox-auth token printed no token" } else { "403" };
+        assert_eq!(status.trim_matches('"'), expected, "{kind}");
+    }
+    for scenario in ["foreign", "not-our-key", "outside"] {
+        let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, "pi", scenario);
+        assert_eq!((statuses, bearers, runs), (vec![json!(403)], vec![old.clone()], vec![]), "pi {scenario}");
+    }
+    let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, "pi", "raced");
+    assert_eq!(statuses, vec![json!(200); 2]);
+    assert_eq!(bearers, [old, good.clone(), good, "Bearer newer".to_string()]);
+    assert_eq!(runs, [rejected, plain], "the raced request got the current token without a check");
 }
 
 /// The real `pi -p` once the only live token was revoked behind our back: it answers, after one

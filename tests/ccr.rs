@@ -230,16 +230,6 @@ fn real_ccr_without_watch_heals_a_revoked_token_within_one_request() {
 }
 
 /// Whether Node can run (the plugin tests need Node only, not CCR); in CI it must.
-fn node_available() -> bool {
-    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        let message = "SKIPPED: the CCR plugin tests need `node` on PATH";
-        assert!(!support::must_not_skip(), "{message}; in CI this is a failure");
-        eprintln!("{message}");
-    }
-    ok
-}
-
 /// What the rendered plugin does in one scenario of tests/support/ccr_plugin_scenarios.js: Node,
 /// CCR's fetch stubbed, a stand-in token command that renews the key in config.json.
 struct PluginReport {
@@ -253,27 +243,10 @@ struct PluginReport {
 }
 
 fn plugin_scenario(run: &Run, scenario: &str) -> PluginReport {
-    let mut node = Command::new("node")
-        .arg("-e")
-        .arg(include_str!("support/ccr_plugin_scenarios.js"))
-        .arg(run.path(CCR_PLUGIN))
-        .arg(run.path(CCR_CONFIG))
-        .arg(scenario)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = node.kill();
-            panic!("{scenario}: not done within 60 s (a request left unanswered, or a token command left running)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = node.wait_with_output().unwrap();
-    assert!(out.status.success(), "{scenario}: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let script = include_str!("support/ccr_plugin_scenarios.js");
+    let (plugin, config) = (run.path(CCR_PLUGIN), run.path(CCR_CONFIG));
+    let args = [std::ffi::OsStr::new("-e"), script.as_ref(), plugin.as_os_str(), config.as_os_str(), scenario.as_ref()];
+    let report = support::node_report(&args, scenario);
     let sent = report["sent"].as_array().unwrap().iter();
     PluginReport {
         statuses: report["statuses"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect(),
@@ -296,7 +269,7 @@ fn provisioned_request(run: &Run) -> (String, String) {
 /// sent there could be kept. A body that cannot be sent twice (a stream) is not sent again.
 #[test]
 fn the_plugin_sends_a_renewed_key_only_to_the_url_config_json_still_names() {
-    if !node_available() {
+    if !support::node_available("the CCR plugin tests") {
         return;
     }
     let emulator = Emulator::start();
@@ -325,7 +298,7 @@ fn the_plugin_sends_a_renewed_key_only_to_the_url_config_json_still_names() {
 /// rotation replaced while it was in flight is sent again with the current key, no command run.
 #[test]
 fn the_plugins_token_command_runs_once_for_requests_refused_together_and_never_wedges() {
-    if !node_available() {
+    if !support::node_available("the CCR plugin tests") {
         return;
     }
     let emulator = Emulator::start();

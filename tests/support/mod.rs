@@ -435,6 +435,37 @@ pub fn must_not_skip() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
+/// Whether `node` runs here; `who` (the tests that need it) is named when it does not, and in
+/// CI that is a failure.
+pub fn node_available(who: &str) -> bool {
+    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        let message = format!("SKIPPED: {who} need `node` on PATH");
+        assert!(!must_not_skip(), "{message}; in CI this is a failure");
+        eprintln!("{message}");
+    }
+    ok
+}
+
+/// Run `node` with `args` (a scenario script that prints one JSON report) and return the report;
+/// `what` names it in a failure. A run over 60 s is a failure: a request left waiting on a
+/// token command.
+pub fn node_report<S: AsRef<std::ffi::OsStr>>(args: &[S], what: &str) -> serde_json::Value {
+    let mut node =
+        Command::new("node").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run node");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = node.kill();
+            panic!("{what}: not done within 60 s (a request left unanswered, or a token command left running)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().local_addr().unwrap().port()

@@ -3,34 +3,23 @@
 // behind devbox-auth's back heals within one request. Pi runs the `apiKey` command in
 // ~/.pi/agent/models.json before every request, but does not send a refused request again.
 //
-// It acts only while the "databricks" provider's key is that command (without `watch`; under
-// `watch` the credential relay heals refused requests itself), only for a request to that
-// provider's base URL whose body can be sent twice, and only on a 401 or 403. It then runs
-// `devbox-auth token --rejected` (which asks the workspace whether it still takes the served
-// token, and rotates at once if not) and sends the request once more if that printed a token
-// other than the one refused. The command runs at most once in 30 s (a 403 for a missing
-// permission comes back on every request), asynchronously, and is killed with SIGKILL after
-// 20 s. Pi's model clients send with the process's fetch, which this wraps; any other request
-// passes untouched. It never logs or prints a token.
+// It acts only while the "databricks" provider's key is exactly devbox-auth's command (without
+// `watch`; under `watch` the credential relay heals refused requests itself), only for a
+// request under that provider's base URL and under no other provider's (another provider at
+// the workspace sends its own key, which must not be swapped for the app's), whose body can be
+// sent twice, and only on a 401 or 403. It then sends the request once more if a renewed token
+// differs from the one refused (see `renewal`). Pi's model clients send with the process's
+// fetch, which this wraps; any other request passes untouched. It never logs or prints a token.
 import { execFile } from "node:child_process"
 import { readFileSync } from "node:fs"
 
 const BINARY = __DEVBOX_AUTH_BINARY__
 const HOME = __DEVBOX_AUTH_HOME__
 const MODELS = __DEVBOX_AUTH_PI_MODELS__
+const OUR_KEY = __DEVBOX_AUTH_PI_KEY__
 const WRAPPED = Symbol.for("devbox-auth.pi.retried-fetch")
-const COOLDOWN_MS = 30000
 
-/** The "databricks" provider's {baseUrl, apiKey} in models.json now, or null. */
-function ourProvider() {
-  try {
-    const provider = JSON.parse(readFileSync(MODELS, "utf8")).providers?.databricks
-    const ok = typeof provider?.baseUrl === "string" && typeof provider?.apiKey === "string"
-    return ok ? provider : null
-  } catch {
-    return null
-  }
-}
+__DEVBOX_AUTH_TOKEN_COMMAND__
 
 /** Whether `url` is under `base` (same origin, path below it). */
 function under(url, base) {
@@ -43,44 +32,31 @@ function under(url, base) {
   }
 }
 
-/** What `devbox-auth token --rejected` prints, or null. */
-function renewedToken() {
-  return new Promise((resolve) => {
-    const args = ["token", "--rejected", "--timeout", "12", "--home", HOME]
-    const options = { encoding: "utf8", timeout: 20000, killSignal: "SIGKILL" }
-    const child = execFile(BINARY, args, options, (error, stdout) => resolve(error ? null : stdout.trim() || null))
-    child.stdin?.end()
-  })
+/** Whether models.json says `url` is for our provider, sent with our command's token. */
+function ours(url) {
+  try {
+    const providers = Object.entries(JSON.parse(readFileSync(MODELS, "utf8")).providers ?? {})
+    const isOurs = ([name, p]) => name === "databricks" && p?.apiKey === OUR_KEY
+    const claims = ([, p]) => typeof p?.baseUrl === "string" && under(url, p.baseUrl)
+    return providers.some((p) => isOurs(p) && claims(p)) && !providers.some((p) => !isOurs(p) && claims(p))
+  } catch {
+    return false
+  }
 }
 
 export default function devboxAuth() {
   const send = globalThis.fetch
   if (typeof send !== "function" || send[WRAPPED]) return
-  let lastRun = -Infinity
-  let running = null
+  const renewed = renewal()
   const retried = async (input, init) => {
     const answer = await send(input, init)
     if (answer.status !== 401 && answer.status !== 403) return answer
-    const url = typeof input === "string" ? input : input instanceof URL ? input.href : null
-    const body = init?.body
-    if (!url || (body != null && typeof body !== "string")) return answer
-    const ours = ourProvider()
-    if (!ours || !ours.apiKey.startsWith("!") || !under(url, ours.baseUrl)) return answer
-    if (!running) {
-      if (Date.now() - lastRun < COOLDOWN_MS) return answer
-      running = renewedToken().finally(() => {
-        running = null
-        lastRun = Date.now()
-      })
-    }
-    const fresh = await running
-    const sent = new Headers(init?.headers).get("authorization")
-    if (!fresh || sent === `Bearer ${fresh}`) return answer
-    try {
-      await answer.body?.cancel()
-    } catch {
-      // The refused answer is dropped either way.
-    }
+    if (!resendable(input, init) || !ours(String(input))) return answer
+    const sent = new Headers(init?.headers).get("authorization") ?? ""
+    if (!sent.startsWith("Bearer ")) return answer
+    const fresh = await renewed(sent.slice("Bearer ".length))
+    if (!fresh) return answer
+    await answer.body?.cancel().catch(() => {})
     const headers = new Headers(init?.headers)
     headers.set("authorization", `Bearer ${fresh}`)
     return send(input, { ...init, headers })

@@ -331,14 +331,34 @@ pub fn opencode_serves(models: &[String]) -> bool {
     models.iter().any(|m| !responses_only(m))
 }
 
-/// `asset` with this binary and home (and `~/.pi/agent/models.json`) filled in as JavaScript
-/// string literals.
+/// `asset` with its placeholders filled in: this binary, home, `~/.pi/agent/models.json` and
+/// Pi's key as JavaScript string literals, and the shared token-command code. One pass over the
+/// asset alone: a path that contains a placeholder's name is never filled in again.
 fn script(asset: &str, binary: &str, home: &str) -> String {
     let literal = |text: &str| serde_json::to_string(text).expect("a string always serializes");
-    asset
-        .replace("__DEVBOX_AUTH_BINARY__", &literal(binary))
-        .replace("__DEVBOX_AUTH_HOME__", &literal(home))
-        .replace("__DEVBOX_AUTH_PI_MODELS__", &literal(&format!("{}/{PI_MODELS}", home.trim_end_matches('/'))))
+    let fills = [
+        ("__DEVBOX_AUTH_BINARY__", literal(binary)),
+        ("__DEVBOX_AUTH_HOME__", literal(home)),
+        ("__DEVBOX_AUTH_PI_MODELS__", literal(&format!("{}/{PI_MODELS}", home.trim_end_matches('/')))),
+        ("__DEVBOX_AUTH_PI_KEY__", literal(&pi_key(binary, home))),
+        ("__DEVBOX_AUTH_TOKEN_COMMAND__", include_str!("../assets/token-command.js").trim_end().to_string()),
+    ];
+    let (mut filled, mut rest) = (String::with_capacity(asset.len() + 4096), asset);
+    while let Some(at) = rest.find("__DEVBOX_AUTH_") {
+        filled.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (name, value) =
+            fills.iter().find(|(name, _)| tail.starts_with(name)).expect("every placeholder in an asset is known");
+        filled.push_str(value);
+        rest = &tail[name.len()..];
+    }
+    filled.push_str(rest);
+    filled
+}
+
+/// Pi's `apiKey` without the relay: `!` and our token command, which Pi runs through the shell.
+fn pi_key(binary: &str, home: &str) -> String {
+    format!("!{}", token_command(binary, home))
 }
 
 /// The plugin that hands OpenCode the current token per request, for this binary and home.
@@ -400,7 +420,7 @@ pub fn pi_models(mut config: Map<String, Value>, ours: &PiSettings) -> Value {
         .collect();
     let (base_url, api_key) = match ours.relay {
         Some((url, key_ref)) => (url, key_ref.to_string()),
-        None => (ours.workspace_url, format!("!{}", token_command(ours.binary, ours.home))),
+        None => (ours.workspace_url, pi_key(ours.binary, ours.home)),
     };
     let provider = json!({
         "name": "Databricks",

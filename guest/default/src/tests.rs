@@ -429,6 +429,10 @@ fn pi_gets_every_model_and_runs_the_token_command_per_request() {
     assert!(extension.contains(r#"const BINARY = "/opt/devbox-auth/bin/devbox-auth""#), "{extension}");
     assert!(extension.contains(r#"const MODELS = "/home/app/.pi/agent/models.json""#), "{extension}");
     assert!(!extension.contains("__DEVBOX_AUTH"), "every placeholder filled in");
+    assert!(
+        extension.contains(&format!("const OUR_KEY = {}\n", ours["apiKey"])),
+        "the key it acts for is the one written"
+    );
     assert_eq!(host.mode(assistants::PI_EXTENSION), 0o644);
     let settings: Value = serde_json::from_str(host.file(assistants::PI_SETTINGS)).unwrap();
     assert_eq!(
@@ -478,6 +482,19 @@ fn the_opencode_plugin_quotes_paths_as_javascript_strings() {
     let plugin = assistants::opencode_plugin("/opt/my \"bin\"/devbox-auth", "/home/it's\\me");
     assert!(plugin.contains(r#"const BINARY = "/opt/my \"bin\"/devbox-auth""#), "{plugin}");
     assert!(plugin.contains(r#"const HOME = "/home/it's\\me""#), "{plugin}");
+    assert!(plugin.contains("function runTokenCommand("), "the shared token-command code is inlined");
+}
+
+#[test]
+fn a_path_that_contains_a_placeholders_name_is_not_filled_in_again() {
+    let (binary, home) = ("/opt/__DEVBOX_AUTH_HOME__/devbox-auth", "/0;run()//__DEVBOX_AUTH_PI_MODELS__");
+    for script in [assistants::opencode_plugin(binary, home), assistants::pi_extension(binary, home)] {
+        assert!(script.contains(r#"const BINARY = "/opt/__DEVBOX_AUTH_HOME__/devbox-auth""#), "{script}");
+        assert!(script.contains(r#"const HOME = "/0;run()//__DEVBOX_AUTH_PI_MODELS__""#), "{script}");
+    }
+    let extension = assistants::pi_extension(binary, home);
+    let key = r#"const OUR_KEY = "!/opt/__DEVBOX_AUTH_HOME__/devbox-auth token --home '/0;run()//__DEVBOX_AUTH_PI_MODELS__'""#;
+    assert!(extension.contains(key), "{extension}");
 }
 
 #[test]
