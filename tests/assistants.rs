@@ -345,12 +345,15 @@ fn agent_plugin_scenario(run: &Run, kind: &str, scenario: &str) -> (Vec<Value>, 
 /// workspace that takes only renewed tokens, a stand-in `devbox-auth token` whose `--rejected`
 /// renews): a refused request goes once more with the renewed token; requests refused together
 /// share one `--rejected` run; a 403 that comes back whatever the token (a missing permission)
-/// costs one `--rejected` run in 30 s and no resend of an unchanged token; a command that fails,
-/// hangs ignoring SIGTERM (killed; the kill shortened to 1 s) or prints something that is not
-/// a token leaves the workspace's answer standing, and the printed text is in no error; a
-/// streamed body is not sent twice. Pi's alone: another provider at the same base URL, a key
-/// that is not our command (the relay's) or a URL outside the base URL is left alone, and a
-/// request that raced a rotation is sent again with the current token without a check.
+/// costs one `--rejected` run in 30 s and no resend of an unchanged token; a `--rejected` run
+/// that fails or hangs ignoring SIGTERM (killed; the kill shortened to 1 s) leaves the
+/// workspace's answer standing; output that is not a token is used nowhere and is in no error
+/// (OpenCode's run before a request then fails the request; Pi's renewal leaves the 403); a
+/// request given up on while the renewal hangs gets the refused answer at once; a streamed body
+/// (or OpenCode's `Request` input) is not sent twice. Pi's alone: another provider at the same
+/// base URL, a key that is not our command (the relay's), a URL outside the base URL or at
+/// another origin, or a request without a bearer is left alone, and a request that raced a
+/// rotation is sent again with the current token without a check.
 #[test]
 fn the_opencode_plugin_and_pi_extension_retry_once_share_one_check_and_never_wedge() {
     if !support::node_available("the OpenCode plugin and Pi extension tests") {
@@ -395,15 +398,22 @@ fn the_opencode_plugin_and_pi_extension_retry_once_share_one_check_and_never_wed
             let (statuses, bearers, _, alive) = agent_plugin_scenario(&run, kind, scenario);
             assert_eq!((statuses, bearers, alive), (vec![json!(403)], vec![old.clone()], false), "{kind} {scenario}");
         }
+        // Given up on while the renewal hangs: the refused answer, the command still running.
+        let (statuses, bearers, _, alive) = agent_plugin_scenario(&run, kind, "aborted");
+        assert_eq!((statuses, bearers, alive), (vec![json!(403)], vec![old.clone()], true), "{kind} aborted");
         let (statuses, _, _, _) = agent_plugin_scenario(&run, kind, "garbage");
         let status = statuses[0].to_string();
         assert!(!status.contains("SECRET"), "{kind}: the command's output in an error: {status}");
         let expected = if kind == "opencode" { "threw: devbox-auth token printed no token" } else { "403" };
         assert_eq!(status.trim_matches('"'), expected, "{kind}");
     }
-    for scenario in ["foreign", "not-our-key", "outside"] {
+    // A `Request` as input (its body may be a stream) is not sent twice.
+    let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, "opencode", "request-input");
+    assert_eq!((statuses, bearers, runs), (vec![json!(403)], vec![old.clone()], vec![plain.clone()]));
+    for scenario in ["foreign", "not-our-key", "outside", "other-origin", "no-bearer"] {
         let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, "pi", scenario);
-        assert_eq!((statuses, bearers, runs), (vec![json!(403)], vec![old.clone()], vec![]), "pi {scenario}");
+        let sent = if scenario == "no-bearer" { String::new() } else { old.clone() };
+        assert_eq!((statuses, bearers, runs), (vec![json!(403)], vec![sent], vec![]), "pi {scenario}");
     }
     let (statuses, bearers, runs, _) = agent_plugin_scenario(&run, "pi", "raced");
     assert_eq!(statuses, vec![json!(200); 2]);

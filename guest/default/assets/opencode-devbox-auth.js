@@ -31,7 +31,7 @@ export default async function DevboxAuth() {
           if (!token) throw new Error(failure)
           const first = await send(url, init, token)
           if ((first.status !== 401 && first.status !== 403) || !resendable(url, init)) return first
-          const fresh = await renewed(token)
+          const fresh = await renewed(token, init.signal)
           if (!fresh) return first
           await first.body?.cancel().catch(() => {})
           return send(url, init, fresh)

@@ -54,7 +54,7 @@ export default function devboxAuth() {
     if (!resendable(input, init) || !ours(String(input))) return answer
     const sent = new Headers(init?.headers).get("authorization") ?? ""
     if (!sent.startsWith("Bearer ")) return answer
-    const fresh = await renewed(sent.slice("Bearer ".length))
+    const fresh = await renewed(sent.slice("Bearer ".length), init?.signal)
     if (!fresh) return answer
     await answer.body?.cancel().catch(() => {})
     const headers = new Headers(init?.headers)

@@ -24,26 +24,31 @@ function runTokenCommand(...flags) {
 
 /**
  * After a request sent with `refused` got 401 or 403: the token to send it once more with, or
- * null. The first refusal runs `token --rejected` (the workspace is asked whether it still
- * takes the served token, and a refused one is rotated at once); refusals that arrive while it
- * runs share that run, and for 30 s after it only the plain `token` runs (no network when
- * nothing is due) — a 403 for a missing permission comes back on every request — which still
- * hands a request that raced a rotation the new token. Null when the token is the one refused.
+ * null. `token --rejected` (the workspace is asked whether it still takes the served token, and
+ * a refused one is rotated at once) runs at most once in 30 s, counted from its start, and
+ * refusals that arrive while it runs share that run; otherwise the plain `token` runs (no
+ * network when nothing is due) — a 403 for a missing permission comes back on every request —
+ * which still hands a request that raced a rotation the new token. Null when the token is the
+ * one refused, or when `signal` aborts the request first (the run goes on, shared).
  */
 function renewal() {
   let running = null
   let lastRun = -Infinity
-  return async (refused) => {
+  return async (refused, signal) => {
     let ran
     if (running) ran = running
     else if (Date.now() - lastRun < RENEWAL_COOLDOWN_MS) ran = runTokenCommand()
     else {
+      lastRun = Date.now()
       ran = running = runTokenCommand("--rejected").finally(() => {
         running = null
-        lastRun = Date.now()
       })
     }
-    const { token } = await ran
+    const aborted = new Promise((settle) => {
+      if (signal?.aborted) settle({})
+      signal?.addEventListener?.("abort", () => settle({}), { once: true })
+    })
+    const { token } = await Promise.race([ran, aborted])
     return token && token !== refused ? token : null
   }
 }
