@@ -269,51 +269,74 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
     }
 }
 
-/// Gemini CLI's `.env` names `watch`'s credential relay, whose key is new at every start. So a
-/// restarted `watch` (after a clean stop, or after it was killed, which leaves its
-/// advertisement behind) renders afresh for its new relay even with nothing due; where no config
-/// holds a relay key (no Gemini CLI), a restart with nothing due renders nothing.
+/// Gemini CLI's `.env` names `watch`'s credential relay, and a running `gemini` keeps what it
+/// read at its start. So a restarted `watch` (after a clean stop, or after it was killed, which
+/// leaves its advertisement behind) listens on the same port with the same key (kept in
+/// `relay-key.json`), and a config naming them stays right: after a kill, with nothing due,
+/// nothing is minted or rendered. When the port was taken meanwhile, the relay takes another and
+/// the first run renders for it even with nothing due. Where no config holds a relay key (no
+/// Gemini CLI), a restart with nothing due renders nothing.
 #[test]
-fn a_restarted_watch_renders_again_only_where_the_configs_name_its_relay() {
+fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_it_moved() {
     let emulator = Emulator::start();
     emulator.serve_endpoints(support::realistic_endpoints());
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
     let marker = run.path("term");
     let advert = ".local/state/devbox-auth/relay.json";
-    let base_url = |run: &Run| {
-        run.read(".gemini/.env").lines().find_map(|l| l.strip_prefix("GOOGLE_GEMINI_BASE_URL=").map(str::to_string))
-    };
+    let env = |run: &Run| run.read(".gemini/.env");
+    let base_url =
+        |run: &Run| env(run).lines().find_map(|l| l.strip_prefix("GOOGLE_GEMINI_BASE_URL=").map(str::to_string));
     let fresh_app = || {
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_file(format!("{}.ready", marker.display()));
     };
-    let relay_url = |run: &Run| {
+    let relay = |run: &Run| {
         let advert: serde_json::Value = serde_json::from_str(&run.read(advert)).unwrap();
-        format!("{}/ai-gateway/gemini", advert["url"].as_str().unwrap())
+        (advert["url"].as_str().unwrap().to_string(), advert["key"].as_str().unwrap().to_string())
     };
+    let gateway = |url: &str| format!("{url}/ai-gateway/gemini");
 
     let watch = watch_with_app(&run, &[], &marker, false);
-    assert_eq!(base_url(&run).unwrap(), relay_url(&run));
-    let first_tokens = live_values(&emulator);
+    let first = relay(&run);
+    assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
+    assert!(env(&run).contains(&first.1), "Gemini CLI holds the relay's key");
     stop_and_time(watch, &marker, &emulator);
     assert!(!run.path(advert).exists(), "a clean stop removes the advertisement");
 
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    assert_eq!(base_url(&run).unwrap(), relay_url(&run), "rendered for the new relay");
-    assert_ne!(live_values(&emulator), first_tokens, "rendered afresh, with a new credential");
-    let second_tokens = live_values(&emulator);
+    assert_eq!(relay(&run), first, "the same port and key after a clean stop");
+    assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
+    assert!(env(&run).contains(&first.1));
 
-    // Killed: the advertisement stays behind; the next watch is not fooled by it.
+    // Killed: the advertisement stays behind; the next watch is not fooled by it, and with
+    // nothing due and the configs naming its relay, it mints and writes nothing.
     signal(&watch, libc::SIGKILL);
     let _ = finish(watch, Duration::from_secs(5), &emulator);
     wait_for("the app to go with watch", Duration::from_secs(5), || marker.exists());
     assert!(run.path(advert).exists());
+    let (tokens, written) = (live_values(&emulator), env(&run));
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    assert_eq!(base_url(&run).unwrap(), relay_url(&run));
-    assert_ne!(live_values(&emulator), second_tokens);
+    assert_eq!(relay(&run), first, "the same port and key after a kill");
+    assert_eq!(
+        (live_values(&emulator), env(&run)),
+        (tokens.clone(), written),
+        "nothing due, nothing minted or written"
+    );
     stop_and_time(watch, &marker, &emulator);
+
+    // Its port taken meanwhile: another port, the same key, and the configs follow it.
+    let port: u16 = first.0.rsplit(':').next().unwrap().parse().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    fresh_app();
+    let watch = watch_with_app(&run, &[], &marker, false);
+    let moved = relay(&run);
+    assert_ne!(moved.0, first.0);
+    assert_eq!(moved.1, first.1, "the key is kept");
+    assert_eq!(base_url(&run).unwrap(), gateway(&moved.0), "rendered for the relay's new port");
+    stop_and_time(watch, &marker, &emulator);
+    drop(squatter);
 
     // No Gemini CLI: nothing holds a relay key, and a restart with nothing due mints nothing.
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "claude");

@@ -488,7 +488,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
     } else {
         None
     };
-    let relay_key_sha256 = relay_offered.as_ref().map(crate::relay::Advert::key_sha256);
+    let relay_written = relay_offered.as_ref().map(|relay| (relay.key_sha256(), relay.url.clone()));
     let inputs = RunInputs {
         workspace: target.workspace,
         identity: RunIdentity {
@@ -534,7 +534,7 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
         }
         update_state(&mut state, &policy, &ran.plan, effects, trigger, ran.now_ms);
         // Whether the configs now hold the relay's key (its reference went into a file).
-        state.relay_key_sha256 = effects
+        (state.relay_key_sha256, state.relay_url) = effects
             .env
             .secret_refs
             .get(crate::relay::KEY_VAR)
@@ -545,7 +545,8 @@ pub async fn provision(opts: ProvisionOptions, stop: impl Future<Output = String
                     .iter()
                     .any(|f| f.contents.windows(reference.len()).any(|w| w == reference.as_bytes()))
             })
-            .and(relay_key_sha256);
+            .and(relay_written)
+            .unzip();
         state.settings =
             opts.env.iter().filter(|(k, _)| is_passed_to_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Workspace::Live(client) = &effects.workspace {

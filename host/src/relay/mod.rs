@@ -3,13 +3,13 @@
 //!
 //! Why: a client without a token helper (Gemini CLI) reads its key once, at start, and keeps
 //! it; after a rotation revokes that token it fails until restarted. Pointed at the relay, it
-//! holds a key that only opens the relay (new at every `watch` start), and every request goes out with the current
+//! holds a key that only opens the relay (kept for the home, so across `watch` restarts), and every request goes out with the current
 //! credential. A request the workspace refuses (401/403: the token was revoked behind our back)
 //! is retried once after `devbox-auth token --rejected`, which rotates when the workspace
 //! refuses the served token too; so it heals within one request.
 //!
 //! Its limits, whoever holds the key: bound to 127.0.0.1 only; a per-container key (32 random
-//! bytes, new at every `watch` start) required on every request; only GET and POST of model
+//! bytes, made at the home's first `watch`) required on every request; only GET and POST of model
 //! traffic (`/serving-endpoints/...`, `/ai-gateway/...`) and of the managed MCP servers
 //! (`/api/2.0/mcp/...`), in plain path segments, forwarded, only
 //! to the deployment's workspace (never the REST API: no minting or deleting tokens through
@@ -23,6 +23,11 @@
 //! policy only while that process lives, and `watch` removes the file when it stops (a killed
 //! one leaves it behind, harmless). Once `watch` begins to stop, the relay starts no `token`
 //! run (that could mint after revoke-on-exit).
+//!
+//! The key and the port are kept in `relay-key.json` beside it (0600) for the home's life — in a
+//! Databricks App, the container's: a restarted `watch` listens on the same port (when it is
+//! still free) with the same key, so a client that read both at its start (Gemini CLI's `.env`)
+//! keeps working across the restart. Deleting the file gives the next `watch` a new key.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -41,8 +46,10 @@ use serde::{Deserialize, Serialize};
 use crate::secrets::Secret;
 use crate::state::{self, State};
 
-/// The relay's advertisement, relative to home (beside the state file).
+/// The relay's advertisement, in the state directory.
 const ADVERT_FILE: &str = "relay.json";
+/// The relay's key and last port, in the state directory (see the module's docs).
+const KEPT_FILE: &str = "relay-key.json";
 /// The variables a policy sees while the relay is up (see `effects::env`).
 pub const URL_VAR: &str = "DEVBOX_RELAY_URL";
 pub const KEY_VAR: &str = "DEVBOX_RELAY_KEY";
@@ -88,6 +95,13 @@ struct AdvertFile {
     started: u64,
 }
 
+/// What a restarted `watch` reuses: the key, and the port when it is free.
+#[derive(Serialize, Deserialize)]
+struct KeptFile {
+    key: String,
+    port: u16,
+}
+
 /// A relay that is up: where it listens and the key it wants.
 pub struct Advert {
     pub url: String,
@@ -114,7 +128,7 @@ fn advert_path(home: &Path) -> PathBuf {
 impl Advert {
     /// The relay advertised in `home`, if the `watch` that runs it is alive.
     pub fn live(home: &Path) -> Option<Advert> {
-        let file = read_advert(home)?;
+        let file = read_private::<AdvertFile>(home, ADVERT_FILE)?;
         (process_started(file.pid) == Some(file.started) && file.url.starts_with("http://127.0.0.1:"))
             .then(|| Advert { url: file.url, key: Secret::new(file.key) })
     }
@@ -153,6 +167,8 @@ pub struct Running {
     closing: Arc<std::sync::atomic::AtomicBool>,
     /// The fingerprint of its key (see `Advert::key_sha256`).
     pub key_sha256: String,
+    /// Where it listens (`http://127.0.0.1:<port>`).
+    pub url: String,
 }
 
 impl Drop for Running {
@@ -174,10 +190,11 @@ pub struct Settings {
     pub port: u16,
 }
 
-/// Start the relay on 127.0.0.1 with a new key and advertise it. Runs on the caller's tokio
-/// runtime.
+/// Start the relay on 127.0.0.1 with the home's key (made now if it has none) and advertise it.
+/// Without `DEVBOX_AUTH_RELAY_PORT` it listens where the home's last relay did, if that port is
+/// free, else on any free port. Runs on the caller's tokio runtime.
 pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> std::io::Result<Running> {
-    if let Some(previous) = read_advert(&settings.home)
+    if let Some(previous) = read_private::<AdvertFile>(&settings.home, ADVERT_FILE)
         && previous.pid != std::process::id()
         && process_started(previous.pid) == Some(previous.started)
     {
@@ -188,12 +205,30 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     }
     let started = process_started(std::process::id())
         .ok_or_else(|| std::io::Error::other("cannot read this process's start time from /proc"))?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(format!("no randomness for the relay key: {e}")))?;
-    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    write_advert(&settings.home, &AdvertFile { url, key: key.clone(), pid: std::process::id(), started })?;
+    let kept = read_private::<KeptFile>(&settings.home, KEPT_FILE)
+        .filter(|k| k.key.len() == 64 && k.key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let bind = |port: u16| tokio::net::TcpListener::bind(("127.0.0.1", port));
+    let listener = match (settings.port, &kept) {
+        (0, Some(kept)) if kept.port != 0 => match bind(kept.port).await {
+            Ok(listener) => listener,
+            Err(_) => bind(0).await?,
+        },
+        (port, _) => bind(port).await?,
+    };
+    let address = listener.local_addr()?;
+    let key = match kept {
+        Some(kept) => kept.key,
+        None => {
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw)
+                .map_err(|e| std::io::Error::other(format!("no randomness for the relay key: {e}")))?;
+            raw.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    write_private(&settings.home, KEPT_FILE, &KeptFile { key: key.clone(), port: address.port() })?;
+    let url = format!("http://{address}");
+    let advert = AdvertFile { url: url.clone(), key: key.clone(), pid: std::process::id(), started };
+    write_private(&settings.home, ADVERT_FILE, &advert)?;
     let key = Secret::new(key);
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let relay = Arc::new(Relay {
@@ -208,28 +243,28 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
         requests: tokio::sync::Semaphore::new(MAX_REQUESTS),
     });
     let accept = tokio::spawn(accept_loop(listener, relay));
-    Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key) })
+    Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key), url })
 }
 
-fn read_advert(home: &Path) -> Option<AdvertFile> {
-    let bytes = crate::named_file::read(
-        &advert_path(home),
-        crate::named_file::MAX_SETTINGS_BYTES,
-        crate::named_file::Symlinks::Refuse,
-    )
-    .ok()?;
+/// A JSON file of the state directory, if it is there, readable and not a symlink.
+fn read_private<T: serde::de::DeserializeOwned>(home: &Path, name: &str) -> Option<T> {
+    let path = state::state_dir(home).join(name);
+    let bytes =
+        crate::named_file::read(&path, crate::named_file::MAX_SETTINGS_BYTES, crate::named_file::Symlinks::Refuse)
+            .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-fn write_advert(home: &Path, advert: &AdvertFile) -> std::io::Result<()> {
+/// Replace a JSON file of the state directory atomically, 0600 from its first byte.
+fn write_private<T: Serialize>(home: &Path, name: &str, value: &T) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let dir = state::prepare_dir(home)?;
     let mut temp = tempfile::Builder::new().prefix(".relay-").tempfile_in(&dir)?;
     temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    temp.write_all(&serde_json::to_vec(advert).map_err(std::io::Error::other)?)?;
+    temp.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
     temp.as_file().sync_all()?;
-    temp.persist(dir.join(ADVERT_FILE)).map_err(|e| e.error)?;
+    temp.persist(dir.join(name)).map_err(|e| e.error)?;
     Ok(())
 }
 

@@ -215,6 +215,10 @@ pub struct State {
     /// (Gemini CLI's `.env`), so a `watch` with another relay renders afresh.
     #[serde(default)]
     pub relay_key_sha256: Option<String>,
+    /// The relay's URL when the last run wrote its key into a config: a restarted `watch` keeps
+    /// the key, but its port may have been taken meanwhile.
+    #[serde(default)]
+    pub relay_url: Option<String>,
     pub last_run: Option<LastRun>,
 }
 
@@ -238,6 +242,7 @@ impl State {
             pending: Vec::new(),
             files: Vec::new(),
             relay_key_sha256: None,
+            relay_url: None,
             last_run: None,
         }
     }
