@@ -183,10 +183,13 @@ fn real_ccr_keeps_forwarding_after_a_rotation_revoked_its_first_token() {
     assert_eq!(bearers, [format!("Bearer {third}"), format!("Bearer {second}")], "refused once, then sent again");
     assert!(emulator.accepts(&third));
 
-    // `watch` restarts (a new relay: another key, usually another port). Its first run points
-    // the config at the new relay, and the same CCR process follows it.
+    // `watch` restarts, and another process has taken its relay's port meanwhile: the new relay
+    // has another port and another key. Its first run points the config at it, and the same CCR
+    // process follows it. (With the port free, the relay comes back as it was.)
     support::signal(&watch.0, libc::SIGTERM);
     assert!(watch.0.wait().unwrap().success());
+    let relay_port: u16 = relay_url.rsplit(':').next().unwrap().parse().unwrap();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", relay_port)).unwrap();
     let _watch = KillOnDrop(support::spawn_devbox_auth(&run, &["watch"]));
     support::wait_for("the restarted watch's relay in the CCR config", Duration::from_secs(20), || {
         let advert: Option<Value> = std::fs::read(run.path(".local/state/devbox-auth/relay.json"))

@@ -273,9 +273,9 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
 /// read at its start. So a restarted `watch` (after a clean stop, or after it was killed, which
 /// leaves its advertisement behind) listens on the same port with the same key (kept in
 /// `relay-key.json`), and a config naming them stays right: after a kill, with nothing due,
-/// nothing is minted or rendered. When the port was taken meanwhile, the relay takes another and
-/// the first run renders for it even with nothing due. Where no config holds a relay key (no
-/// Gemini CLI), a restart with nothing due renders nothing.
+/// nothing is minted or rendered. When the port was taken meanwhile, the relay takes another
+/// with a new key, and the first run renders for it even with nothing due. Where no config
+/// holds a relay key (no Gemini CLI), a restart with nothing due renders nothing.
 #[test]
 fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_it_moved() {
     let emulator = Emulator::start();
@@ -326,15 +326,17 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     );
     stop_and_time(watch, &marker, &emulator);
 
-    // Its port taken meanwhile: another port, the same key, and the configs follow it.
+    // Its port taken meanwhile: another port and a new key (the squatter may have been sent the
+    // old one), and the configs follow them.
     let port: u16 = first.0.rsplit(':').next().unwrap().parse().unwrap();
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
     let moved = relay(&run);
     assert_ne!(moved.0, first.0);
-    assert_eq!(moved.1, first.1, "the key is kept");
+    assert_ne!(moved.1, first.1, "a new key");
     assert_eq!(base_url(&run).unwrap(), gateway(&moved.0), "rendered for the relay's new port");
+    assert!(env(&run).contains(&moved.1) && !env(&run).contains(&first.1), "and its new key");
     stop_and_time(watch, &marker, &emulator);
     drop(squatter);
 

@@ -25,9 +25,11 @@
 //! run (that could mint after revoke-on-exit).
 //!
 //! The key and the port are kept in `relay-key.json` beside it (0600) for the home's life — in a
-//! Databricks App, the container's: a restarted `watch` listens on the same port (when it is
-//! still free) with the same key, so a client that read both at its start (Gemini CLI's `.env`)
-//! keeps working across the restart. Deleting the file gives the next `watch` a new key.
+//! Databricks App, the container's: a restarted `watch` listens on the same port with the same
+//! key, so a client that read both at its start (Gemini CLI's `.env`) keeps working across the
+//! restart. When another process has taken the port meanwhile, the relay takes another port and
+//! a new key (the clients may have sent the old one there). Deleting the file gives the next
+//! `watch` a new key.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -192,7 +194,7 @@ pub struct Settings {
 
 /// Start the relay on 127.0.0.1 with the home's key (made now if it has none) and advertise it.
 /// Without `DEVBOX_AUTH_RELAY_PORT` it listens where the home's last relay did, if that port is
-/// free, else on any free port. Runs on the caller's tokio runtime.
+/// free, else on any free port with a new key. Runs on the caller's tokio runtime.
 pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> std::io::Result<Running> {
     if let Some(previous) = read_private::<AdvertFile>(&settings.home, ADVERT_FILE)
         && previous.pid != std::process::id()
@@ -208,15 +210,17 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     let kept = read_private::<KeptFile>(&settings.home, KEPT_FILE)
         .filter(|k| k.key.len() == 64 && k.key.bytes().all(|b| b.is_ascii_hexdigit()));
     let bind = |port: u16| tokio::net::TcpListener::bind(("127.0.0.1", port));
-    let listener = match (settings.port, &kept) {
+    let (listener, keep_key) = match (settings.port, &kept) {
         (0, Some(kept)) if kept.port != 0 => match bind(kept.port).await {
-            Ok(listener) => listener,
-            Err(_) => bind(0).await?,
+            Ok(listener) => (listener, true),
+            // Another process has the port: running clients may have sent it the key while
+            // `watch` was down, so the key goes too (the configs are rendered for the new one).
+            Err(_) => (bind(0).await?, false),
         },
-        (port, _) => bind(port).await?,
+        (port, _) => (bind(port).await?, true),
     };
     let address = listener.local_addr()?;
-    let key = match kept {
+    let key = match kept.filter(|_| keep_key) {
         Some(kept) => kept.key,
         None => {
             let mut raw = [0u8; 32];
