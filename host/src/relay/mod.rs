@@ -98,7 +98,7 @@ struct AdvertFile {
 }
 
 /// What a restarted `watch` reuses: the key, and the port when it is free.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
 struct KeptFile {
     key: String,
     port: u16,
@@ -220,6 +220,7 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
         (port, _) => (bind(port).await?, true),
     };
     let address = listener.local_addr()?;
+    let previous = kept.clone();
     let key = match kept.filter(|_| keep_key) {
         Some(kept) => kept.key,
         None => {
@@ -229,7 +230,11 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
             raw.iter().map(|b| format!("{b:02x}")).collect()
         }
     };
-    write_private(&settings.home, KEPT_FILE, &KeptFile { key: key.clone(), port: address.port() })?;
+    let now_kept = KeptFile { key: key.clone(), port: address.port() };
+    // Written only when it changed: a restart on the same port adds no synced write to the start.
+    if previous.as_ref() != Some(&now_kept) {
+        write_private(&settings.home, KEPT_FILE, &now_kept)?;
+    }
     let url = format!("http://{address}");
     let advert = AdvertFile { url: url.clone(), key: key.clone(), pid: std::process::id(), started };
     write_private(&settings.home, ADVERT_FILE, &advert)?;
