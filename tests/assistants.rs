@@ -103,8 +103,10 @@ fn live(emulator: &Emulator) -> Vec<String> {
 /// `file` and minted one token; and the relay it advertises (`url`, `key`).
 fn watch_until_written(run: &Run, emulator: &Emulator, file: &str) -> (std::process::Child, Value) {
     let watch = support::spawn_devbox_auth(run, &["watch", "--", "sleep", "600"]);
+    // The configs are committed before the state records them: wait for both, or a `status`
+    // right after could still find nothing provisioned (a CI run caught that window).
     support::wait_for(&format!("watch to write ~/{file}"), Duration::from_secs(20), || {
-        run.path(file).exists() && live(emulator).len() == 1
+        run.path(file).exists() && live(emulator).len() == 1 && support::state_json(run)["serve"]["value"].is_string()
     });
     (watch, serde_json::from_str(&run.read(".local/state/devbox-auth/relay.json")).unwrap())
 }

@@ -283,6 +283,7 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "gemini");
     let marker = run.path("term");
     let advert = ".local/state/devbox-auth/relay.json";
+    let kept = ".local/state/devbox-auth/relay-key.json";
     let env = |run: &Run| run.read(".gemini/.env");
     let base_url =
         |run: &Run| env(run).lines().find_map(|l| l.strip_prefix("GOOGLE_GEMINI_BASE_URL=").map(str::to_string));
@@ -298,13 +299,21 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
 
     let watch = watch_with_app(&run, &[], &marker, false);
     let first = relay(&run);
+    let port: u16 = first.0.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
     assert!(env(&run).contains(&first.1), "Gemini CLI holds the relay's key");
+    assert_eq!(run.mode(kept), 0o600);
     stop_and_time(watch, &marker, &emulator);
     assert!(!run.path(advert).exists(), "a clean stop removes the advertisement");
 
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
+    if relay(&run) != first && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        // A test running beside this one took the freed port in between: what follows needs it.
+        eprintln!("inconclusive: another process took port {port} between the two watch runs");
+        stop_and_time(watch, &marker, &emulator);
+        return;
+    }
     assert_eq!(relay(&run), first, "the same port and key after a clean stop");
     assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
     assert!(env(&run).contains(&first.1));
@@ -328,7 +337,6 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
 
     // Its port taken meanwhile: another port and a new key (the squatter may have been sent the
     // old one), and the configs follow them.
-    let port: u16 = first.0.rsplit(':').next().unwrap().parse().unwrap();
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
@@ -337,6 +345,44 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     assert_ne!(moved.1, first.1, "a new key");
     assert_eq!(base_url(&run).unwrap(), gateway(&moved.0), "rendered for the relay's new port");
     assert!(env(&run).contains(&moved.1) && !env(&run).contains(&first.1), "and its new key");
+    // `status` tells a config naming another address than the running relay's from one naming
+    // it (a port that merely starts with the relay's digits is another address).
+    let gemini_line = |run: &Run| {
+        let status = support::devbox_auth(run, &["status"]);
+        status.stdout.lines().find(|l| l.contains("Gemini CLI:")).unwrap_or_default().to_string()
+    };
+    assert!(gemini_line(&run).ends_with(&format!("through the credential relay at {} (up)", moved.0)));
+    let written = env(&run);
+    run.write(".gemini/.env", &written.replace(&moved.0, &format!("{}9", moved.0)));
+    assert!(
+        gemini_line(&run).contains(&format!(
+            "an earlier credential relay's key or address in ~/.gemini/.env; the relay is up at {}",
+            moved.0
+        )),
+        "{}",
+        gemini_line(&run)
+    );
+    run.write(".gemini/.env", &written);
+    stop_and_time(watch, &marker, &emulator);
+
+    // `DEVBOX_AUTH_RELAY_PORT` names the relay's port while another process holds it: no relay
+    // this time, and the key used on that port is dropped, so the next relay there has a new one.
+    let moved_port = moved.0.rsplit(':').next().unwrap();
+    let pinned = run.clone_with("DEVBOX_AUTH_RELAY_PORT", moved_port);
+    let squatter_on_moved = std::net::TcpListener::bind(("127.0.0.1", moved_port.parse::<u16>().unwrap())).unwrap();
+    fresh_app();
+    let watch = watch_with_app(&pinned, &[], &marker, false);
+    assert!(!run.path(advert).exists(), "no relay while its port is taken");
+    assert!(!run.path(kept).exists(), "the key used on the taken port is dropped");
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert!(out.stderr.contains("the credential relay could not start"), "{}", out.stderr);
+    drop(squatter_on_moved);
+    fresh_app();
+    let watch = watch_with_app(&pinned, &[], &marker, false);
+    let pinned_relay = relay(&run);
+    assert_eq!(pinned_relay.0, moved.0, "the port it was told to use");
+    assert_ne!(pinned_relay.1, moved.1, "with a new key");
+    assert!(env(&run).contains(&pinned_relay.1), "and the configs follow it");
     stop_and_time(watch, &marker, &emulator);
     drop(squatter);
 

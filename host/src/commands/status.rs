@@ -208,6 +208,11 @@ enum KeyHolder {
     LiveRelay {
         url: String,
     },
+    /// A relay key, but not for the relay that is up at `url` (its key or its address moved
+    /// while `watch` was down; its next run renders the config again).
+    MovedRelay {
+        url: String,
+    },
     /// The key of a relay this deployment ran, which is not running now.
     DeadRelay,
     Foreign,
@@ -224,15 +229,19 @@ impl KeyHolder {
         if is_token {
             return KeyHolder::Token;
         }
-        if let Some(relay) = crate::relay::Advert::live(home)
-            && relay.key.expose() == key
-            && base_url.starts_with(&relay.url)
-        {
-            return KeyHolder::LiveRelay { url: relay.url };
+        let live = crate::relay::Advert::live(home);
+        if let Some(relay) = live.as_ref().filter(|relay| relay.key.expose() == key) {
+            let under_relay = base_url == relay.url || base_url.starts_with(&format!("{}/", relay.url));
+            let url = relay.url.clone();
+            return if under_relay { KeyHolder::LiveRelay { url } } else { KeyHolder::MovedRelay { url } };
         }
         let fingerprint = crate::relay::key_sha256(&crate::secrets::Secret::new(key));
         match state.relay_key_sha256.as_deref() {
-            Some(recorded) if !key.is_empty() && recorded == fingerprint => KeyHolder::DeadRelay,
+            // An earlier relay's key while another runs: `watch` moved it, and renders again.
+            Some(recorded) if !key.is_empty() && recorded == fingerprint => match live {
+                Some(relay) => KeyHolder::MovedRelay { url: relay.url },
+                None => KeyHolder::DeadRelay,
+            },
             _ => KeyHolder::Foreign,
         }
     }
@@ -242,6 +251,11 @@ impl KeyHolder {
         match self {
             KeyHolder::Token => format!("the token in {file}"),
             KeyHolder::LiveRelay { url } => format!("through the credential relay at {url} (up)"),
+            KeyHolder::MovedRelay { url } => {
+                format!(
+                    "an earlier credential relay's key or address in {file}; the relay is up at {url} and the next `watch` run renders for it"
+                )
+            }
             KeyHolder::DeadRelay => "through a credential relay that is not running (start `devbox-auth watch`)".into(),
             KeyHolder::Foreign => {
                 format!("a key in {file} that is not devbox-auth's (neither its token nor its relay's key)")

@@ -207,19 +207,29 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     }
     let started = process_started(std::process::id())
         .ok_or_else(|| std::io::Error::other("cannot read this process's start time from /proc"))?;
-    let kept = read_private::<KeptFile>(&settings.home, KEPT_FILE)
-        .filter(|k| k.key.len() == 64 && k.key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let kept = read_kept(&settings.home);
     let bind = |port: u16| tokio::net::TcpListener::bind(("127.0.0.1", port));
-    let (listener, keep_key) = match (settings.port, &kept) {
-        (0, Some(kept)) if kept.port != 0 => match bind(kept.port).await {
-            Ok(listener) => (listener, true),
-            // Another process has the port: running clients may have sent it the key while
-            // `watch` was down, so the key goes too (the configs are rendered for the new one).
-            Err(_) => (bind(0).await?, false),
-        },
-        (port, _) => (bind(port).await?, true),
+    let wanted = match (settings.port, &kept) {
+        (0, Some(kept)) => kept.port,
+        (port, _) => port,
+    };
+    let listener = match bind(wanted).await {
+        Ok(listener) => listener,
+        // Another process has the home's last port: take any other (with a new key, below).
+        Err(_) if settings.port == 0 && wanted != 0 => bind(0).await?,
+        Err(e) => {
+            // `DEVBOX_AUTH_RELAY_PORT` is taken. If it is the port the kept key was used on, the
+            // key may have been sent to whoever holds it now: the next start makes a new one.
+            if kept.as_ref().is_some_and(|kept| kept.port == wanted) {
+                let _ = std::fs::remove_file(state::state_dir(&settings.home).join(KEPT_FILE));
+            }
+            return Err(e);
+        }
     };
     let address = listener.local_addr()?;
+    // The key goes with the port: clients may have sent it to whoever took the last one while
+    // `watch` was down, so a relay on another port gets a new key (the configs follow it).
+    let keep_key = kept.as_ref().is_some_and(|kept| kept.port == address.port());
     let previous = kept.clone();
     let key = match kept.filter(|_| keep_key) {
         Some(kept) => kept.key,
@@ -253,6 +263,19 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     });
     let accept = tokio::spawn(accept_loop(listener, relay));
     Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key), url })
+}
+
+/// The home's kept key and port, if the file is ours, private and well-formed (anything else
+/// means a new key). The state directory is checked (ours, 0700) before anything in it is read.
+fn read_kept(home: &Path) -> Option<KeptFile> {
+    use std::os::unix::fs::MetadataExt;
+    state::prepare_dir(home).ok()?;
+    let meta = std::fs::symlink_metadata(state::state_dir(home).join(KEPT_FILE)).ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o077 == 0;
+    let kept = read_private::<KeptFile>(home, KEPT_FILE).filter(|_| ours)?;
+    let lowercase_hex = |key: &str| key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (lowercase_hex(&kept.key) && kept.port != 0).then_some(kept)
 }
 
 /// A JSON file of the state directory, if it is there, readable and not a symlink.
@@ -555,5 +578,35 @@ mod tests {
         assert!(!authorized(&key, &with("authorization", &format!("Bearer {}", "k".repeat(63)))));
         assert!(!authorized(&key, &with("authorization", "Bearer ")));
         assert!(!authorized(&key, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_kept_key_is_used_only_when_ours_private_and_well_formed() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        assert!(read_kept(home.path()).is_none(), "none yet");
+        let dir = state::state_dir(home.path());
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "checked before read");
+        let good = KeptFile { key: "0a".repeat(32), port: 4242 };
+        write_private(home.path(), KEPT_FILE, &good).unwrap();
+        assert!(read_kept(home.path()) == Some(good.clone()));
+        let file = dir.join(KEPT_FILE);
+        for bad in [
+            KeptFile { key: "0A".repeat(32), port: 4242 },
+            KeptFile { key: "0a".repeat(31), port: 4242 },
+            KeptFile { key: "0g".repeat(32), port: 4242 },
+            KeptFile { key: "0a".repeat(32), port: 0 },
+        ] {
+            write_private(home.path(), KEPT_FILE, &bad).unwrap();
+            assert!(read_kept(home.path()).is_none(), "{} {}", bad.key.len(), bad.port);
+        }
+        write_private(home.path(), KEPT_FILE, &good).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_kept(home.path()).is_none(), "readable by others: a new key");
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(home.path().join("elsewhere"), &file).unwrap();
+        write_private(home.path(), "elsewhere-target", &good).unwrap();
+        std::fs::rename(dir.join("elsewhere-target"), home.path().join("elsewhere")).unwrap();
+        assert!(read_kept(home.path()).is_none(), "a symlink is not followed");
     }
 }
