@@ -269,6 +269,16 @@ fn a_stderr_nobody_reads_does_not_stop_rotations() {
     }
 }
 
+/// A loopback port below the kernel's ephemeral range that is free now: no other test is
+/// given it by the kernel, so it stays free between two `watch` runs.
+fn unused_port_below_the_ephemeral_range() -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (start..32_768)
+        .chain(20_000..start)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port between 20000 and 32767")
+}
+
 /// Gemini CLI's `.env` names `watch`'s credential relay, and a running `gemini` keeps what it
 /// read at its start. So a restarted `watch` (after a clean stop, or after it was killed, which
 /// leaves its advertisement behind) listens on the same port with the same key (kept in
@@ -297,9 +307,14 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     };
     let gateway = |url: &str| format!("{url}/ai-gateway/gemini");
 
-    let watch = watch_with_app(&run, &[], &marker, false);
+    // The first relay is pinned below the ephemeral range (32768 and up on Linux), where no
+    // test running beside this one gets a port from the kernel, so the port stays free for the
+    // restarts, which take the kept port on their own (no `DEVBOX_AUTH_RELAY_PORT`).
+    let port = unused_port_below_the_ephemeral_range();
+    let pinned = run.clone_with("DEVBOX_AUTH_RELAY_PORT", &port.to_string());
+    let watch = watch_with_app(&pinned, &[], &marker, false);
     let first = relay(&run);
-    let port: u16 = first.0.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(first.0, format!("http://127.0.0.1:{port}"));
     assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
     assert!(env(&run).contains(&first.1), "Gemini CLI holds the relay's key");
     assert_eq!(run.mode(kept), 0o600);
@@ -308,12 +323,6 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
 
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    if relay(&run) != first && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        // A test running beside this one took the freed port in between: what follows needs it.
-        eprintln!("inconclusive: another process took port {port} between the two watch runs");
-        stop_and_time(watch, &marker, &emulator);
-        return;
-    }
     assert_eq!(relay(&run), first, "the same port and key after a clean stop");
     assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
     assert!(env(&run).contains(&first.1));
@@ -354,37 +363,48 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     assert!(gemini_line(&run).ends_with(&format!("through the credential relay at {} (up)", moved.0)));
     let written = env(&run);
     run.write(".gemini/.env", &written.replace(&moved.0, &format!("{}9", moved.0)));
-    assert!(
-        gemini_line(&run).contains(&format!(
-            "an earlier credential relay's key or address in ~/.gemini/.env; the relay is up at {}",
-            moved.0
-        )),
-        "{}",
-        gemini_line(&run)
-    );
+    let earlier =
+        format!("an earlier credential relay's key or address in ~/.gemini/.env; the relay is up at {}", moved.0);
+    assert!(gemini_line(&run).contains(&earlier), "{}", gemini_line(&run));
     run.write(".gemini/.env", &written);
     stop_and_time(watch, &marker, &emulator);
+    drop(squatter);
 
-    // `DEVBOX_AUTH_RELAY_PORT` names the relay's port while another process holds it: no relay
-    // this time, and the key used on that port is dropped, so the next relay there has a new one.
-    let moved_port = moved.0.rsplit(':').next().unwrap();
-    let pinned = run.clone_with("DEVBOX_AUTH_RELAY_PORT", moved_port);
-    let squatter_on_moved = std::net::TcpListener::bind(("127.0.0.1", moved_port.parse::<u16>().unwrap())).unwrap();
+    // Pinned to its first port again: the key goes with the port, so a new one there.
+    fresh_app();
+    let watch = watch_with_app(&pinned, &[], &marker, false);
+    let back = relay(&run);
+    assert_eq!(back.0, first.0);
+    assert!(back.1 != first.1 && back.1 != moved.1, "a new key on another port than the last");
+    assert!(env(&run).contains(&back.1), "and the configs follow it");
+    stop_and_time(watch, &marker, &emulator);
+
+    // `DEVBOX_AUTH_RELAY_PORT` names that port while another process holds it: no relay this
+    // time; the key used there is dropped, so the next relay there has a new one; and the first
+    // run renders the token itself (the configs named a relay), so no client is sent to the
+    // squatter.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     fresh_app();
     let watch = watch_with_app(&pinned, &[], &marker, false);
     assert!(!run.path(advert).exists(), "no relay while its port is taken");
     assert!(!run.path(kept).exists(), "the key used on the taken port is dropped");
+    let served = support::state_json(&run)["serve"]["value"].as_str().unwrap().to_string();
+    assert!(!env(&run).contains(&back.0) && !env(&run).contains(&back.1), "the configs no longer name the relay");
+    assert!(env(&run).contains(&served), "Gemini CLI gets the token itself");
     let out = stop_and_time(watch, &marker, &emulator);
     assert!(out.stderr.contains("the credential relay could not start"), "{}", out.stderr);
-    drop(squatter_on_moved);
+    drop(squatter);
+    let tokens_then = live_values(&emulator);
     fresh_app();
     let watch = watch_with_app(&pinned, &[], &marker, false);
-    let pinned_relay = relay(&run);
-    assert_eq!(pinned_relay.0, moved.0, "the port it was told to use");
-    assert_ne!(pinned_relay.1, moved.1, "with a new key");
-    assert!(env(&run).contains(&pinned_relay.1), "and the configs follow it");
+    let again = relay(&run);
+    assert_eq!(again.0, first.0, "the port it was told to use");
+    assert_ne!(again.1, back.1, "with a new key");
+    // The configs name no relay now: with nothing due, they keep the token until the next
+    // rotation (as after a `provision` without `watch`).
+    assert_eq!(live_values(&emulator), tokens_then, "nothing due, nothing minted");
+    assert!(env(&run).contains(&served) && !env(&run).contains(&again.1));
     stop_and_time(watch, &marker, &emulator);
-    drop(squatter);
 
     // No Gemini CLI: nothing holds a relay key, and a restart with nothing due mints nothing.
     let run = Run::app(&emulator).var("DEVBOX_ASSISTANTS", "claude");

@@ -15,11 +15,13 @@ pub const MAX_POLICY_BYTES: u64 = 64 << 20;
 pub const MAX_SETTINGS_BYTES: u64 = 4 << 20;
 
 /// Whether a final symlink is followed. The file sandbox has resolved every link itself, so a
-/// link appearing there is a race, and it refuses it.
+/// link appearing there is a race, and it refuses it. `RefuseAndPrivate` also wants the file
+/// to be this user's and closed to everyone else (a key it keeps), checked on what was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Symlinks {
     Follow,
     Refuse,
+    RefuseAndPrivate,
 }
 
 /// The contents of the regular file at `path`, at most `limit` bytes.
@@ -27,7 +29,7 @@ pub fn read(path: &Path, limit: u64, symlinks: Symlinks) -> io::Result<Vec<u8>> 
     // O_NONBLOCK: opening a FIFO must not wait for a writer. O_NOCTTY: a terminal device
     // must not become ours.
     let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-    if symlinks == Symlinks::Refuse {
+    if symlinks != Symlinks::Follow {
         flags |= libc::O_NOFOLLOW;
     }
     let file = fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?;
@@ -37,6 +39,13 @@ pub fn read(path: &Path, limit: u64, symlinks: Symlinks) -> io::Result<Vec<u8>> 
             io::ErrorKind::InvalidInput,
             "not a regular file (a directory, FIFO, socket or device)",
         ));
+    }
+    if symlinks == Symlinks::RefuseAndPrivate {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not this user's, or open to others"));
+        }
     }
     let too_large = || io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {limit} bytes"));
     if meta.len() > limit {

@@ -27,9 +27,10 @@
 //! The key and the port are kept in `relay-key.json` beside it (0600) for the home's life — in a
 //! Databricks App, the container's: a restarted `watch` listens on the same port with the same
 //! key, so a client that read both at its start (Gemini CLI's `.env`) keeps working across the
-//! restart. When another process has taken the port meanwhile, the relay takes another port and
-//! a new key (the clients may have sent the old one there). Deleting the file gives the next
-//! `watch` a new key.
+//! restart. The key goes with the port: when another process has taken the port meanwhile, the
+//! relay takes another port and a new key (the clients may have sent the old one there), and a
+//! taken `DEVBOX_AUTH_RELAY_PORT` drops the key used on it. Deleting the file gives the next
+//! `watch` a new key. The state directory is locked while a relay runs: one relay per home.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -171,6 +172,8 @@ pub struct Running {
     pub key_sha256: String,
     /// Where it listens (`http://127.0.0.1:<port>`).
     pub url: String,
+    /// The state directory, locked while the relay runs (see `start`).
+    _lock: std::fs::File,
 }
 
 impl Drop for Running {
@@ -196,15 +199,16 @@ pub struct Settings {
 /// Without `DEVBOX_AUTH_RELAY_PORT` it listens where the home's last relay did, if that port is
 /// free, else on any free port with a new key. Runs on the caller's tokio runtime.
 pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> std::io::Result<Running> {
-    if let Some(previous) = read_private::<AdvertFile>(&settings.home, ADVERT_FILE)
-        && previous.pid != std::process::id()
-        && process_started(previous.pid) == Some(previous.started)
-    {
-        return Err(std::io::Error::other(format!(
-            "another devbox-auth watch (pid {}) runs one for this home",
-            previous.pid
-        )));
-    }
+    // One relay per home: the state directory itself is locked for the relay's life (no lock
+    // file; the kernel lets go when a killed `watch` dies), so two `watch`es started together
+    // cannot both take the kept key and port, or drop each other's.
+    let lock = std::fs::File::open(state::prepare_dir(&settings.home)?)?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            std::io::Error::other("another devbox-auth watch runs the credential relay for this home")
+        }
+        std::fs::TryLockError::Error(e) => e,
+    })?;
     let started = process_started(std::process::id())
         .ok_or_else(|| std::io::Error::other("cannot read this process's start time from /proc"))?;
     let kept = read_kept(&settings.home);
@@ -215,20 +219,22 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     };
     let listener = match bind(wanted).await {
         Ok(listener) => listener,
-        // Another process has the home's last port: take any other (with a new key, below).
-        Err(_) if settings.port == 0 && wanted != 0 => bind(0).await?,
         Err(e) => {
-            // `DEVBOX_AUTH_RELAY_PORT` is taken. If it is the port the kept key was used on, the
-            // key may have been sent to whoever holds it now: the next start makes a new one.
+            // Another process has the port the kept key was used on: running clients may have
+            // sent it the key while `watch` was down, so that key is done, whatever comes next.
             if kept.as_ref().is_some_and(|kept| kept.port == wanted) {
-                let _ = std::fs::remove_file(state::state_dir(&settings.home).join(KEPT_FILE));
+                forget_kept(&settings.home)?;
             }
-            return Err(e);
+            // `DEVBOX_AUTH_RELAY_PORT` is taken: no relay. Else any other port, with a new key.
+            if settings.port != 0 || wanted == 0 {
+                return Err(e);
+            }
+            bind(0).await?
         }
     };
     let address = listener.local_addr()?;
-    // The key goes with the port: clients may have sent it to whoever took the last one while
-    // `watch` was down, so a relay on another port gets a new key (the configs follow it).
+    // The key goes with the port: a relay elsewhere than last time gets a new key (above), and
+    // the configs follow it.
     let keep_key = kept.as_ref().is_some_and(|kept| kept.port == address.port());
     let previous = kept.clone();
     let key = match kept.filter(|_| keep_key) {
@@ -262,18 +268,30 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
         requests: tokio::sync::Semaphore::new(MAX_REQUESTS),
     });
     let accept = tokio::spawn(accept_loop(listener, relay));
-    Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key), url })
+    Ok(Running { home: settings.home, accept, closing, key_sha256: key_sha256(&key), url, _lock: lock })
+}
+
+/// Drop the home's kept key, so the next relay makes a new one.
+fn forget_kept(home: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(state::state_dir(home).join(KEPT_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(std::io::Error::other(format!("cannot remove {KEPT_FILE}, whose key may have leaked ({e}); delete it")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The home's kept key and port, if the file is ours, private and well-formed (anything else
-/// means a new key). The state directory is checked (ours, 0700) before anything in it is read.
+/// means a new key). The state directory is made ours and 0700 before anything in it is read.
 fn read_kept(home: &Path) -> Option<KeptFile> {
-    use std::os::unix::fs::MetadataExt;
-    state::prepare_dir(home).ok()?;
-    let meta = std::fs::symlink_metadata(state::state_dir(home).join(KEPT_FILE)).ok()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let ours = meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o077 == 0;
-    let kept = read_private::<KeptFile>(home, KEPT_FILE).filter(|_| ours)?;
+    let path = state::prepare_dir(home).ok()?.join(KEPT_FILE);
+    let bytes = crate::named_file::read(
+        &path,
+        crate::named_file::MAX_SETTINGS_BYTES,
+        crate::named_file::Symlinks::RefuseAndPrivate,
+    )
+    .ok()?;
+    let kept = serde_json::from_slice::<KeptFile>(&bytes).ok()?;
     let lowercase_hex = |key: &str| key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     (lowercase_hex(&kept.key) && kept.port != 0).then_some(kept)
 }
@@ -603,10 +621,36 @@ mod tests {
         write_private(home.path(), KEPT_FILE, &good).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(read_kept(home.path()).is_none(), "readable by others: a new key");
-        std::fs::remove_file(&file).unwrap();
-        std::os::unix::fs::symlink(home.path().join("elsewhere"), &file).unwrap();
-        write_private(home.path(), "elsewhere-target", &good).unwrap();
-        std::fs::rename(dir.join("elsewhere-target"), home.path().join("elsewhere")).unwrap();
+        // A link to a good file (ours, 0600, well-formed) is still refused.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&file, dir.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &file).unwrap();
         assert!(read_kept(home.path()).is_none(), "a symlink is not followed");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::rename(dir.join("elsewhere"), &file).unwrap();
+        assert!(read_kept(home.path()) == Some(good), "the same file in place is used");
+    }
+
+    #[tokio::test]
+    async fn one_relay_per_home_and_a_second_start_changes_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let settings = || Settings {
+            home: home.path().to_path_buf(),
+            workspace: "http://127.0.0.1:9".into(),
+            client: reqwest::Client::new(),
+            exe: "/bin/false".into(),
+            run_args: Vec::new(),
+            port: 0,
+        };
+        let helpers = Arc::new(Mutex::new(BTreeSet::new()));
+        let first = start(settings(), helpers.clone()).await.unwrap();
+        let kept = std::fs::read(state::state_dir(home.path()).join(KEPT_FILE)).unwrap();
+        let advert = std::fs::read(advert_path(home.path())).unwrap();
+        let Err(e) = start(settings(), helpers.clone()).await else { panic!("a second relay started") };
+        assert_eq!(e.to_string(), "another devbox-auth watch runs the credential relay for this home");
+        assert_eq!(std::fs::read(state::state_dir(home.path()).join(KEPT_FILE)).unwrap(), kept);
+        assert_eq!(std::fs::read(advert_path(home.path())).unwrap(), advert);
+        drop(first);
+        start(settings(), helpers).await.expect("once the first is gone, another may start");
     }
 }

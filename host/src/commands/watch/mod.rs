@@ -260,14 +260,19 @@ impl Watcher {
     }
 
     /// Whether the last run wrote a relay key into the configs that is not this relay's, or
-    /// this relay's at another URL (a `watch` restarted in a home provisioned before, whose port
-    /// was taken meanwhile): then the first run renders even when nothing is due, or Gemini CLI
-    /// would knock at a relay that is gone.
+    /// this relay's at another URL, or any relay's while this `watch` has none (a `watch`
+    /// restarted in a home provisioned before, whose port was taken meanwhile): then the first
+    /// run renders even when nothing is due, or Gemini CLI would knock at a relay that is gone,
+    /// or at whatever holds its port now.
     fn configs_name_another_relay(&self) -> bool {
-        let Some(relay) = &self.relay else { return false };
         let Some(state) = State::load(&self.home).ok().flatten() else { return false };
-        state.relay_key_sha256.is_some_and(|written| written != relay.key_sha256)
-            || state.relay_url.is_some_and(|written| written != relay.url)
+        match &self.relay {
+            None => state.relay_key_sha256.is_some() || state.relay_url.is_some(),
+            Some(relay) => {
+                state.relay_key_sha256.is_some_and(|written| written != relay.key_sha256)
+                    || state.relay_url.is_some_and(|written| written != relay.url)
+            }
+        }
     }
 
     /// The time the served credential has left, if it is still valid.
