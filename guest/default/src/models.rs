@@ -63,11 +63,14 @@ fn native_api(family: Family) -> &'static str {
 /// A model the AI Gateway lists that an assistant can use: in `system.ai` (where Databricks
 /// hosts foundation models), of a family the assistants speak, and served through that
 /// family's API when the workspace says through which (older workspaces do not, as `ucode`
-/// notes; then the name decides).
+/// notes; then the name decides, and an embedding model's name says what it is).
 pub fn usable_service(service: &ModelService) -> bool {
     let Some(family) = family(&service.name) else { return false };
-    service.name.starts_with("system.ai.")
-        && (service.api_types.is_empty() || service.api_types.iter().any(|t| t == native_api(family)))
+    let served_natively = match service.api_types.is_empty() {
+        true => !service.name.to_ascii_lowercase().contains("embed"),
+        false => service.api_types.iter().any(|t| t == native_api(family)),
+    };
+    service.name.starts_with("system.ai.") && served_natively
 }
 
 /// The models the assistants get, by role. Names are serving endpoints.

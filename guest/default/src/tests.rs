@@ -690,6 +690,9 @@ fn through_the_gateway_the_models_are_the_ones_it_lists() {
         ("system.ai.gpt-5-4", &["openai/v1/responses"]),
         ("system.ai.gemini-3-pro", &["gemini/v1/generateContent"]),
         ("system.ai.claude-sonnet-9-embed", &["mlflow/v1/embeddings"]),
+        // An embedding model from a listing that names no API types: its name says so (it
+        // would be the newest Sonnet otherwise).
+        ("system.ai.claude-sonnet-9-embedding", &[]),
         ("main.default.claude-sonnet-99", &["anthropic/v1/messages"]),
         // Newer, but not served through the API their assistant speaks (or open-weight GPT).
         ("system.ai.claude-sonnet-4-99", &["mlflow/v1/chat/completions"]),
