@@ -323,9 +323,22 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
 
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    assert_eq!(relay(&run), first, "the same port and key after a clean stop");
+    assert!(relay(&run) == first, "the same port and key after a clean stop");
     assert_eq!(base_url(&run).unwrap(), gateway(&first.0));
     assert!(env(&run).contains(&first.1));
+
+    // A second watch in the same home: one relay per home, so it runs without one; the configs
+    // name the first one's, which is up, so it neither mints nor writes, nor takes the key.
+    let (tokens, written) = (live_values(&emulator), env(&run));
+    let second_marker = run.path("term-second");
+    let second = watch_with_app(&run, &[], &second_marker, false);
+    assert!(
+        (live_values(&emulator), env(&run), relay(&run)) == (tokens, written, first.clone()),
+        "the second watch minted, wrote or took the relay"
+    );
+    let out = stop_and_time(second, &second_marker, &emulator);
+    assert!(out.stderr.contains("another devbox-auth watch runs the credential relay for this home"), "{}", out.stderr);
+    assert!(relay(&run) == first, "the first watch's relay is still advertised");
 
     // Killed: the advertisement stays behind; the next watch is not fooled by it, and with
     // nothing due and the configs naming its relay, it mints and writes nothing.
@@ -336,12 +349,8 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     let (tokens, written) = (live_values(&emulator), env(&run));
     fresh_app();
     let watch = watch_with_app(&run, &[], &marker, false);
-    assert_eq!(relay(&run), first, "the same port and key after a kill");
-    assert_eq!(
-        (live_values(&emulator), env(&run)),
-        (tokens.clone(), written),
-        "nothing due, nothing minted or written"
-    );
+    assert!(relay(&run) == first, "the same port and key after a kill");
+    assert!((live_values(&emulator), env(&run)) == (tokens.clone(), written), "nothing due, nothing minted or written");
     stop_and_time(watch, &marker, &emulator);
 
     // Its port taken meanwhile: another port and a new key (the squatter may have been sent the
@@ -351,7 +360,7 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     let watch = watch_with_app(&run, &[], &marker, false);
     let moved = relay(&run);
     assert_ne!(moved.0, first.0);
-    assert_ne!(moved.1, first.1, "a new key");
+    assert!(moved.1 != first.1, "a new key");
     assert_eq!(base_url(&run).unwrap(), gateway(&moved.0), "rendered for the relay's new port");
     assert!(env(&run).contains(&moved.1) && !env(&run).contains(&first.1), "and its new key");
     // `status` tells a config naming another address than the running relay's from one naming
@@ -379,6 +388,24 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     assert!(env(&run).contains(&back.1), "and the configs follow it");
     stop_and_time(watch, &marker, &emulator);
 
+    // The same, while the workspace cannot mint: the render for the missing relay fails, but
+    // the configs carry a valid credential, so the app starts on them anyway (no waiting for
+    // the workspace), and the run is not forced again.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    emulator.fail_route("POST /api/2.0/token/create", Canned::error(500, "INTERNAL_ERROR", "The mint broke."));
+    let (tokens_before, written) = (live_values(&emulator), env(&run));
+    let kept_before = std::fs::read(run.path(kept)).unwrap();
+    fresh_app();
+    let watch = watch_with_app(&pinned, &["--timeout", "2"], &marker, false);
+    assert!((live_values(&emulator), env(&run)) == (tokens_before, written), "nothing minted or written");
+    let out = stop_and_time(watch, &marker, &emulator);
+    assert!(out.stderr.contains("could not render the configs for this relay"), "{}", out.stderr);
+    emulator.clear_failing("POST /api/2.0/token/create");
+    drop(squatter);
+    // (That start dropped the kept key too; put it back for the next case, which checks that.)
+    std::fs::write(run.path(kept), kept_before).unwrap();
+    std::fs::set_permissions(run.path(kept), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
     // `DEVBOX_AUTH_RELAY_PORT` names that port while another process holds it: no relay this
     // time; the key used there is dropped, so the next relay there has a new one; and the first
     // run renders the token itself (the configs named a relay), so no client is sent to the
@@ -399,7 +426,7 @@ fn a_restarted_watch_keeps_its_relays_port_and_key_and_renders_again_only_when_i
     let watch = watch_with_app(&pinned, &[], &marker, false);
     let again = relay(&run);
     assert_eq!(again.0, first.0, "the port it was told to use");
-    assert_ne!(again.1, back.1, "with a new key");
+    assert!(again.1 != back.1, "with a new key");
     // The configs name no relay now: with nothing due, they keep the token until the next
     // rotation (as after a `provision` without `watch`).
     assert_eq!(live_values(&emulator), tokens_then, "nothing due, nothing minted");

@@ -253,7 +253,7 @@ impl KeyHolder {
             KeyHolder::LiveRelay { url } => format!("through the credential relay at {url} (up)"),
             KeyHolder::MovedRelay { url } => {
                 format!(
-                    "an earlier credential relay's key or address in {file}; the relay is up at {url} and the next `watch` run renders for it"
+                    "an earlier credential relay's key or address in {file}; the relay is up at {url}, and its next rotation (or the first run after a restart) renders for it"
                 )
             }
             KeyHolder::DeadRelay => "through a credential relay that is not running (start `devbox-auth watch`)".into(),

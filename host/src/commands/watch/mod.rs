@@ -136,6 +136,12 @@ struct Watcher {
     hook: Option<Hook>,
     /// Whether the first provision succeeded (and the app, if any, was started).
     started_app: bool,
+    /// Whether the first run may still be a full `provision` to render for this relay (see
+    /// `configs_name_another_relay`); given up once such a run failed, so a workspace that is
+    /// down does not keep the app from starting on a credential that is still valid.
+    may_force_first_render: bool,
+    /// Whether the run in progress is such a forced first run.
+    forced_first_render: bool,
     rotations: Retry,
     revocations: Retry,
     last_run: Option<Instant>,
@@ -162,6 +168,8 @@ impl Watcher {
             helper: None,
             hook: None,
             started_app: false,
+            may_force_first_render: true,
+            forced_first_render: false,
             rotations: Retry::new("rotation", Duration::from_secs(60)),
             revocations: Retry::new("revocation", Duration::from_secs(300)),
             last_run: None,
@@ -204,7 +212,7 @@ impl Watcher {
             Ok(running) => Some(running),
             Err(e) => {
                 log(&format!(
-                    "the credential relay could not start ({e}); Gemini CLI gets the token itself and needs a restart after each rotation"
+                    "the credential relay could not start ({e}); runs offer another watch's relay for this home if one is up, else Gemini CLI gets the token itself and needs a restart after each rotation"
                 ));
                 None
             }
@@ -244,11 +252,11 @@ impl Watcher {
         self.last_run = Some(Instant::now());
         self.before = State::load(&self.home).ok().flatten();
         let args = self.args.run.to_args();
-        let spawned = match job {
-            Job::First if self.configs_name_another_relay() => {
-                Helper::spawn_as(&self.exe, job, &["provision", "--defer-revocations"], &args)
-            }
-            _ => Helper::spawn(&self.exe, job, &args),
+        self.forced_first_render =
+            job == Job::First && self.may_force_first_render && self.configs_name_another_relay();
+        let spawned = match self.forced_first_render {
+            true => Helper::spawn_as(&self.exe, job, &["provision", "--defer-revocations"], &args),
+            false => Helper::spawn(&self.exe, job, &args),
         };
         match spawned {
             Ok(helper) => self.helper = Some(helper),
@@ -267,7 +275,12 @@ impl Watcher {
     fn configs_name_another_relay(&self) -> bool {
         let Some(state) = State::load(&self.home).ok().flatten() else { return false };
         match &self.relay {
-            None => state.relay_key_sha256.is_some() || state.relay_url.is_some(),
+            // Another `watch`'s relay for this home is up (this one's could not start): the
+            // runs offer that one, so the configs are right as they are.
+            None => {
+                (state.relay_key_sha256.is_some() || state.relay_url.is_some())
+                    && crate::relay::Advert::live(&self.home).is_none()
+            }
             Some(relay) => {
                 state.relay_key_sha256.is_some_and(|written| written != relay.key_sha256)
                     || state.relay_url.is_some_and(|written| written != relay.url)
@@ -373,6 +386,16 @@ impl Watcher {
             (Job::First, 0) => {
                 self.succeeded(job, stderr);
                 self.start_app()?;
+            }
+            // The render for this relay failed, but the configs as they are still carry a valid
+            // credential: start the app on them (the next try is `--if-due`), and let the next
+            // rotation render for the relay, rather than wait for the workspace or stop.
+            (Job::First, code) if self.forced_first_render && self.credential_left().is_some() => {
+                log(
+                    "the first run could not render the configs for this relay (see below); the credential they carry is still valid, so the app starts on them, and the next rotation renders them",
+                );
+                self.may_force_first_render = false;
+                self.failed(job, code, stderr);
             }
             (Job::First, code) if permanent(code) => {
                 for line in stderr.lines() {
