@@ -235,10 +235,8 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     let address = listener.local_addr()?;
     // The key goes with the port: a relay elsewhere than last time gets a new key (above), and
     // the configs follow it.
-    let keep_key = kept.as_ref().is_some_and(|kept| kept.port == address.port());
-    let previous = kept.clone();
-    let key = match kept.filter(|_| keep_key) {
-        Some(kept) => kept.key,
+    let key = match kept.as_ref().filter(|kept| kept.port == address.port()) {
+        Some(kept) => kept.key.clone(),
         None => {
             let mut raw = [0u8; 32];
             getrandom::fill(&mut raw)
@@ -248,7 +246,7 @@ pub async fn start(settings: Settings, helpers: Arc<Mutex<BTreeSet<u32>>>) -> st
     };
     let now_kept = KeptFile { key: key.clone(), port: address.port() };
     // Written only when it changed: a restart on the same port adds no synced write to the start.
-    if previous.as_ref() != Some(&now_kept) {
+    if kept.as_ref() != Some(&now_kept) {
         write_private(&settings.home, KEPT_FILE, &now_kept)?;
     }
     let url = format!("http://{address}");
